@@ -1,0 +1,34 @@
+"""Load a policy model from a hub id or a local folder with the stock transformers Auto classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+from mm_gmpo.errors import UserError
+from mm_gmpo.models.processor import is_vision_model
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """``auto`` is bf16 on a CUDA device and fp32 on a CPU (where bf16 matmuls are slow and log-probs drift)."""
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    if name not in _DTYPES:
+        raise UserError(f"model.dtype={name!r} is not one of auto, {', '.join(_DTYPES)}")
+    return _DTYPES[name]
+
+
+def load_model(path: str | Path, dtype: str = "auto", attn_implementation: str | None = None):
+    """The causal LM (text) or image-text-to-text model (Qwen2.5-VL) at ``path``, in ``dtype``."""
+    path = str(path)
+    if not Path(path).exists() and Path(path).is_absolute():
+        raise UserError(f"model.path={path} does not exist")
+    cls = AutoModelForImageTextToText if is_vision_model(path) else AutoModelForCausalLM
+    kwargs = {"dtype": resolve_dtype(dtype)}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    return cls.from_pretrained(path, **kwargs)

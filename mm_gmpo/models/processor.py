@@ -1,0 +1,101 @@
+"""Loading processors and tokenizers the way a user's hub checkpoint is loaded, with one CPU-machine fallback.
+
+Qwen2.5-VL's stock processor also builds a video processor, which in transformers 5 needs torchvision. Our CPU
+machines cannot install a torchvision that imports beside the CPU torch, so where torchvision is missing we build
+the same processor without its video half (:class:`ImageOnlyQwen2_5_VLProcessor`). Everything it does for images
+(resize rule, placeholder expansion, ``image_grid_thw``) is the stock code path. On a GPU machine with torchvision
+the stock ``AutoProcessor`` is used unchanged.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, AutoTokenizer, Qwen2_5_VLProcessor
+from transformers.processing_utils import ProcessorMixin
+
+log = logging.getLogger(__name__)
+
+VISION_MODEL_TYPES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl")
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+
+def torchvision_available() -> bool:
+    if importlib.util.find_spec("torchvision") is None:
+        return False
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # a CUDA torchvision beside a CPU torch fails at import with a RuntimeError
+        return False
+    return True
+
+
+class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
+    """Qwen2.5-VL processor for images and text only (no video processor, so no torchvision needed).
+
+    It saves itself as a plain ``Qwen2_5_VLProcessor`` so the checkpoint loads with the stock ``AutoProcessor``
+    wherever torchvision is installed.
+    """
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
+        self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
+
+    def to_dict(self):
+        output = super().to_dict()
+        output["processor_class"] = "Qwen2_5_VLProcessor"
+        return output
+
+
+def is_vision_model(path: str | Path) -> bool:
+    """True when the checkpoint at ``path`` (hub id or folder) is a vision-language model."""
+    return AutoConfig.from_pretrained(str(path)).model_type in VISION_MODEL_TYPES
+
+
+def load_processor(path: str | Path, *, min_pixels: int | None = None, max_pixels: int | None = None):
+    """The processor of a vision-language checkpoint, or the tokenizer of a text-only one.
+
+    ``min_pixels`` / ``max_pixels`` override the image processor's budget (Qwen's resize rule keeps the aspect
+    ratio and makes both sides multiples of 28).
+    """
+    path = str(path)
+    if not is_vision_model(path):
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer.padding_side = "left"
+        return tokenizer
+    size_kwargs = {}
+    if min_pixels is not None or max_pixels is not None:
+        image_processor = AutoImageProcessor.from_pretrained(path)
+        size = dict(image_processor.size)
+        size["shortest_edge"] = min_pixels or size["shortest_edge"]
+        size["longest_edge"] = max_pixels or size["longest_edge"]
+        size_kwargs = {"size": size}
+    if torchvision_available():
+        processor = AutoProcessor.from_pretrained(path, **size_kwargs)
+    else:
+        log.info("torchvision is not importable: using the image-only Qwen2.5-VL processor")
+        processor = ImageOnlyQwen2_5_VLProcessor(
+            image_processor=AutoImageProcessor.from_pretrained(path, **size_kwargs),
+            tokenizer=AutoTokenizer.from_pretrained(path),
+            chat_template=_chat_template_of(path),
+        )
+    processor.tokenizer.padding_side = "left"
+    return processor
+
+
+def _chat_template_of(path: str) -> str | None:
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.chat_template
+    local = Path(path) / "chat_template.jinja"
+    return local.read_text() if local.exists() else None
+
+
+def tokenizer_of(processor):
+    """The tokenizer inside a processor (or the tokenizer itself)."""
+    return getattr(processor, "tokenizer", processor)

