@@ -16,4 +16,10 @@ def require(module: str, purpose: str, install: str):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingDependency(f"{purpose} needs `{module}`, which is not importable ({exc}). Install it with: {install}") from exc
+        raise MissingDependency(
+            f"{purpose} needs `{module}`, which is not importable ({exc}). Install it with: {install}"
+        ) from exc
+
+
+class TrainingHalted(RuntimeError):
+    """Training cannot go on (e.g. several non-finite updates in a row); the message says why."""

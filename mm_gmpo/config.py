@@ -1,0 +1,283 @@
+"""Experiment configuration: nested dataclasses, loaded from YAML with dotted command-line overrides.
+
+``load_config("configs/geo3k_tiny.yaml", ["trainer.lr=1e-5"])`` validates every key and type once, at load time:
+an unknown key or a wrong type fails with a :class:`UserError` that names the key (and the closest known key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mm_gmpo.errors import UserError
+
+
+@dataclass
+class TinyConfig:
+    """Sizes of the random tiny model built at ``model.path`` when it is missing and ``model.tiny_if_missing``."""
+
+    kind: Literal["qwen2_5_vl", "qwen2"] = "qwen2_5_vl"  # architecture
+    hidden: int = 64  # text hidden size
+    layers: int = 2  # text decoder layers
+    heads: int = 4  # attention heads (hidden/heads must be even)
+    kv_heads: int = 2  # key/value heads
+    intermediate: int = 128  # MLP width
+    vision_hidden: int = 64  # vision tower width
+    vision_layers: int = 2  # vision tower depth
+    seed: int = 0  # initialisation seed
+    tokenizer: str = ""  # tokenizer folder instead of the Qwen vocabulary (toy tasks)
+
+
+@dataclass
+class LoraConfig:
+    """Optional LoRA adapters through PEFT (the reference model is then the adapter-free base)."""
+
+    enabled: bool = False
+    r: int = 16  # adapter rank
+    alpha: int = 32  # scaling numerator
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class ModelConfig:
+    """The policy (and, when KL is on, the frozen reference: the same weights at step 0)."""
+
+    path: str = "runs/models/tiny-qwen2_5_vl"  # hub id (Qwen/Qwen2.5-VL-7B-Instruct) or local folder
+    tiny_if_missing: bool = False  # build a random tiny model at `path` if it does not exist (CPU demos, tests)
+    tiny: TinyConfig = field(default_factory=TinyConfig)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    attn_implementation: str = ""  # e.g. flash_attention_2 on GPU; empty: the transformers default
+    gradient_checkpointing: bool = False  # trade compute for activation memory
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class DataConfig:
+    """Which datasets, from where, and how prompts are built from them."""
+
+    train: str = "geometry3k:train"  # dataset spec: geometry3k:<split>, math_lvl3to5, math500, jsonl:<path>, ...
+    val: str = "geometry3k:validation"  # validation spec; empty: no validation
+    source: Literal["auto", "local", "hub"] = "auto"  # auto: local files when present, else the hub
+    local_dir: str = ""  # root of local data; empty: data/sample in the repo, then ../shared/data
+    template: str = "geo3k"  # prompt template: geo3k | qwen_math | r1
+    show_choices: bool = False  # list the multiple-choice options in the prompt
+    max_prompt_length: int = 2048  # tokens incl. image tokens; longer prompts are dropped (never cut)
+    min_pixels: int = 3136  # Qwen resize rule lower bound (pixels per image)
+    max_pixels: int = 1003520  # Qwen resize rule upper bound (pixels per image)
+    train_limit: int = 0  # use only the first N training rows (0: all)
+    val_limit: int = 0  # use only the first N validation rows (0: all)
+    skip_invalid: bool = False  # skip (and count) bad rows instead of failing
+    blank_images: bool = False  # replace every image by a blank one (control: does the image matter?)
+    shuffle: bool = True  # reshuffle the training set every epoch (seeded)
+
+
+@dataclass
+class RolloutConfig:
+    """Sampling of responses."""
+
+    backend: Literal["hf", "vllm"] = "hf"  # hf generate (CPU/GPU) or a colocated vLLM engine (GPU)
+    n: int = 5  # responses per prompt (the group size)
+    prompts_per_round: int = 8  # prompts per rollout round, over all processes
+    temperature: float = 1.0
+    top_p: float = 1.0  # 1.0: off
+    top_k: int = 0  # 0: off
+    max_new_tokens: int = 2048  # responses cut here finish with reason "length"
+    val_temperature: float = 0.0  # 0: greedy validation
+    val_n: int = 1  # samples per validation prompt
+    preflight: bool = True  # check trainer/sampler log-prob parity before training
+    preflight_tolerance: float = 1e-5  # max abs log-prob difference allowed by the preflight (fp32 CPU)
+    vllm_gpu_memory_utilization: float = 0.5  # share of GPU memory for the colocated vLLM engine
+    vllm_sleep: bool = True  # free vLLM's memory during the update where the platform supports it
+
+
+@dataclass
+class AlgorithmConfig:
+    """Policy objective and advantages."""
+
+    loss: str = "gmpo"  # registry name: gmpo | grpo | gmpo_noclip | gmpo_seqclip | gmpo_nonorm | gspo | ...
+    clip_low: float | None = None  # None: the loss's default (GMPO 0.4 in log space, GRPO 0.2)
+    clip_high: float | None = None  # None: the loss's default
+    normalize_std: bool = True  # divide group-centred rewards by the group std (False: Dr.GRPO)
+    kl_coef: float = 0.0  # k3 KL to the reference policy; 0: off and no reference model is loaded
+    entropy_coef: float = 0.0  # entropy bonus; 0: entropy is logged, not optimised
+
+
+@dataclass
+class RewardConfig:
+    """The reward: weighted verifier accuracy and answer format."""
+
+    accuracy_weight: float = 0.9
+    format_weight: float = 0.1
+    format: str = "think_boxed"  # think_boxed | boxed | answer_tag | none
+    zero_truncated: bool = True  # a response cut at max_new_tokens scores 0
+    timeout: float = 1.0  # seconds per verification, enforced in worker processes
+    workers: int = 2  # verifier worker processes per training process
+    memory_mb: int = 1024  # address-space limit per verifier worker
+
+
+@dataclass
+class TrainerConfig:
+    """The loop, optimisation, scale, checkpoints and logs."""
+
+    output_dir: str = "runs/default"  # run directory: config, metrics.jsonl, checkpoints, tensorboard
+    max_steps: int = 8  # optimizer steps in total
+    seed: int = 0
+    save_every: int = 0  # optimizer steps between checkpoints (a multiple of updates_per_round); 0: at the end
+    keep_last: int = 2  # checkpoints kept
+    resume_from: str = ""  # run directory (newest checkpoint) or a checkpoint folder to continue from
+    deepspeed: str = ""  # DeepSpeed JSON (configs/deepspeed/zero2.json); empty: plain PyTorch
+    lr: float = 1e-6
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max global grad norm; 0: off
+    warmup_steps: int = 0  # linear warm-up, then constant
+    updates_per_round: int = 1  # optimizer steps per rollout round (mini-batches of the round's responses)
+    micro_batch_size: int = 4  # sequences per forward/backward per process
+    logprob_chunk_size: int = 512  # response tokens per LM-head chunk (never full [B, T, V] logits)
+    val_every: int = 0  # rounds between validations; 0: only before training and at the end
+    max_nonfinite_steps: int = 3  # consecutive skipped non-finite updates before the run stops
+    tensorboard: bool = True
+    wandb_project: str = ""  # log to Weights & Biases when set (pip install wandb)
+    num_threads: int = 0  # torch CPU threads; 0: torch default
+    progress: bool = True  # progress bar (step, reward, loss, seconds per step)
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, cls: type = Config) -> Any:
+    """Read ``path`` (YAML) over the defaults of ``cls``, apply ``key.sub=value`` overrides, validate."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: not valid YAML ({exc})") from exc
+        if not isinstance(raw, dict):
+            raise UserError(f"{path}: the top level must be a mapping of sections")
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override {item!r} is not of the form key.sub=value")
+        _set_dotted(raw, key.strip(), _parse_value(value))
+    return _build(cls, raw, prefix="", root=cls)
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"override {key}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def _all_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        name = f"{prefix}{f.name}"
+        keys.append(name)
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys.extend(_all_keys(hint, name + "."))
+    return keys
+
+
+def _unknown_key(key: str, root: type) -> UserError:
+    known = _all_keys(root)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return UserError(f"unknown config key {key}{hint}")
+
+
+def _build(cls: type, raw: Any, prefix: str, root: type) -> Any:
+    if not isinstance(raw, dict):
+        raise UserError(f"config key {prefix.rstrip('.') or '<root>'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            raise _unknown_key(f"{prefix}{key}", root)
+    kwargs = {}
+    for name in names & raw.keys():
+        kwargs[name] = _coerce(hints[name], raw[name], f"{prefix}{name}", root)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str, root: type) -> Any:
+    """Check ``value`` against the field type ``hint``; ints are accepted for floats."""
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".", root)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, key, root)
+            except UserError as exc:
+                errors.append(str(exc))
+        raise UserError(errors[0])
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(map(str, args))
+            raise UserError(f"config key {key}={value!r} is not one of: {choices}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"config key {key} must be a list, got {value!r}")
+        return [_coerce(args[0], v, f"{key}[{i}]", root) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"config key {key} must be a mapping, got {value!r}")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if hint in (int, float, str, bool) and not (
+        isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    ):
+        raise UserError(f"config key {key} must be {hint.__name__}, got {value!r} ({type(value).__name__})")
+    return value
