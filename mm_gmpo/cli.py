@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 
-from mm_gmpo.errors import MissingDependency, UserError
+from mm_gmpo.errors import MissingDependency, TrainingHalted, UserError
 
 # subcommand -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS = {
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(_command_module(args._module).run(args) or 0)
-    except (UserError, MissingDependency, FileNotFoundError) as exc:
+    except (UserError, MissingDependency, TrainingHalted, FileNotFoundError) as exc:
         print(f"mm-gmpo {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -151,6 +151,16 @@ class TrainerConfig:
 
 
 @dataclass
+class WarmStartConfig:
+    """Optional supervised warm start on gold answers before RL (a random tiny model would earn no reward)."""
+
+    steps: int = 0  # optimizer steps of supervised training; 0: none (real checkpoints need none)
+    lr: float = 1e-3
+    batch_size: int = 8  # sequences per step
+    reasoning: str = "Let me look at the figure."  # filler text inside <think> for the target responses
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -158,6 +168,7 @@ class Config:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    warmstart: WarmStartConfig = field(default_factory=WarmStartConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, cls: type = Config) -> Any:

@@ -1,0 +1,28 @@
+"""Shared fixtures: tiny models built once per test session (seconds), never downloaded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_vl_dir(tmp_path_factory) -> Path:
+    from mm_gmpo.models import TinyModelSpec, make_tiny_model
+
+    return make_tiny_model(TinyModelSpec(kind="qwen2_5_vl"), tmp_path_factory.mktemp("models") / "tiny-vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_text_dir(tmp_path_factory) -> Path:
+    from mm_gmpo.models import TinyModelSpec, make_tiny_model
+
+    return make_tiny_model(TinyModelSpec(kind="qwen2"), tmp_path_factory.mktemp("models") / "tiny-text")

@@ -1,0 +1,57 @@
+"""The tiny models load back with stock transformers Auto classes and generate from image+text / text prompts."""
+
+import torch
+from PIL import Image, ImageDraw
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+
+from mm_gmpo.models import load_processor
+
+
+def _image(size=(200, 150)):
+    img = Image.new("RGB", size, "white")
+    ImageDraw.Draw(img).polygon([(20, 20), (180, 30), (100, 140)], outline="black", width=4)
+    return img
+
+
+def test_vl_round_trip(tiny_vl_dir):
+    config = AutoConfig.from_pretrained(tiny_vl_dir)
+    assert config.model_type == "qwen2_5_vl"
+    model = AutoModelForImageTextToText.from_pretrained(tiny_vl_dir)
+    assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_vl_dir)
+    assert tokenizer.convert_tokens_to_ids("<|image_pad|>") == config.image_token_id == 151655
+    processor = load_processor(tiny_vl_dir, max_pixels=224 * 224)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Find x."}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert "<|vision_start|><|image_pad|><|vision_end|>Find x." in text
+    assert text.endswith("<|im_start|>assistant\n")
+    enc = processor(text=[text], images=[_image()], return_tensors="pt")
+    grid = enc["image_grid_thw"][0]
+    n_image_tokens = int((enc["input_ids"] == config.image_token_id).sum())
+    assert n_image_tokens == int(grid.prod()) // 4  # 2x2 patch merge
+    torch.manual_seed(0)
+    out = model.generate(**enc, max_new_tokens=6, do_sample=False)
+    assert out.shape[1] > enc["input_ids"].shape[1]
+
+
+def test_text_round_trip(tiny_text_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_text_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_text_dir)
+    assert len(tokenizer) >= 151643
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "1+1?"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    text = tokenizer.decode(ids["input_ids"][0])
+    assert "Please reason step by step" in text  # Qwen-Math system prompt by default
+    out = model.generate(**ids, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] == ids["input_ids"].shape[1] + 5 or out[0, -1].item() in model.generation_config.eos_token_id
+
+
+def test_processor_budget(tiny_vl_dir):
+    small = load_processor(tiny_vl_dir, max_pixels=112 * 112)
+    big = load_processor(tiny_vl_dir, max_pixels=448 * 448)
+    img = _image((640, 480))
+    g_small = small.image_processor(images=[img], return_tensors="pt")["image_grid_thw"][0]
+    g_big = big.image_processor(images=[img], return_tensors="pt")["image_grid_thw"][0]
+    assert int(g_small.prod()) * 14 * 14 <= 112 * 112
+    assert int(g_big.prod()) > int(g_small.prod())
