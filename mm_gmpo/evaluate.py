@@ -1,0 +1,94 @@
+"""`mm-gmpo eval`: Pass@1 of a model (hub id or folder) on one or more benchmarks, per-item JSONL and a table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+BENCHMARKS = ["geometry3k:test", "math500", "aime24", "aime25", "amc23", "minerva", "olympiadbench"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="hub id or local folder (e.g. a run's checkpoint)")
+    parser.add_argument("--data", nargs="+", required=True, help=f"dataset specs: {', '.join(BENCHMARKS)}, jsonl:PATH")
+    parser.add_argument("--n", type=int, default=1, help="samples per problem (Pass@1 averaged over them)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    parser.add_argument("--max-new-tokens", type=int, default=3000)
+    parser.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    parser.add_argument(
+        "--template", default="", help="prompt template (default: geo3k for Geometry3K, else qwen_math)"
+    )
+    parser.add_argument("--show-choices", action="store_true", help="list multiple-choice options in the prompt")
+    parser.add_argument("--limit", type=int, default=0, help="first N problems of each set (0: all)")
+    parser.add_argument("--batch-size", type=int, default=16, help="prompts per generation batch")
+    parser.add_argument("--source", choices=["auto", "local", "hub"], default="auto")
+    parser.add_argument("--local-dir", default="", help="local data root (default: data/sample, then ../shared/data)")
+    parser.add_argument("--max-pixels", type=int, default=1003520)
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--output", default="", help="folder for items-<set>.jsonl and summary.json")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mm_gmpo.config import RolloutConfig
+    from mm_gmpo.data import build_prompts, load_examples
+    from mm_gmpo.models import load_model, load_processor
+    from mm_gmpo.reward import VerifierPool
+    from mm_gmpo.rollout import RolloutEngine
+    from mm_gmpo.trainer.evaluation import evaluate_prompts
+
+    processor = load_processor(args.model, max_pixels=args.max_pixels)
+    model = load_model(args.model, args.dtype).eval()
+    engine = RolloutEngine(args.backend, model, processor, config=RolloutConfig(backend=args.backend))
+    out_dir = Path(args.output) if args.output else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {}
+    with VerifierPool(workers=2, timeout=1.0) as verifier:
+        for spec in args.data:
+            examples, _ = load_examples(
+                spec, source=args.source, local_dir=args.local_dir or None, split_limit=args.limit or None
+            )
+            template = args.template or ("geo3k" if spec.startswith("geometry3k") else "qwen_math")
+            prompts, _ = build_prompts(
+                examples,
+                processor,
+                template=template,
+                show_choices=args.show_choices,
+                max_prompt_length=1 << 20,
+                min_pixels=3136,
+                max_pixels=args.max_pixels,
+            )
+            start = time.perf_counter()
+            result = evaluate_prompts(
+                engine,
+                prompts,
+                verifier,
+                n=args.n,
+                temperature=args.temperature,
+                max_new_tokens=args.max_new_tokens,
+                batch_size=args.batch_size,
+                format_kind="boxed",
+                seed=args.seed,
+            )
+            summary[spec] = {
+                "pass@1": result.accuracy,
+                "problems": result.count,
+                "mean_length": result.length_sum / max(result.count, 1),
+                "seconds": time.perf_counter() - start,
+            }
+            if out_dir:
+                name = spec.replace(":", "_").replace("/", "_")
+                with (out_dir / f"items-{name}.jsonl").open("w") as f:
+                    for item in result.items:
+                        f.write(json.dumps(item) + "\n")
+    if summary:
+        summary["average"] = {"pass@1": sum(v["pass@1"] for v in summary.values()) / len(summary)}
+    if out_dir:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"{'benchmark':<22}{'pass@1':>8}{'problems':>10}")
+    for spec, row in summary.items():
+        print(f"{spec:<22}{100 * row['pass@1']:>8.1f}{row.get('problems', ''):>10}")
+    return 0

@@ -1,0 +1,86 @@
+"""`mm-gmpo plot RUN_DIR [RUN_DIR ...]`: figures from metrics.jsonl, runs overlaid (e.g. GMPO beside GRPO)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mm_gmpo.errors import UserError
+
+# (file stem, title, metric key or (low key, high key) for a band)
+PANELS = [
+    ("reward", "reward (mean)", "reward/mean"),
+    ("accuracy", "validation accuracy", "val/accuracy"),
+    ("entropy", "policy entropy (nats/token)", "actor/entropy"),
+    ("response_length", "response length (tokens)", "response_length/mean"),
+    ("log_ratio_range", "log importance ratio: min/max band", ("actor/log_ratio_min", "actor/log_ratio_max")),
+    ("clip_frac", "clipped token fraction", "actor/clip_frac"),
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", help="run directories (each with metrics.jsonl)")
+    parser.add_argument("--out", default="", help="output folder (default: the first run directory)")
+    parser.add_argument("--labels", nargs="*", default=None, help="legend labels, one per run (default: folder names)")
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no metrics.jsonl")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{number}: not valid JSON ({exc})") from exc
+    return rows
+
+
+def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+    points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+    return [p[0] for p in points], [float(p[1]) for p in points]
+
+
+def run(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [Path(r) for r in args.runs]
+    labels = args.labels or [r.name for r in runs]
+    if len(labels) != len(runs):
+        raise UserError(f"--labels has {len(labels)} names for {len(runs)} runs")
+    data = {label: read_metrics(run) for label, run in zip(labels, runs, strict=True)}
+    out = Path(args.out) if args.out else runs[0]
+    out.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    for ax, (stem, title, key) in zip(axes.flat, PANELS, strict=True):
+        single, single_ax = plt.subplots(figsize=(6, 4))
+        for target in (ax, single_ax):
+            for label, rows in data.items():
+                if isinstance(key, tuple):
+                    steps, low = series(rows, key[0])
+                    _, high = series(rows, key[1])
+                    if steps:
+                        target.fill_between(steps, low, high, alpha=0.3, label=label)
+                else:
+                    steps, values = series(rows, key)
+                    if steps:
+                        target.plot(steps, values, marker="." if len(steps) < 30 else None, label=label)
+            target.set_title(title)
+            target.set_xlabel("optimizer step")
+            target.grid(alpha=0.3)
+            if target.has_data():
+                target.legend()
+        single.tight_layout()
+        single.savefig(out / f"{stem}.png", dpi=100)
+        plt.close(single)
+    fig.tight_layout()
+    fig.savefig(out / "summary.png", dpi=100)
+    plt.close(fig)
+    print(f"figures written to {out}: summary.png and {', '.join(p[0] + '.png' for p in PANELS)}")
+    return 0
