@@ -1,0 +1,326 @@
+"""Dataset specs (``geometry3k:train``, ``math500``, ``jsonl:/path``) to examples, from local files or the hub.
+
+Local roots are searched in order: ``local_dir`` when given; else ``data/sample`` shipped in the repo, then
+``../shared/data`` beside the repo. A root holds ``geometry3k/<split>.jsonl`` (image paths relative to
+``geometry3k/``) and ``math/<name>.jsonl``; for Geometry3K a root may instead hold the Inter-GPS release layout
+(``<split>/<id>/data.json``, with ``val`` for the validation split), directly or under ``geometry3k/``.
+With ``source="auto"`` a spec found in no local root is loaded from the hub with ``datasets.load_dataset``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from mm_gmpo.data import rows as rowfmt
+from mm_gmpo.data.images import BadRow, blank_like
+from mm_gmpo.errors import UserError
+from mm_gmpo.types import Example
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_ROOTS = (REPO_ROOT / "data" / "sample", REPO_ROOT.parent / "shared" / "data")
+GEOMETRY3K_SPLITS = {"train": "train", "validation": "val", "val": "val", "test": "test"}
+
+# name -> file names tried under <root>/math/ (and <root>/ itself)
+MATH_FILES = {
+    "math500": ["math500.jsonl"],
+    "aime24": ["aime24.jsonl"],
+    "aime25": ["aime25.jsonl"],
+    "amc23": ["amc23.jsonl"],
+    "minerva": ["minerva_math.jsonl", "minerva.jsonl"],
+    "olympiadbench": ["olympiadbench.jsonl"],
+    "math:train": ["math_train.jsonl"],
+    "math:test": ["math_test_full.jsonl", "math_test.jsonl"],
+    "math_lvl3to5": ["math_lvl3to5.jsonl"],
+}
+# name -> (hub id, config, split)
+HUB_IDS = {
+    "geometry3k": ("hiyouga/geometry3k", None, None),  # split from the spec
+    "math500": ("HuggingFaceH4/MATH-500", None, "test"),
+    "aime24": ("HuggingFaceH4/aime_2024", None, "train"),
+    "aime25": ("math-ai/aime25", None, "test"),
+    "amc23": ("math-ai/amc23", None, "test"),
+    "minerva": ("math-ai/minervamath", None, "test"),
+    "olympiadbench": ("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train"),
+    "math:train": ("DigitalLearningGmbH/MATH-lighteval", None, "train"),
+    "math:test": ("DigitalLearningGmbH/MATH-lighteval", None, "test"),
+}
+KNOWN_SPECS = ["geometry3k:train", "geometry3k:validation", "geometry3k:test", *MATH_FILES, "jsonl:<path>"]
+
+
+@dataclass
+class DataStats:
+    """What loading one dataset did: rows read, kept, skipped (by reason), diagrams rendered."""
+
+    dataset: str
+    rows: int = 0  # rows read
+    kept: int = 0  # examples returned
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> rows skipped (skip_invalid=True)
+    rendered: int = 0  # examples whose image was drawn from the annotation
+    blanked: int = 0  # images replaced by blank ones (blank_images=True)
+    origin: str = ""  # file, folder or hub id the rows came from
+
+    def as_dict(self) -> dict[str, int]:
+        out = {"rows": self.rows, "kept": self.kept, "skipped": sum(self.skipped.values()), "rendered": self.rendered}
+        out.update({f"skipped_{reason}": n for reason, n in sorted(self.skipped.items())})
+        return out
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``"geometry3k:test"`` -> ("geometry3k", "test"); ``"math500"`` -> ("math500", None); ``"jsonl:p"`` -> ..."""
+    spec = spec.strip()
+    if spec.startswith("jsonl:"):
+        return "jsonl", spec.removeprefix("jsonl:")
+    if spec.startswith("geometry3k"):
+        split = spec.partition(":")[2] or "train"
+        if split not in GEOMETRY3K_SPLITS:
+            raise UserError(f"dataset spec {spec!r}: unknown Geometry3K split {split!r} (train, validation, test)")
+        return "geometry3k", "validation" if split == "val" else split
+    if spec in MATH_FILES:
+        return spec, None
+    raise UserError(f"unknown dataset spec {spec!r}; known: {', '.join(KNOWN_SPECS)}")
+
+
+def local_roots(local_dir: str | Path | None) -> list[Path]:
+    if local_dir:
+        root = Path(local_dir).expanduser()
+        if not root.is_dir():
+            raise UserError(f"data.local_dir={local_dir}: not a folder")
+        return [root]
+    return [root for root in DEFAULT_ROOTS if root.is_dir()]
+
+
+def _find_local(name: str, split: str | None, roots: list[Path]) -> tuple[str, Path] | None:
+    """(layout, path) of the first local copy: layout is "jsonl" (a file) or "intergps" (a split folder)."""
+    for root in roots:
+        if name == "geometry3k":
+            for base in (root / "geometry3k", root):
+                if (base / f"{split}.jsonl").is_file():
+                    return "jsonl", base / f"{split}.jsonl"
+                for folder in (base / GEOMETRY3K_SPLITS[split], base / split):
+                    if folder.is_dir() and any(folder.glob("*/data.json")):
+                        return "intergps", folder
+        else:
+            for base in (root / "math", root):
+                for file_name in MATH_FILES[name]:
+                    if (base / file_name).is_file():
+                        return "jsonl", base / file_name
+            if name == "math_lvl3to5" and all(_find_local(n, None, [root]) for n in ("math:train", "math:test")):
+                return "pool", root
+    return None
+
+
+def read_jsonl(path: Path, dataset: str) -> list[dict]:
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{dataset}: {path} line {line_no} is not valid JSON ({exc.msg})") from exc
+    return rows
+
+
+def build_math_pool(train: Iterable[dict], test: Iterable[dict], math500: Iterable[dict]) -> list[dict]:
+    """The paper's text-math training pool: MATH levels 3-5 of train plus test, minus the MATH500 problems.
+
+    MATH500 rows are matched by id (``test/<subject>/<n>.json``) or, for copies without those ids, by the
+    problem text with whitespace collapsed.
+    """
+    held_out = list(math500)
+    held_ids = {str(r.get("unique_id") or r.get("id")) for r in held_out}
+    held_texts = {" ".join(str(r.get("problem", "")).split()) for r in held_out}
+    pool = []
+    for row in [*train, *test]:
+        if rowfmt._level(row.get("level")) not in (3, 4, 5):
+            continue
+        if str(row.get("id") or row.get("unique_id")) in held_ids or " ".join(row["problem"].split()) in held_texts:
+            continue
+        pool.append(row)
+    return pool
+
+
+def has_answer(row: dict) -> bool:
+    return bool(rowfmt.answer_text(row.get("answer")) or rowfmt.last_boxed(str(row.get("solution") or "")))
+
+
+def _drop_unanswered(raw: list[dict], stats: DataStats) -> tuple[list[dict], DataStats]:
+    """MATH has two training solutions with an empty \\boxed{} (train/number_theory/7115, 7117): the pool is
+    defined with them (8,888 rows), but they cannot be graded, so they are counted as skipped, not fatal."""
+    kept = [row for row in raw if has_answer(row)]
+    if len(kept) < len(raw):
+        stats.skipped["missing_answer"] = len(raw) - len(kept)
+        stats.rows += len(raw) - len(kept)  # read, then skipped
+        log.warning("%s: %d pool rows have no gold answer and are left out", stats.dataset, len(raw) - len(kept))
+    return kept, stats
+
+
+def load_examples(
+    spec: str,
+    *,
+    source: Literal["auto", "local", "hub"] = "auto",
+    local_dir: str | Path | None = None,
+    split_limit: int | None = None,
+    skip_invalid: bool = False,
+    blank_images: bool = False,
+    render_missing: bool = True,
+) -> tuple[list[Example], DataStats]:
+    """Load a dataset by spec. Bad rows raise :class:`UserError` naming dataset, row id and file, or with
+    ``skip_invalid`` are skipped and counted in ``DataStats.skipped`` by reason. ``split_limit`` keeps the first N
+    rows read; ``blank_images`` replaces every image by a white one of the same size."""
+    name, split = parse_spec(spec)
+    if source not in ("auto", "local", "hub"):
+        raise UserError(f"data.source={source!r}: expected auto, local or hub")
+    if name == "jsonl":
+        path = Path(split).expanduser()
+        if not path.is_file():
+            raise UserError(f"dataset spec {spec!r}: no such file {path}")
+        stats = DataStats(spec, origin=str(path))
+        raw = read_jsonl(path, spec)[:split_limit]
+
+        def convert(row, i):
+            return rowfmt.jsonl_example(row, dataset=spec, index=i, root=path.parent, where=str(path))
+
+        return _finish(convert, raw, stats, skip_invalid, blank_images)
+    found = None if source == "hub" else _find_local(name, split, local_roots(local_dir))
+    if found is None:
+        if source == "local":
+            where = ", ".join(str(r) for r in local_roots(local_dir)) or "(no local data folder)"
+            raise UserError(f"dataset {spec!r} not found under {where}; set data.local_dir or data.source=hub")
+        return examples_from_hub(spec, split_limit=split_limit, skip_invalid=skip_invalid, blank_images=blank_images)
+    layout, path = found
+    stats = DataStats(spec, origin=str(path))
+    if layout == "intergps":
+        folders = sorted((p.parent for p in path.glob("*/data.json")), key=lambda p: (len(p.name), p.name))
+
+        def convert(folder, _):
+            return rowfmt.intergps_example(folder, dataset=spec, render_missing=render_missing)
+
+        return _finish(convert, folders[:split_limit], stats, skip_invalid, blank_images)
+    if layout == "pool":
+        parts = {n: read_jsonl(_find_local(n, None, [path])[1], n) for n in ("math:train", "math:test")}
+        held = _find_local("math500", None, [path])
+        if held is None:  # without it the pool would silently contain the MATH500 evaluation problems
+            raise UserError(f"math_lvl3to5: {path} has MATH train/test but no math500.jsonl to hold out")
+        raw = build_math_pool(parts["math:train"], parts["math:test"], read_jsonl(held[1], "math500"))
+        raw, stats = _drop_unanswered(raw, stats)
+        stats.origin = f"{path} (MATH train+test levels 3-5 minus MATH500)"
+    else:
+        raw = read_jsonl(path, spec)
+    raw = raw[:split_limit]
+    if name == "geometry3k":
+
+        def convert(row, i):
+            return rowfmt.geometry3k_example(
+                row, dataset=spec, index=i, root=path.parent, where=str(path), render_missing=render_missing
+            )
+    else:
+
+        def convert(row, i):
+            return rowfmt.math_example(row, dataset=spec, index=i, where=str(path))
+
+    return _finish(convert, raw, stats, skip_invalid, blank_images)
+
+
+def _finish(
+    convert: Callable[[object, int], Example], raw: list, stats: DataStats, skip_invalid: bool, blank_images: bool
+) -> tuple[list[Example], DataStats]:
+    """Convert rows one by one, skipping (and counting) or raising on bad ones; then blank images if asked."""
+    examples, seen = [], set()
+    for index, row in enumerate(raw):
+        stats.rows += 1
+        try:
+            example = convert(row, index)
+            if example.id in seen:
+                raise BadRow(f"{stats.dataset} row {example.id} ({stats.origin}): duplicate id", "duplicate_id")
+        except BadRow as exc:
+            if not skip_invalid:
+                raise
+            stats.skipped[exc.reason] = stats.skipped.get(exc.reason, 0) + 1
+            log.warning("skipping a bad row: %s", exc)
+            continue
+        seen.add(example.id)
+        stats.rendered += bool(example.meta.get("rendered"))
+        if blank_images and example.images:
+            example.images = [blank_like(img) for img in example.images]
+            stats.blanked += len(example.images)
+        examples.append(example)
+    stats.kept = len(examples)
+    if stats.skipped:
+        log.warning(
+            "%s: skipped %d of %d rows (%s)", stats.dataset, sum(stats.skipped.values()), stats.rows, stats.skipped
+        )
+    log.info("%s: %d examples from %s (%d rendered diagrams)", stats.dataset, stats.kept, stats.origin, stats.rendered)
+    return examples, stats
+
+
+def examples_from_hub_dataset(
+    dataset,
+    spec: str,
+    *,
+    origin: str = "",
+    split_limit: int | None = None,
+    skip_invalid: bool = False,
+    blank_images: bool = False,
+) -> tuple[list[Example], DataStats]:
+    """Convert rows of a loaded ``datasets.Dataset`` (or any sequence of dicts) for ``spec``."""
+    name, _ = parse_spec(spec)
+    stats = DataStats(spec, origin=origin or f"hub:{HUB_IDS.get(name, ('?',))[0]}")
+    count = len(dataset) if split_limit is None else min(split_limit, len(dataset))
+    raw = (dataset[i] for i in range(count))
+    if name == "geometry3k":
+
+        def convert(row, i):
+            return rowfmt.geometry3k_hub_example(row, dataset=spec, index=i, where=stats.origin)
+    else:
+
+        def convert(row, i):
+            return rowfmt.math_example(row, dataset=spec, index=i, where=stats.origin)
+
+    return _finish(convert, list(raw), stats, skip_invalid, blank_images)
+
+
+def examples_from_hub(
+    spec: str, *, split_limit: int | None = None, skip_invalid: bool = False, blank_images: bool = False
+) -> tuple[list[Example], DataStats]:
+    """Load ``spec`` with ``datasets.load_dataset`` (needs the hub; not reachable on our CI machines)."""
+    from mm_gmpo.errors import require
+
+    datasets = require("datasets", f"loading {spec} from the hub", "pip install datasets")
+    name, split = parse_spec(spec)
+
+    def load(key: str, fallback_split: str | None = None):
+        hub_id, config, hub_split = HUB_IDS[key]
+        try:
+            return datasets.load_dataset(hub_id, config, split=hub_split or fallback_split)
+        except Exception as exc:  # the hub raises many types (connection, missing repo, auth)
+            raise UserError(f"dataset {spec!r}: could not load {hub_id} from the hub ({exc})") from exc
+
+    if name == "math_lvl3to5":
+        train, test, held = load("math:train"), load("math:test"), load("math500")
+        pool = build_math_pool((dict(r) for r in train), (dict(r) for r in test), (dict(r) for r in held))
+        pool = [row for row in pool if has_answer(row)]  # as for local files: ungradable rows are left out
+        return examples_from_hub_dataset(
+            pool,
+            spec,
+            origin="hub:MATH levels 3-5 minus MATH500",
+            split_limit=split_limit,
+            skip_invalid=skip_invalid,
+            blank_images=blank_images,
+        )
+    dataset = load(name, split)
+    return examples_from_hub_dataset(
+        dataset,
+        spec,
+        origin=f"hub:{HUB_IDS[name][0]}",
+        split_limit=split_limit,
+        skip_invalid=skip_invalid,
+        blank_images=blank_images,
+    )

@@ -1,0 +1,195 @@
+"""One function per row format, each turning a raw row (a dict) into an :class:`~mm_gmpo.types.Example`.
+
+The same functions serve local files and hub datasets, so the hub branch is tested by feeding an in-memory
+``datasets.Dataset`` through them. Every problem with a row raises :class:`BadRow` with a message naming the
+dataset, the row id and the file, and a ``reason`` under which a skipped row is counted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from mm_gmpo.data.images import BadRow, open_image, resolve_inside
+from mm_gmpo.types import Example
+
+IMAGE_PLACEHOLDER = "<image>"
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, braces matched; None if absent."""
+    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text or "")]
+    if not starts:
+        return None
+    depth, start = 1, starts[-1]
+    for pos in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[pos], 0)
+        if depth == 0:
+            return text[start:pos].strip()
+    return None
+
+
+def answer_text(value: Any) -> str:
+    """Normalise a gold answer to text: ``27.0`` -> ``"27"``, a list of answers -> ``"a, b"``."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(answer_text(v) for v in value if answer_text(v))
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _level(value: Any) -> int | None:
+    if isinstance(value, int):
+        return value
+    match = re.search(r"\d+", str(value or ""))
+    return int(match.group()) if match else None
+
+
+def _first(row: dict, *keys: str) -> Any:
+    return next((row[k] for k in keys if row.get(k) not in (None, "", [])), None)
+
+
+def row_id(row: dict, index: int, dataset: str) -> str:
+    value = _first(row, "id", "unique_id", "idx", "problem_id")
+    return str(value) if value is not None else f"{dataset}-{index}"
+
+
+def math_example(row: dict, *, dataset: str, index: int, where: str) -> Example:
+    """A text-math row (MATH, MATH500, AIME, AMC, Minerva, OlympiadBench; local JSONL or hub columns)."""
+    ident = row_id(row, index, dataset)
+    here = f"{dataset} row {ident} ({where})"
+    problem = str(_first(row, "problem", "question", "Problem", "Question") or "").strip()
+    if not problem:
+        raise BadRow(f"{here}: empty problem", "empty_problem")
+    answer = answer_text(_first(row, "answer", "final_answer", "expected_answer", "Answer"))
+    if not answer:
+        solution = _first(row, "solution", "Solution")
+        answer = last_boxed(solution if isinstance(solution, str) else answer_text(solution)) or ""
+    if not answer:
+        raise BadRow(f"{here}: missing or empty answer", "missing_answer")
+    meta = {"level": _level(row.get("level")), "subject": _first(row, "subject", "type")}
+    return Example(ident, problem, answer, source=dataset, meta={k: v for k, v in meta.items() if v is not None})
+
+
+def _strip_placeholders(problem: str, n_images: int, here: str, *, required: bool) -> str:
+    """Drop ``<image>`` placeholders, checking there is one per image (``required``: also when none are used)."""
+    count = problem.count(IMAGE_PLACEHOLDER)
+    if count != n_images and (required or count):
+        raise BadRow(f"{here}: {count} {IMAGE_PLACEHOLDER} placeholder(s) but {n_images} image(s)", "image_mismatch")
+    return problem.replace(IMAGE_PLACEHOLDER, "").strip()
+
+
+def _choices_meta(row: dict, answer: str) -> tuple[list[str] | None, dict]:
+    choices = [str(c) for c in row["choices"]] if row.get("choices") else None
+    letter = row.get("answer_letter")
+    if letter is None and choices and answer in choices:
+        letter = "ABCD"[choices.index(answer)] if choices.index(answer) < 4 else None
+    graph, goal = row.get("problem_type_graph") or [], row.get("problem_type_goal") or []
+    meta = {"answer_letter": letter, "problem_type": [*graph, *goal]}
+    return choices, meta
+
+
+def geometry3k_example(
+    row: dict, *, dataset: str, index: int, root: Path, where: str, render_missing: bool = True
+) -> Example:
+    """A Geometry3K row in the staged JSONL layout (``image`` relative to ``root`` or null, plus annotations)."""
+    ident = row_id(row, index, dataset)
+    here = f"{dataset} row {ident} ({where})"
+    problem = str(row.get("problem") or "").replace("\r\n", "\n").strip()
+    if not problem:
+        raise BadRow(f"{here}: empty problem", "empty_problem")
+    answer = answer_text(row.get("answer"))
+    if not answer:
+        raise BadRow(f"{here}: missing or empty answer", "missing_answer")
+    paths = row.get("images") or ([row["image"]] if row.get("image") else [])
+    problem = _strip_placeholders(problem, len(paths) or int(render_missing), here, required=False)
+    rendered = False
+    if paths:
+        images = [open_image(resolve_inside(root, p, where=here), where=f"{here}, image {p}") for p in paths]
+    elif render_missing and row.get("point_positions") is not None:
+        from mm_gmpo.data.render import render_diagram  # drawing code loads only when a diagram is missing
+
+        images, rendered = [render_diagram(row)[0]], True
+    else:
+        raise BadRow(f"{here}: no image and no annotation to render one from", "missing_image")
+    choices, meta = _choices_meta(row, answer)
+    return Example(ident, problem, answer, choices, images, dataset, {**meta, "rendered": rendered})
+
+
+def geometry3k_hub_example(row: dict, *, dataset: str, index: int, where: str) -> Example:
+    """A hiyouga/geometry3k row: ``images`` (list of PIL), ``problem`` starting with ``<image>``, ``answer``."""
+    ident = row_id(row, index, dataset)
+    here = f"{dataset} row {ident} ({where})"
+    images = list(row.get("images") or [])
+    problem = _strip_placeholders(str(row.get("problem") or ""), len(images), here, required=True)
+    problem = problem.replace("\r\n", "\n").strip()
+    if not problem:
+        raise BadRow(f"{here}: empty problem", "empty_problem")
+    answer = answer_text(row.get("answer"))
+    if not answer:
+        raise BadRow(f"{here}: missing or empty answer", "missing_answer")
+    loaded = [open_image(_as_image_source(img), where=f"{here}, image {k}") for k, img in enumerate(images)]
+    choices, meta = _choices_meta(row, answer)
+    return Example(ident, problem, answer, choices, loaded, dataset, {**meta, "rendered": False})
+
+
+def _as_image_source(value: Any):
+    """Hub image cells come decoded (PIL) or, without decoding, as {"bytes": ..., "path": ...}."""
+    if isinstance(value, dict):
+        import io
+
+        if value.get("bytes"):
+            return io.BytesIO(value["bytes"])
+        raise BadRow(f"image cell without bytes (path {value.get('path')!r})", "bad_image")
+    return value
+
+
+def intergps_example(folder: Path, *, dataset: str, render_missing: bool = True) -> Example:
+    """One problem folder of the official Inter-GPS release: ``data.json``, ``logic_form.json``,
+    ``img_diagram.png`` (the answer there is a letter; the example's answer is that choice's text)."""
+    here = f"{dataset} row {folder.name} ({folder})"
+    try:
+        data = json.loads((folder / "data.json").read_text(encoding="utf-8"))
+        logic_path = folder / "logic_form.json"
+        logic = json.loads(logic_path.read_text(encoding="utf-8")) if logic_path.exists() else {}
+    except (OSError, ValueError) as exc:
+        raise BadRow(f"{here}: unreadable data.json / logic_form.json ({exc})", "bad_row") from exc
+    choices = [str(c) for c in data.get("choices") or []]
+    letter = str(data.get("answer") or "").strip()
+    if not letter or letter not in "ABCD"[: len(choices)] or not choices:
+        raise BadRow(f"{here}: missing or invalid answer {letter!r} for choices {choices}", "missing_answer")
+    row = {
+        "id": str(data.get("id", folder.name)),
+        "problem": data.get("annotat_text") or data.get("problem_text") or "",
+        "answer": choices["ABCD".index(letter)],
+        "answer_letter": letter,
+        "choices": choices,
+        "problem_type_graph": data.get("problem_type_graph"),
+        "problem_type_goal": data.get("problem_type_goal"),
+        "image": "img_diagram.png" if (folder / "img_diagram.png").exists() else None,
+        **{k: logic.get(k) for k in ("point_positions", "line_instances", "circle_instances", "diagram_logic_form")},
+    }
+    return geometry3k_example(
+        row, dataset=dataset, index=0, root=folder, where=str(folder), render_missing=render_missing
+    )
+
+
+def jsonl_example(row: dict, *, dataset: str, index: int, root: Path, where: str) -> Example:
+    """A row of a user's JSONL file: ``problem``, ``answer``, optional ``id``, ``choices`` and ``images`` (or
+    ``image``) as paths relative to the file's folder. ``<image>`` placeholders are optional; when present there
+    must be one per image. Rows with Geometry3K annotations but no image get a rendered diagram."""
+    if row.get("point_positions") is not None or row.get("images") or row.get("image"):
+        return geometry3k_example(row, dataset=dataset, index=index, root=root, where=where, render_missing=True)
+    ident = row_id(row, index, dataset)
+    if IMAGE_PLACEHOLDER in str(row.get("problem") or ""):
+        raise BadRow(
+            f"{dataset} row {ident} ({where}): {IMAGE_PLACEHOLDER} placeholder but no image", "image_mismatch"
+        )
+    example = math_example(row, dataset=dataset, index=index, where=where)
+    if row.get("choices"):
+        example.choices = [str(c) for c in row["choices"]]
+    return example
