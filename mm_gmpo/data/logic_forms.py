@@ -155,13 +155,13 @@ def _value_label(value: Term) -> str:
 
 
 def _angle_label(value: Term) -> str:
-    """``60`` -> ``60°``, ``4y-10`` -> ``(4y-10)°``, ``MeasureOf(angle 1)`` -> ``1`` (a numbered angle)."""
+    """``60`` -> ``60°``, ``2x`` -> ``2x°``, ``4y-10`` -> ``(4y-10)°``, ``MeasureOf(angle 1)`` -> ``1`` (a numbered angle)."""
     if value.is_call and value.name == "MeasureOf" and value.args and value.args[0].name.startswith("angle"):
         return value.args[0].name.removeprefix("angle").strip()
     text = _value_label(value)
-    if re.fullmatch(r"[0-9.]+|[A-Za-z]|\\?[a-z]+", text):
-        return f"{text}°"
-    return f"({text})°"
+    if re.search(r"[+\-]", text[1:]):  # a sum needs parentheses before the degree sign: (4y-10)°
+        return f"({text})°"
+    return f"{text}°"
 
 
 def build_scene(row: dict) -> Scene:

@@ -107,7 +107,7 @@ def geometry3k_example(
         raise BadRow(f"{here}: missing or empty answer", "missing_answer")
     paths = row.get("images") or ([row["image"]] if row.get("image") else [])
     problem = _strip_placeholders(problem, len(paths) or int(render_missing), here, required=False)
-    rendered = False
+    rendered = bool(row.get("rendered"))  # prepared files mark diagrams that were drawn from the annotation
     if paths:
         images = [open_image(resolve_inside(root, p, where=here), where=f"{here}, image {p}") for p in paths]
     elif render_missing and row.get("point_positions") is not None:
