@@ -1,0 +1,252 @@
+"""The one border to distributed code: process group, reductions, and the optimizer wrappers.
+
+Everything else in the project is written for one process; the trainer calls these helpers where data crosses
+processes (reward statistics, validation accuracy, gradients). Launch with ``torchrun`` or ``deepspeed``;
+a single process needs no launcher.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from mm_gmpo.errors import UserError, require
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(use_deepspeed: bool) -> DistContext:
+    """Join the process group set up by torchrun/deepspeed (gloo on CPU, nccl on GPU), or run alone."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if use_deepspeed:
+            require("deepspeed", "trainer.deepspeed", "pip install deepspeed").init_distributed(dist_backend=backend)
+        else:
+            dist.init_process_group(backend=backend)
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def all_reduce_sum(ctx: DistContext, values: list[float]) -> list[float]:
+    """Element-wise sum of a list of floats over processes."""
+    if ctx.world_size == 1:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.tolist()
+
+
+def all_reduce_max(ctx: DistContext, values: list[float]) -> list[float]:
+    if ctx.world_size == 1:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor.tolist()
+
+
+def gather_objects(ctx: DistContext, obj: Any) -> list[Any]:
+    """Every process's ``obj``, in rank order (on every process)."""
+    if ctx.world_size == 1:
+        return [obj]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.world_size > 1:
+        dist.barrier()
+
+
+def shutdown(ctx: DistContext) -> None:
+    if ctx.world_size > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class TorchUpdater:
+    """AdamW on a plain module; gradients summed over processes by hand (no DeepSpeed)."""
+
+    def __init__(self, ctx: DistContext, model: torch.nn.Module, lr: float, betas, weight_decay, grad_clip, warmup):
+        self.ctx = ctx
+        self.module = model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        self.scheduler = _warmup_schedule(self.optimizer, warmup)
+        self.grad_clip = grad_clip
+        if ctx.world_size > 1:  # every process starts from rank 0's weights
+            for p in model.parameters():
+                dist.broadcast(p.data, src=0)
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self, skip: bool) -> float:
+        """Apply the accumulated gradients (or drop them when ``skip``); returns the global grad norm."""
+        if self.ctx.world_size > 1:
+            for p in self.params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        max_norm = self.grad_clip if self.grad_clip > 0 else float("inf")
+        norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        if not skip and torch.isfinite(torch.tensor(norm)):
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        return None  # the module holds full weights: save it directly
+
+    def save_state(self, folder: Path) -> None:
+        if self.ctx.is_main:
+            torch.save(
+                {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+                folder / "optimizer.pt",
+            )
+
+    def load_state(self, folder: Path) -> None:
+        state = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+    def load_weights(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        state = {}
+        for file in sorted(folder.glob("*.safetensors")):
+            state.update(load_file(file))
+        missing, unexpected = self.module.model.load_state_dict(state, strict=False)
+        # tied embeddings are saved once: the missing lm_head is the embedding itself
+        bad = [k for k in missing if "lm_head" not in k]
+        if bad or unexpected:
+            raise UserError(
+                f"checkpoint {folder} does not match the model: missing {bad[:3]}, unexpected {unexpected[:3]}"
+            )
+
+
+class DeepSpeedUpdater:
+    """A DeepSpeed engine (ZeRO-2/3); micro-batches accumulate, the engine reduces and steps at the boundary."""
+
+    def __init__(self, ctx, model, ds_config_path: str, *, lr, betas, weight_decay, grad_clip, warmup, micro_batches):
+        deepspeed = require("deepspeed", "trainer.deepspeed", "pip install deepspeed")
+        config = load_deepspeed_config(
+            ds_config_path,
+            lr=lr,
+            betas=betas,
+            weight_decay=weight_decay,
+            grad_clip=grad_clip,
+            micro_batches=micro_batches,
+            world_size=ctx.world_size,
+        )
+        self.ctx = ctx
+        self.micro_batches = micro_batches
+        self._micro = 0
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=config, lr_scheduler=lambda opt: _warmup_schedule(opt, warmup)
+        )
+        self.module = self.engine.module
+        self.zero_stage = config.get("zero_optimization", {}).get("stage", 0)
+
+    def forward(self, *args, **kwargs):
+        return self.engine(*args, **kwargs)  # through the engine: ZeRO-3 prepares gradient accumulation here
+
+    def backward(self, loss: torch.Tensor) -> None:
+        # The engine averages gradients over processes; the loss is already normalised by the global batch,
+        # so scale by the world size to turn that average into the sum.
+        self._micro += 1
+        self.engine.backward(loss * self.ctx.world_size, scale_wrt_gas=False)
+        if self._micro < self.micro_batches:
+            self.engine.step()  # not a boundary (the engine counts micro-steps against gradient_accumulation_steps)
+
+    def step(self, skip: bool) -> float:
+        if skip:  # gradients cannot be dropped inside ZeRO: apply a zero learning rate for this step
+            saved = [g["lr"] for g in self.optimizer.param_groups]
+            for g in self.optimizer.param_groups:
+                g["lr"] = 0.0
+        self.engine.step()
+        if skip:
+            for g, lr in zip(self.optimizer.param_groups, saved, strict=True):
+                g["lr"] = lr
+        self._micro = 0
+        norm = self.engine.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """Full weights on rank 0 (gathered from the ZeRO-3 partitions); None where the module holds them."""
+        if self.zero_stage == 3:
+            return self.engine._zero3_consolidated_16bit_state_dict()
+        return None
+
+    def save_state(self, folder: Path) -> None:
+        self.engine.save_checkpoint(str(folder / "deepspeed"), tag="state")  # weights, optimizer, scheduler
+
+    def load_state(self, folder: Path) -> None:
+        self.engine.load_checkpoint(str(folder / "deepspeed"), tag="state")
+
+    def load_weights(self, folder: Path) -> None:
+        pass  # the DeepSpeed checkpoint holds the module weights
+
+
+def _warmup_schedule(optimizer, warmup: int):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
+
+
+def load_deepspeed_config(path: str, *, lr, betas, weight_decay, grad_clip, micro_batches, world_size) -> dict:
+    """Read a DeepSpeed JSON and fill the values our config owns (batch sizes, clipping, precision on CPU)."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"trainer.deepspeed={path}: file not found")
+    try:
+        config = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"trainer.deepspeed={path}: not valid JSON ({exc})") from exc
+    config["train_micro_batch_size_per_gpu"] = 1  # our micro-batches have their own size; DS only counts them
+    config["gradient_accumulation_steps"] = micro_batches
+    config["train_batch_size"] = micro_batches * world_size
+    config["gradient_clipping"] = grad_clip if grad_clip > 0 else 0.0
+    config.pop("optimizer", None)  # we pass a torch AdamW (no cpu_adam build)
+    config.pop("scheduler", None)
+    if not torch.cuda.is_available():  # fp32 on CPU
+        config.pop("bf16", None)
+        config.pop("fp16", None)
+    return config

@@ -1,0 +1,65 @@
+"""Pass@1 over a list of prompts: generate, grade with the verifier, count. Used by validation and `mm-gmpo eval`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mm_gmpo.reward import format_reward
+
+
+@dataclass
+class EvalResult:
+    correct: float = 0.0  # sum over prompts of the fraction of correct samples (Pass@1 numerator)
+    formatted: float = 0.0  # same, for the answer format
+    length_sum: float = 0.0  # sum of mean response lengths (tokens)
+    count: int = 0  # prompts
+    items: list[dict] = field(default_factory=list)  # one record per prompt
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.count if self.count else 0.0
+
+
+def evaluate_prompts(
+    engine,
+    prompts,
+    verifier,
+    *,
+    n: int,
+    temperature: float,
+    max_new_tokens: int,
+    batch_size: int,
+    format_kind: str,
+    seed: int,
+) -> EvalResult:
+    from mm_gmpo.rollout import SamplingParams
+
+    result = EvalResult()
+    sampling = SamplingParams(temperature=temperature, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens, seed=seed)
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        batch = engine.generate(chunk, n, sampling)
+        grades = verifier.grade_batch(
+            batch.response_text, [ex.answer for ex in batch.examples], [ex.choices for ex in batch.examples]
+        )
+        lengths = batch.response_mask.sum(dim=1).tolist()
+        for p, prompt in enumerate(chunk):
+            rows = range(p * n, (p + 1) * n)
+            correct = sum(bool(grades[r].correct) for r in rows) / n
+            formatted = sum(format_reward(batch.response_text[r], format_kind) for r in rows) / n
+            length = sum(lengths[r] for r in rows) / n
+            result.correct += correct
+            result.formatted += formatted
+            result.length_sum += length
+            result.count += 1
+            result.items.append(
+                {
+                    "id": prompt.example.id,
+                    "source": prompt.example.source,
+                    "answer": prompt.example.answer,
+                    "responses": [batch.response_text[r] for r in rows],
+                    "extracted": [grades[r].extracted for r in rows],
+                    "correct": correct,
+                }
+            )
+    return result

@@ -1,0 +1,29 @@
+"""The policy as one module whose forward returns response log-probs.
+
+DeepSpeed ZeRO-3 must see every training forward through its engine (it prepares gradient accumulation there),
+but the log-prob computation calls the backbone and the LM head separately. Wrapping the Hugging Face model in a
+module whose ``forward`` is that whole computation lets the engine run it as one forward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class PolicyLogprobs(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model  # the Hugging Face model (generation and saving use it directly)
+
+    def forward(self, batch, temperature: float, chunk_size: int, with_entropy: bool = False):
+        """(log-probs [N, R], entropy [N, R] or None) of the batch's response tokens under the policy."""
+        from mm_gmpo.rollout import policy_logprobs
+
+        return policy_logprobs(
+            self.model, batch, temperature=temperature, chunk_size=chunk_size, with_entropy=with_entropy
+        )
+
+
+def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str = "model.") -> dict[str, torch.Tensor]:
+    """The wrapped model's keys as the Hugging Face model names them."""
+    return {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in state_dict.items()}

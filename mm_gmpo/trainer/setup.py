@@ -1,0 +1,102 @@
+"""Building what the loop needs from the config: model, processor, data, optimizer wrapper. Runs once."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mm_gmpo.config import Config
+from mm_gmpo.errors import UserError, require
+from mm_gmpo.trainer.dist import DeepSpeedUpdater, DistContext, TorchUpdater, barrier
+
+log = logging.getLogger(__name__)
+
+
+def check_config(cfg: Config, world_size: int) -> None:
+    """Cross-field rules that a type check cannot see; fails naming the keys."""
+    t, r = cfg.trainer, cfg.rollout
+    k = t.updates_per_round
+    if k < 1 or t.max_steps < 1 or r.n < 1 or r.prompts_per_round < 1 or t.micro_batch_size < 1:
+        raise UserError(
+            "trainer.updates_per_round, trainer.max_steps, trainer.micro_batch_size, rollout.n and "
+            "rollout.prompts_per_round must be positive"
+        )
+    if r.prompts_per_round % world_size:
+        raise UserError(
+            f"rollout.prompts_per_round={r.prompts_per_round} must be divisible by the {world_size} processes"
+        )
+    rows = r.prompts_per_round // world_size * r.n
+    if rows % k:
+        raise UserError(
+            f"each process holds {rows} responses per round (rollout.prompts_per_round/processes * "
+            f"rollout.n), which must be divisible by trainer.updates_per_round={k}"
+        )
+    if t.max_steps % k:
+        raise UserError(f"trainer.max_steps={t.max_steps} must be a multiple of trainer.updates_per_round={k}")
+    if t.save_every % k:
+        raise UserError(
+            f"trainer.save_every={t.save_every} must be a multiple of trainer.updates_per_round={k} "
+            "(checkpoints are taken between rollout rounds)"
+        )
+    if cfg.rollout.backend == "vllm" and cfg.model.lora.enabled:
+        raise UserError("rollout.backend=vllm with model.lora.enabled is not supported yet: use the hf backend")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def ensure_model(cfg: Config, ctx: DistContext) -> str:
+    """The model path; a tiny random model is built there first when asked and missing."""
+    path = cfg.model.path
+    if cfg.model.tiny_if_missing and not Path(path).exists():
+        if ctx.is_main:
+            from mm_gmpo.models.tiny import TinyModelSpec, make_tiny_model
+
+            log.info("building a tiny %s model at %s", cfg.model.tiny.kind, path)
+            make_tiny_model(TinyModelSpec(**vars(cfg.model.tiny)), path)
+        barrier(ctx)
+    return path
+
+
+def build_policy(cfg: Config, path: str):
+    from mm_gmpo.models import load_model
+
+    model = load_model(path, cfg.model.dtype, cfg.model.attn_implementation or None)
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.model.lora.enabled:
+        peft = require("peft", "model.lora", "pip install peft")
+        lora = cfg.model.lora
+        model = peft.get_peft_model(
+            model,
+            peft.LoraConfig(
+                r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules)
+            ),
+        )
+    return model
+
+
+def build_reference(cfg: Config, path: str, device: torch.device):
+    """The frozen reference policy, only when the KL term is on."""
+    if cfg.algorithm.kl_coef <= 0:
+        return None
+    from mm_gmpo.models import load_model
+
+    ref = load_model(path, cfg.model.dtype, cfg.model.attn_implementation or None).to(device)
+    ref.eval().requires_grad_(False)
+    return ref
+
+
+def build_updater(cfg: Config, ctx: DistContext, model, micro_batches: int):
+    t = cfg.trainer
+    common = dict(lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, grad_clip=t.grad_clip, warmup=t.warmup_steps)
+    if t.deepspeed:
+        return DeepSpeedUpdater(ctx, model, t.deepspeed, micro_batches=micro_batches, **common)
+    return TorchUpdater(ctx, model.to(ctx.device), **common)

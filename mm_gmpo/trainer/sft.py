@@ -1,0 +1,70 @@
+"""Supervised warm start on gold answers, before RL.
+
+A random tiny model earns no reward, so every advantage would be 0 and RL would have nothing to learn from. A few
+supervised steps on target responses in the reward's format (``<think>...</think>`` then ``\\boxed{answer}``) give
+it the format and a prior over answers, so groups get mixed rewards. Real checkpoints need none (``warmstart.steps=0``).
+The loss is the mean negative log-likelihood of the response tokens, computed with the same chunked log-prob
+function as the RL update (no full-vocabulary logits over the prompt).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from mm_gmpo.types import Prompt
+
+log = logging.getLogger(__name__)
+
+
+def target_response(prompt: Prompt, template: str, reasoning: str) -> str:
+    """The response a policy should write for ``prompt`` under ``template``, ending with the gold answer."""
+    answer = prompt.example.answer
+    if template == "r1":
+        return f"<think>\n{reasoning}\n</think>\n<answer>{answer}</answer>"
+    if template == "qwen_math":
+        return f"{reasoning} The final answer is $\\boxed{{{answer}}}$."
+    return f"<think>\n{reasoning}\n</think>\n\\boxed{{{answer}}}"
+
+
+def warm_start(
+    module,
+    processor,
+    prompts: list[Prompt],
+    *,
+    template: str,
+    reasoning: str,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    chunk_size: int,
+) -> list[float]:
+    """``steps`` supervised AdamW steps on a plain module (before any DeepSpeed wrapping) on seeded random batches.
+
+    Every process runs the same steps from the same seed; the optimizer wrappers then broadcast rank 0's weights.
+    Returns the losses.
+    """
+    from mm_gmpo.rollout import policy_logprobs, teacher_forced_batch
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    for step in range(steps):
+        idx = torch.randint(len(prompts), (batch_size,), generator=generator).tolist()
+        chosen = [prompts[i] for i in idx]
+        batch = teacher_forced_batch(processor, chosen, [target_response(p, template, reasoning) for p in chosen])
+        logprobs, _ = policy_logprobs(module, batch, temperature=1.0, chunk_size=chunk_size)
+        mask = batch.response_mask.to(logprobs.dtype)
+        loss = -(logprobs * mask).sum() / mask.sum().clamp(min=1.0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if step % 10 == 0 or step == steps - 1:
+            log.info("warm start step %d/%d: nll %.3f", step + 1, steps, losses[-1])
+    optimizer.zero_grad(set_to_none=True)
+    return losses

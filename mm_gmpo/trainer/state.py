@@ -1,0 +1,85 @@
+"""Small pure pieces of the loop's bookkeeping: the trainer state, the data order, metric reduction."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+@dataclass
+class TrainState:
+    """Everything besides weights and optimizer that an exact resume needs."""
+
+    step: int = 0  # optimizer steps done
+    round: int = 0  # rollout rounds done
+    epoch: int = 0  # passes over the training prompts started
+    position: int = 0  # prompts of the current epoch already used
+    nonfinite_in_a_row: int = 0  # consecutive skipped updates
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def next_prompt_indices(state: TrainState, num_items: int, count: int, seed: int, shuffle: bool) -> list[int]:
+    """The next ``count`` prompt indices of a seeded per-epoch order; advances ``state.epoch``/``position``."""
+    out: list[int] = []
+    while len(out) < count:
+        if state.position >= num_items:
+            state.epoch += 1
+            state.position = 0
+        order = _epoch_order(num_items, seed, state.epoch, shuffle)
+        take = min(count - len(out), num_items - state.position)
+        out.extend(order[state.position : state.position + take])
+        state.position += take
+    return out
+
+
+def _epoch_order(num_items: int, seed: int, epoch: int, shuffle: bool) -> list[int]:
+    if not shuffle:
+        return list(range(num_items))
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(num_items, generator=generator).tolist()
+
+
+def minibatch_rows(num_rows: int, updates_per_round: int, update: int) -> list[int]:
+    """Rows of this process's round batch that go into mini-batch ``update`` (strided: row % K == update).
+
+    Strided so that one global batch splits into the same mini-batches on 1 or N processes, as long as every
+    process holds a multiple of K rows (checked at load time).
+    """
+    return list(range(update, num_rows, updates_per_round))
+
+
+def reduce_metric_rows(rows: list[dict[str, float]], weight_key: str = "num_tokens") -> dict[str, float]:
+    """Combine per-micro-batch metric dicts: min of *_min, max of *_max, counts summed, others weighted means."""
+    if not rows:
+        return {}
+    out: dict[str, float] = {}
+    total = sum(r.get(weight_key, 1.0) for r in rows) or 1.0
+    for key in rows[0]:
+        values = [r[key] for r in rows if key in r]
+        if key.endswith("_min"):
+            out[key] = min(values)
+        elif key.endswith("_max"):
+            out[key] = max(values)
+        elif key.startswith("num_"):
+            out[key] = sum(values)
+        else:
+            out[key] = sum(r[key] * r.get(weight_key, 1.0) for r in rows if key in r) / total
+    return out
+
+
+def all_finite(values: dict[str, float]) -> bool:
+    return all(math.isfinite(v) for v in values.values() if isinstance(v, float))
+
+
+@contextmanager
+def timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[name] = timings.get(name, 0.0) + time.perf_counter() - start

@@ -1,0 +1,394 @@
+"""The GMPO/GRPO training loop.
+
+One rollout round, top to bottom in :meth:`Trainer.fit`:
+prompts -> rollouts (n per prompt) -> rewards (verifier workers, time-bounded) -> group advantages ->
+old log-probs (recomputed; skipped when the round has one update, which is exactly on-policy) -> reference
+log-probs (only with KL) -> K optimizer steps over strided mini-batches -> metrics -> validation -> checkpoint.
+
+Where it departs from the paper's description: the loss is normalised by the number of sequences in the global
+mini-batch (all micro-batches of all processes), so one global batch gives the same update on any number of
+processes; under DeepSpeed a non-finite update is applied with a learning rate of 0 (ZeRO cannot drop gradients).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from mm_gmpo.algorithms import get_policy_loss, group_advantages, kl_penalty, masked_mean
+from mm_gmpo.config import Config, save_config, to_dict
+from mm_gmpo.errors import TrainingHalted
+from mm_gmpo.reward import VerifierPool, compute_rewards
+from mm_gmpo.rollout import RolloutEngine, SamplingParams, check_logprob_parity, policy_logprobs
+from mm_gmpo.trainer import dist
+from mm_gmpo.trainer.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from mm_gmpo.trainer.data import load_prompt_sets
+from mm_gmpo.trainer.logger import MetricsLogger
+from mm_gmpo.trainer.policy import PolicyLogprobs
+from mm_gmpo.trainer.setup import (
+    build_policy,
+    build_reference,
+    build_updater,
+    check_config,
+    ensure_model,
+    seed_everything,
+)
+from mm_gmpo.trainer.state import TrainState, minibatch_rows, next_prompt_indices, reduce_metric_rows, timed
+
+log = logging.getLogger(__name__)
+
+
+class Trainer:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.ctx = dist.init_distributed(bool(cfg.trainer.deepspeed))
+        check_config(cfg, self.ctx.world_size)
+        if cfg.trainer.num_threads:
+            torch.set_num_threads(cfg.trainer.num_threads)
+        seed_everything(cfg.trainer.seed + self.ctx.rank)
+        self.run_dir = Path(cfg.trainer.output_dir)
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+
+        model_path = ensure_model(cfg, self.ctx)
+        from mm_gmpo.models import load_processor
+
+        self.processor = load_processor(model_path, min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels)
+        self.train_prompts, self.val_prompts, self.data_metrics = load_prompt_sets(cfg, self.processor)
+        self.rows_per_process = cfg.rollout.prompts_per_round // self.ctx.world_size * cfg.rollout.n
+        micro_batches = math.ceil(
+            self.rows_per_process // cfg.trainer.updates_per_round / cfg.trainer.micro_batch_size
+        )
+        policy = build_policy(cfg, model_path)
+        self.warmstart_metrics = {}
+        if cfg.warmstart.steps and not cfg.trainer.resume_from:
+            self.warmstart_metrics = self._warm_start(policy)
+        self.updater = build_updater(cfg, self.ctx, PolicyLogprobs(policy), micro_batches)
+        self.policy = self.updater.module.model  # the Hugging Face model: generation, no-grad passes, saving
+        self.reference = build_reference(cfg, model_path, self.ctx.device)
+        self.rollout = RolloutEngine(cfg.rollout.backend, self.policy, self.processor, config=cfg.rollout)
+        self.loss_fn = get_policy_loss(cfg.algorithm.loss)
+        self.verifier = VerifierPool(
+            workers=cfg.reward.workers, timeout=cfg.reward.timeout, memory_mb=cfg.reward.memory_mb
+        )
+        self.state = TrainState()
+        resume_step = None
+        if cfg.trainer.resume_from:
+            resume_step = self._resume(latest_checkpoint(cfg.trainer.resume_from))
+        self.logger = MetricsLogger(
+            self.run_dir,
+            enabled=self.ctx.is_main,
+            tensorboard=cfg.trainer.tensorboard,
+            wandb_project=cfg.trainer.wandb_project,
+            config=to_dict(cfg),
+            resume_step=resume_step,
+        )
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> TrainState:
+        cfg, state = self.cfg, self.state
+        k = cfg.trainer.updates_per_round
+        val_metrics = self.validate() if state.step == 0 and self.val_prompts else {}
+        if state.step == 0:
+            self.logger.log(0, {**self.data_metrics, **self.warmstart_metrics, **val_metrics})
+        bar = tqdm(
+            total=cfg.trainer.max_steps,
+            initial=state.step,
+            desc="train",
+            dynamic_ncols=True,
+            disable=not (self.ctx.is_main and cfg.trainer.progress),
+        )
+        preflight_due = cfg.rollout.preflight
+        try:
+            while state.step < cfg.trainer.max_steps:
+                timings: dict[str, float] = {}
+                round_start = time.perf_counter()
+                with timed(timings, "rollout"):
+                    batch = self.rollout.generate(self._next_prompts(), cfg.rollout.n, self._sampling(state.round))
+                if preflight_due:
+                    self._preflight(batch)
+                    preflight_due = False
+                with timed(timings, "reward"):
+                    scores = compute_rewards(
+                        batch.response_text,
+                        [ex.answer for ex in batch.examples],
+                        choices=[ex.choices for ex in batch.examples],
+                        truncated=[reason == "length" for reason in batch.finish_reason],
+                        pool=self.verifier,
+                        accuracy_weight=cfg.reward.accuracy_weight,
+                        format_weight=cfg.reward.format_weight,
+                        format_kind=cfg.reward.format,
+                        zero_truncated=cfg.reward.zero_truncated,
+                    )
+                advantages = group_advantages(
+                    torch.tensor(scores.total, dtype=torch.float32),
+                    cfg.rollout.n,
+                    normalize_std=cfg.algorithm.normalize_std,
+                )
+                with timed(timings, "old_logprobs"):
+                    old_logprobs = self._logprobs(self.policy, batch) if k > 1 else None
+                    ref_logprobs = self._logprobs(self.reference, batch) if self.reference is not None else None
+                with timed(timings, "update"):
+                    step_rows = self._update(batch, advantages, old_logprobs, ref_logprobs)
+                self.rollout.sync_weights(self.policy)
+                state.round += 1
+                round_metrics = self._round_metrics(
+                    batch, scores, advantages, timings, time.perf_counter() - round_start
+                )
+                val_metrics = {}
+                if self.val_prompts and cfg.trainer.val_every and state.round % cfg.trainer.val_every == 0:
+                    val_metrics = self.validate()
+                first_step = state.step - len(step_rows) + 1
+                for i, row in enumerate(step_rows):
+                    extra = val_metrics if i == len(step_rows) - 1 else {}
+                    self.logger.log(first_step + i, {**round_metrics, **row, **extra})
+                bar.update(len(step_rows))
+                bar.set_postfix(
+                    reward=f"{round_metrics['reward/mean']:.3f}",
+                    loss=f"{step_rows[-1]['actor/pg_loss']:.4f}",
+                    s_per_step=f"{round_metrics['perf/step_s']:.2f}",
+                )
+                if cfg.trainer.save_every and state.step % cfg.trainer.save_every == 0:
+                    self.save()
+        except KeyboardInterrupt:
+            log.warning("interrupted: saving a checkpoint at step %d", state.step)
+            self.save()
+            raise
+        finally:
+            bar.close()
+        if self.val_prompts and not val_metrics:
+            self.logger.log(state.step, self.validate())
+        if not cfg.trainer.save_every or state.step % cfg.trainer.save_every:
+            self.save()
+        return state
+
+    # ------------------------------------------------------------------ stages
+    def _next_prompts(self):
+        """This process's contiguous share of the round's globally ordered prompts."""
+        cfg = self.cfg
+        indices = next_prompt_indices(
+            self.state, len(self.train_prompts), cfg.rollout.prompts_per_round, cfg.trainer.seed, cfg.data.shuffle
+        )
+        share = len(indices) // self.ctx.world_size
+        mine = indices[self.ctx.rank * share : (self.ctx.rank + 1) * share]
+        return [self.train_prompts[i] for i in mine]
+
+    def _sampling(self, round_index: int) -> SamplingParams:
+        r = self.cfg.rollout
+        return SamplingParams(
+            temperature=r.temperature,
+            top_p=r.top_p,
+            top_k=r.top_k,
+            max_new_tokens=r.max_new_tokens,
+            seed=self.cfg.trainer.seed * 1_000_003 + round_index * 7919 + self.ctx.rank,
+        )
+
+    def _logprobs(self, model, batch) -> torch.Tensor:
+        """Log-probs of the sampled tokens under ``model``, without gradients, micro-batch by micro-batch."""
+        out = torch.zeros_like(batch.sampler_logprobs)
+        size = self.cfg.trainer.micro_batch_size
+        with torch.no_grad():
+            for start in range(0, batch.num_rows, size):
+                rows = list(range(start, min(start + size, batch.num_rows)))
+                logprobs, _ = policy_logprobs(
+                    model,
+                    batch.select(rows),
+                    temperature=self.cfg.rollout.temperature,
+                    chunk_size=self.cfg.trainer.logprob_chunk_size,
+                )
+                out[rows] = logprobs.to(out.dtype)
+        return out
+
+    def _update(self, batch, advantages, old_logprobs, ref_logprobs) -> list[dict[str, float]]:
+        """K optimizer steps over strided mini-batches; one metrics dict per step."""
+        cfg, a = self.cfg, self.cfg.algorithm
+        k = cfg.trainer.updates_per_round
+        global_rows = self.rows_per_process * self.ctx.world_size // k  # sequences per optimizer step, all processes
+        clip = {key: v for key, v in (("clip_low", a.clip_low), ("clip_high", a.clip_high)) if v is not None}
+        rows_out = []
+        for update in range(k):
+            rows = minibatch_rows(batch.num_rows, k, update)
+            micro_metrics, skip = [], False
+            for start in range(0, len(rows), cfg.trainer.micro_batch_size):
+                idx = rows[start : start + cfg.trainer.micro_batch_size]
+                sub = batch.select(idx)
+                mask = sub.response_mask
+                logprobs, entropy = policy_logprobs(
+                    module,
+                    sub,
+                    temperature=cfg.rollout.temperature,
+                    chunk_size=cfg.trainer.logprob_chunk_size,
+                    with_entropy=True,
+                )
+                old = old_logprobs[idx] if old_logprobs is not None else logprobs.detach()
+                loss, metrics = self.loss_fn(logprobs, old, advantages[idx], mask, denominator=global_rows, **clip)
+                if ref_logprobs is not None:
+                    kl = masked_mean(kl_penalty(logprobs, ref_logprobs[idx], mask), mask, dim=-1)  # [b]
+                    loss = loss + a.kl_coef * kl.sum() / global_rows
+                    metrics["kl_ref"] = float(kl.mean())
+                if a.entropy_coef:
+                    loss = loss - a.entropy_coef * masked_mean(entropy, mask, dim=-1).sum() / global_rows
+                finite = dist.all_reduce_max(self.ctx, [0.0 if torch.isfinite(loss) else 1.0])[0] == 0.0
+                if not finite:
+                    skip = True
+                    loss = (torch.where(torch.isfinite(logprobs), logprobs, 0.0) * 0.0).sum()
+                self.updater.backward(loss)
+                metrics["entropy"] = float(masked_mean(entropy.detach(), mask))
+                metrics["pg_loss"] = float(loss.detach()) * global_rows / max(len(idx), 1)
+                micro_metrics.append(metrics)
+            grad_norm = self.updater.step(skip=skip)
+            skip = skip or not math.isfinite(grad_norm)
+            self.state.step += 1
+            self._count_nonfinite(skip)
+            row = {f"actor/{key}": v for key, v in self._reduce(micro_metrics).items()}
+            row.update({"actor/grad_norm": grad_norm, "actor/lr": self.updater.lr, "actor/skipped": float(skip)})
+            rows_out.append(row)
+        return rows_out
+
+    def _count_nonfinite(self, skipped: bool) -> None:
+        self.state.nonfinite_in_a_row = self.state.nonfinite_in_a_row + 1 if skipped else 0
+        if skipped:
+            log.warning("step %d: non-finite loss or gradient, update skipped", self.state.step)
+        if self.state.nonfinite_in_a_row >= self.cfg.trainer.max_nonfinite_steps:
+            raise TrainingHalted(
+                f"{self.state.nonfinite_in_a_row} non-finite updates in a row (step {self.state.step}): "
+                "lower trainer.lr, check the data, or raise trainer.max_nonfinite_steps"
+            )
+
+    def _reduce(self, micro_metrics: list[dict[str, float]]) -> dict[str, float]:
+        """Micro-batch metrics -> one dict, then over processes (token-weighted means, global min/max)."""
+        local = reduce_metric_rows(micro_metrics)
+        if self.ctx.world_size == 1:
+            return local
+        keys = sorted(local)
+        weight = local.get("num_tokens", 1.0)
+        sums = dist.all_reduce_sum(self.ctx, [local[k] * (1.0 if k.startswith("num_") else weight) for k in keys])
+        total = dist.all_reduce_sum(self.ctx, [weight])[0] or 1.0
+        maxes = dist.all_reduce_max(self.ctx, [local[k] if not k.endswith("_min") else -local[k] for k in keys])
+        out = {}
+        for i, key in enumerate(keys):
+            if key.endswith("_max"):
+                out[key] = maxes[i]
+            elif key.endswith("_min"):
+                out[key] = -maxes[i]
+            elif key.startswith("num_"):
+                out[key] = sums[i]
+            else:
+                out[key] = sums[i] / total
+        return out
+
+    def _round_metrics(self, batch, scores, advantages, timings, seconds) -> dict[str, float]:
+        n = self.cfg.rollout.n
+        rewards = torch.tensor(scores.total, dtype=torch.float64)
+        groups = rewards.view(-1, n)
+        local = [
+            float(rewards.sum()),
+            float(sum(scores.accuracy)),
+            float(sum(scores.format)),
+            float((rewards**2).sum()),
+            float(len(rewards)),
+            float((groups.std(dim=1) == 0).sum() if n > 1 else len(groups)),
+            float(len(groups)),
+            float(scores.timeouts + scores.errors),
+            float(batch.response_mask.sum()),
+        ]
+        tot = dist.all_reduce_sum(self.ctx, local)
+        count = tot[4] or 1.0
+        mean = tot[0] / count
+        metrics = {
+            "reward/mean": mean,
+            "reward/accuracy": tot[1] / count,
+            "reward/format": tot[2] / count,
+            "reward/std": math.sqrt(max(tot[3] / count - mean**2, 0.0)),
+            "reward/zero_std_group_frac": tot[5] / (tot[6] or 1.0),
+            "reward/verifier_failures": tot[7],
+            "perf/step_s": seconds / self.cfg.trainer.updates_per_round,
+            "perf/round_s": seconds,
+            "perf/tokens_per_s": tot[8] / seconds,
+            **{f"perf/{name}_s": value for name, value in timings.items()},
+        }
+        metrics.update(self.rollout.metrics(batch))
+        return metrics
+
+    # ------------------------------------------------------------------ around the loop
+    def validate(self) -> dict[str, float]:
+        """Greedy (or sampled, rollout.val_temperature) accuracy on this process's share of the validation set."""
+        from mm_gmpo.trainer.evaluation import evaluate_prompts
+
+        mine = self.val_prompts[self.ctx.rank :: self.ctx.world_size]
+        r = self.cfg.rollout
+        result = evaluate_prompts(
+            self.rollout,
+            mine,
+            self.verifier,
+            n=r.val_n,
+            temperature=r.val_temperature,
+            max_new_tokens=r.max_new_tokens,
+            batch_size=max(r.prompts_per_round, 8),
+            format_kind=self.cfg.reward.format,
+            seed=self.cfg.trainer.seed,
+        )
+        tot = dist.all_reduce_sum(self.ctx, [result.correct, result.formatted, result.length_sum, result.count])
+        count = tot[3] or 1.0
+        return {"val/accuracy": tot[0] / count, "val/format": tot[1] / count, "val/response_length": tot[2] / count}
+
+    def _warm_start(self, policy) -> dict[str, float]:
+        from mm_gmpo.trainer.sft import warm_start
+
+        w = self.cfg.warmstart
+        losses = warm_start(
+            policy.to(self.ctx.device),
+            self.processor,
+            self.train_prompts,
+            template=self.cfg.data.template,
+            reasoning=w.reasoning,
+            steps=w.steps,
+            lr=w.lr,
+            batch_size=w.batch_size,
+            seed=self.cfg.trainer.seed,
+            chunk_size=self.cfg.trainer.logprob_chunk_size,
+        )
+        return {"warmstart/nll_first": losses[0], "warmstart/nll_last": losses[-1]}
+
+    def _preflight(self, batch) -> None:
+        report = check_logprob_parity(
+            self.policy,
+            batch,
+            temperature=self.cfg.rollout.temperature,
+            tolerance=self.cfg.rollout.preflight_tolerance,
+        )
+        log.info(
+            "preflight: trainer/sampler log-prob max abs diff %.2e (tolerance %.0e)",
+            report.max_abs_diff,
+            self.cfg.rollout.preflight_tolerance,
+        )
+
+    def save(self) -> Path:
+        return save_checkpoint(
+            self.ctx,
+            self.run_dir,
+            self.state.step,
+            self.updater,
+            self.processor,
+            self.state.to_dict(),
+            self.cfg.trainer.keep_last,
+        )
+
+    def _resume(self, folder: Path) -> int:
+        self.updater.load_weights(folder)
+        self.updater.load_state(folder)
+        self.state = TrainState(**load_trainer_state(self.ctx, folder))
+        self.rollout.sync_weights(self.policy)
+        log.info("resumed from %s at step %d (round %d)", folder, self.state.step, self.state.round)
+        return self.state.step
+
+    def close(self) -> None:
+        self.verifier.close()
+        self.logger.close()
+        dist.shutdown(self.ctx)
