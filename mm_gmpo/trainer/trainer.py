@@ -219,8 +219,7 @@ class Trainer:
                 idx = rows[start : start + cfg.trainer.micro_batch_size]
                 sub = batch.select(idx)
                 mask = sub.response_mask
-                logprobs, entropy = policy_logprobs(
-                    module,
+                logprobs, entropy = self.updater.forward(
                     sub,
                     temperature=cfg.rollout.temperature,
                     chunk_size=cfg.trainer.logprob_chunk_size,
