@@ -132,7 +132,9 @@ def open_image(source, *, where: str) -> Image.Image:
                 ratio = math.sqrt(MAX_DECODED_PIXELS / (width * height))
                 target = (max(1, int(width * ratio)), max(1, int(height * ratio)))
                 image.draft("RGB", target)  # JPEG decodes at a reduced scale directly; other formats ignore it
-                image = to_rgb(image).resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
+                if image.mode not in ("L", "RGB", "RGBA", "LA"):  # resize in few channels when the mode allows
+                    image = image.convert("L") if image.mode == "1" else to_rgb(image)
+                image = to_rgb(image.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0))
             else:
                 image.load()
                 image = to_rgb(image)
