@@ -10,6 +10,7 @@ All coordinates are the annotation's pixel coordinates (x right, y down).
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -112,27 +113,46 @@ def foot_of_perpendicular(p: Point, a: Point, b: Point) -> Point:
     return a[0] + s * ab[0], a[1] + s * ab[1]
 
 
+def _lines_through(name: str, on_lines: dict[str, list[tuple[str, str]]], points: dict[str, Point]):
+    """Known lines (as point pairs) that ``name`` lies on: ``PointLiesOnLine(name, Line(A, B))``, and
+    ``PointLiesOnLine(P, Line(name, Q))`` (then P, Q and ``name`` are collinear)."""
+    lines = [(a, b) for a, b in on_lines.get(name, []) if a in points and b in points]
+    for on_point, pairs in on_lines.items():
+        for a, b in pairs:
+            if name in (a, b) and on_point in points:
+                other = b if a == name else a
+                if other in points and math.dist(points[other], points[on_point]) > 1:
+                    lines.append((on_point, other))
+    return [(points[a], points[b]) for a, b in lines]
+
+
 def _derive_missing(points: dict[str, Point], on_lines: dict[str, list[tuple[str, str]]], perps) -> None:
-    """Place unannotated points: the crossing of two lines they lie on, else a perpendicular's foot."""
+    """Place unannotated points: the crossing of two lines they lie on, else the foot of a perpendicular
+    dropped onto the one line they lie on."""
+    names = set(on_lines) | {p for pairs in on_lines.values() for pair in pairs for p in pair}
     for _ in range(3):  # a derived point can unlock another
-        for name, lines in on_lines.items():
-            if name in points:
+        for name in sorted(names - set(points)):
+            known = _lines_through(name, on_lines, points)
+            hit = next(
+                (
+                    p
+                    for i, j in itertools.combinations(range(len(known)), 2)
+                    if (p := line_intersection(*known[i], *known[j]))
+                ),
+                None,
+            )
+            if hit is not None:
+                points[name] = hit
                 continue
-            known = [(points[a], points[b]) for a, b in lines if a in points and b in points]
-            for i in range(len(known)):
-                hit = next(
-                    (p for j in range(i + 1, len(known)) if (p := line_intersection(*known[i], *known[j]))), None
-                )
-                if hit:
-                    points[name] = hit
+            for line in (line for pair in perps for line in pair) if known else ():
+                other = line[1] if line[0] == name else line[0] if line[1] == name else None
+                if other in points and _distance_to_line(points[other], *known[0]) > 1:
+                    points[name] = foot_of_perpendicular(points[other], *known[0])
                     break
-            if name in points or not known:
-                continue
-            for line_1, line_2 in perps:  # name lies on AB, and a line (name, Q) is perpendicular to something
-                for line in (line_1, line_2):
-                    other = line[1] if line[0] == name else line[0] if line[1] == name else None
-                    if other in points and name not in points:
-                        points[name] = foot_of_perpendicular(points[other], *known[0])
+
+
+def _distance_to_line(p: Point, a: Point, b: Point) -> float:
+    return math.dist(p, foot_of_perpendicular(p, a, b))
 
 
 def _circle_radii(forms: list[Term], points: dict[str, Point], centres: list[str]) -> list[tuple[str, float]]:
