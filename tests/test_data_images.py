@@ -129,6 +129,8 @@ def test_corrupt_truncated_and_missing_files(tmp_path):
     (tmp_path / "cut.png").write_bytes(good.read_bytes()[:300])
     with pytest.raises(BadRow, match="corrupt or truncated"):
         open_image(tmp_path / "cut.png", where="ds row 3")
+    with pytest.raises(BadRow, match="aspect ratio over 200"):
+        open_image(Image.new("RGB", (402, 2)), where="ds row 3")
     with pytest.raises(BadRow, match="not found") as info:
         open_image(tmp_path / "absent.png", where="ds row 3")
     assert info.value.reason == "missing_image"

@@ -76,6 +76,15 @@ def test_too_long_prompts_are_dropped_not_cut(vl_processor):
     assert stats.as_dict()["dropped_too_long"] == 1 and stats.as_dict()["vision_tokens_max"] == 64
 
 
+def test_counts_follow_the_processor_budget(tiny_vl_dir, caplog):
+    processor = load_processor(tiny_vl_dir, min_pixels=MIN_PIXELS, max_pixels=100352)  # 128 patches at most
+    (prompt,), stats = build_prompts([_geo("c", [(3000, 2000)])], processor, template="geo3k",
+                                     max_prompt_length=4096, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)  # fmt: skip
+    ids = processor(text=[prompt.text], images=prompt.images, return_tensors="pt")["input_ids"]
+    assert ids.shape[1] == stats.prompt_tokens[0] and stats.vision_tokens[0] <= 128
+    assert "counting with the processor's budget" in caplog.text
+
+
 def test_text_model_prompts_and_image_refusal(text_tokenizer):
     example = Example("1", "What is 2+2?", "4")
     (prompt,), stats = build_prompts([example], text_tokenizer, template="qwen_math", max_prompt_length=512,

@@ -119,6 +119,8 @@ def open_image(source, *, where: str) -> Image.Image:
     width, height = image.size
     if width <= 0 or height <= 0:
         raise BadRow(f"{where}: image has no pixels ({width}x{height})", "bad_image")
+    if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:  # the processor would refuse it mid-batch
+        raise BadRow(f"{where}: image is {width}x{height}, aspect ratio over {MAX_ASPECT_RATIO}", "bad_image")
     if width * height > HARD_LIMIT_PIXELS:
         raise BadRow(
             f"{where}: image is {width}x{height} = {width * height / 1e6:.0f} MP, over the "

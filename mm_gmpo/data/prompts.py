@@ -110,6 +110,19 @@ class PromptStats:
         }
 
 
+def _processor_budget(processor, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """The pixel budget the processor will really resize with (its ``size``), which decides the token count.
+    A mismatch with the configured budget is logged: counting with the configured one would misjudge lengths."""
+    size = getattr(getattr(processor, "image_processor", None), "size", None)
+    actual = (getattr(size, "shortest_edge", None), getattr(size, "longest_edge", None)) if size else (None, None)
+    if None in actual:
+        return min_pixels, max_pixels
+    if actual != (min_pixels, max_pixels):
+        log.warning("the processor resizes images to %s..%s pixels, not the configured %s..%s: counting with the "
+                    "processor's budget", actual[0], actual[1], min_pixels, max_pixels)  # fmt: skip
+    return int(actual[0]), int(actual[1])
+
+
 def _image_settings(processor) -> tuple[str, int] | None:
     """(image pad token, merge size) of a vision processor; None for a text-only tokenizer."""
     image_processor = getattr(processor, "image_processor", None)
@@ -135,6 +148,8 @@ def build_prompts(
     vision = _image_settings(processor)
     if min_pixels > max_pixels:
         raise UserError(f"data.min_pixels={min_pixels} is larger than data.max_pixels={max_pixels}")
+    if vision is not None:
+        min_pixels, max_pixels = _processor_budget(processor, min_pixels, max_pixels)
     stats, prompts = PromptStats(), []
     for example in examples:
         if example.images and vision is None:
