@@ -1,0 +1,287 @@
+"""Policy losses: GMPO (and the paper's ablations), GSPO, GRPO and Dr.GRPO, as pure functions over tensors.
+
+Every loss has the same signature, so the trainer can call any of them by registry name::
+
+    loss, metrics = fn(logprobs, old_logprobs, advantages, response_mask,
+                       clip_low=..., clip_high=..., denominator=None)
+
+Shapes: ``logprobs``, ``old_logprobs``, ``response_mask`` ``[B, T]``; ``advantages`` ``[B]`` (one per
+sequence). ``response_mask`` (bool or 0/1) marks the response's text tokens; everything else (prompt, image,
+padding, after EOS) is selected away before any arithmetic, so its values never reach the loss or a gradient.
+``old_logprobs`` is treated as a constant (detached). Computation is in float32 (float64 stays float64).
+
+Unit of normalisation: every loss here is a **per-sequence** loss ``l_i`` (one scalar per response) and the
+result is ``sum_i l_i / denominator``, or the mean over the ``B`` sequences of the call when ``denominator`` is
+None. The trainer passes the number of sequences in the global mini-batch (all micro-batches, all processes),
+so summing micro-batch losses equals one call on the whole batch, value and gradient. A row whose mask is empty
+contributes 0 and still counts in ``B``; a sequence with A = 0 contributes 0 (with a zero, finite gradient).
+
+Numerics: the exponent of every exponentiated (log-)ratio is clamped to [-20, 20] (``LOG_RATIO_LIMIT``).
+exp(20) ~ 4.9e8 keeps the loss, its gradient and the *squared* gradient norm that grad-norm clipping computes
+representable in float32/bf16 (exp(50)^2 already overflows float32); a sequence or token that far off-policy
+carries no trustworthy signal, and the clamp gives it zero gradient instead of an inf/NaN step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+from mm_gmpo.algorithms.aggregate import as_bool_mask, masked_count, masked_mean, masked_sum
+from mm_gmpo.algorithms.diagnostics import LOG_RATIO_LIMIT, loss_metrics
+
+ClipMode = Literal["token", "sequence", "none"]
+
+GMPO_CLIP = 0.4  # log space: token log-ratios clipped to [-0.4, 0.4], i.e. ratios in [e^-0.4, e^0.4]
+GRPO_CLIP = 0.2  # ratio space: [1 - 0.2, 1 + 0.2]
+GSPO_CLIP_LOW, GSPO_CLIP_HIGH = 3e-4, 4e-4  # ratio space, the GSPO paper's values for its sequence ratio
+DRGRPO_MAX_RESPONSE_LENGTH = 3000  # Dr.GRPO's constant normaliser: the response-length limit of the recipe
+
+
+def _prepare(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    denominator: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check shapes; return (log_ratio [B, T] with 0 at masked positions, mask [B, T] bool, A [B], |o| [B])."""
+    if logprobs.dim() != 2:
+        raise ValueError(f"logprobs must be [B, T], got shape {tuple(logprobs.shape)}")
+    for name, tensor in (("old_logprobs", old_logprobs), ("response_mask", response_mask)):
+        if tensor.shape != logprobs.shape:
+            raise ValueError(f"{name} has shape {tuple(tensor.shape)}, logprobs {tuple(logprobs.shape)}")
+    if advantages.shape != logprobs.shape[:1]:
+        raise ValueError(f"advantages must be [B] = [{logprobs.shape[0]}], got shape {tuple(advantages.shape)}")
+    if denominator is not None and not denominator > 0:
+        raise ValueError(f"denominator must be a positive number of sequences, got {denominator}")
+    dtype = torch.promote_types(logprobs.dtype, torch.float32)
+    mask = as_bool_mask(response_mask)
+    raw = logprobs.to(dtype) - old_logprobs.detach().to(dtype)
+    log_ratio = torch.where(mask, raw, torch.zeros((), dtype=dtype, device=raw.device))  # [B, T]
+    return log_ratio, mask, advantages.detach().to(dtype), masked_count(mask, dim=-1)
+
+
+def _reduce(per_sequence_loss: torch.Tensor, denominator: float | None) -> torch.Tensor:
+    """sum_i l_i / denominator, or the mean over the B sequences (0 for B = 0)."""
+    divisor = denominator if denominator is not None else max(per_sequence_loss.numel(), 1)
+    return per_sequence_loss.sum() / divisor
+
+
+def _check_clip(clip_low: float, clip_high: float, upper_low: float = math.inf) -> None:
+    if not (0.0 <= clip_low <= upper_low) or not clip_high >= 0.0:
+        raise ValueError(f"clip_low must be in [0, {upper_low}] and clip_high >= 0, got {clip_low}, {clip_high}")
+
+
+def gmpo_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_low: float = GMPO_CLIP,
+    clip_high: float = GMPO_CLIP,
+    denominator: float | None = None,
+    *,
+    clip_mode: ClipMode = "token",
+    length_norm: bool = True,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Geometric-Mean Policy Optimization (arXiv 2507.20673), in log space. Unit: sequences.
+
+    With x_t = log pi_theta(o_t) - log pi_old(o_t) over the response tokens of sequence i and the clip range
+    [-clip_low, clip_high] in *log* space (default 0.4 each, i.e. ratios in [e^-0.4, e^0.4]):
+
+    - ``clip_mode="token"`` (the paper's GMPO), sign-aware:
+      A_i > 0: c_t = min(x_t, clamp(x_t, -clip_low, clip_high));  A_i < 0: c_t = max(x_t, clamp(...)).
+      So only x_t > clip_high clips when A_i > 0, and only x_t < -clip_low when A_i < 0; a clipped token's
+      log-ratio is replaced by the constant bound (zero gradient).
+    - ``clip_mode="sequence"`` (ablation): c_t = x_t, and the same sign-aware clip is applied to the exponent
+      m_i below instead of to each token.
+    - ``clip_mode="none"`` (ablation): c_t = x_t.
+
+    m_i = sum_t c_t / |o_i| (``length_norm=False``, ablation: sum_t c_t), clamped to [-20, 20];
+    ratio_i = exp(m_i), the geometric mean of the clipped token ratios; l_i = -A_i * ratio_i;
+    loss = sum_i l_i / denominator (default: mean over the B sequences). A_i = 0 or |o_i| = 0 gives l_i = 0.
+
+    Gradient (token clip, length-normalised): d l_i / d logprobs_t = -A_i * ratio_i / |o_i| for unclipped
+    tokens and 0 for clipped ones; on-policy (ratio 1) that is -A_i / |o_i|, GRPO's direction.
+    """
+    if clip_mode not in ("token", "sequence", "none"):
+        raise ValueError(f"clip_mode must be 'token', 'sequence' or 'none', got {clip_mode!r}")
+    _check_clip(clip_low, clip_high)
+    log_ratio, mask, adv, lengths = _prepare(logprobs, old_logprobs, advantages, response_mask, denominator)
+    positive, negative = adv > 0, adv < 0  # [B]
+    no_clip = torch.zeros_like(mask)
+    clipped_low, clipped_high = no_clip, no_clip
+    if clip_mode == "token":
+        clipped_high = mask & positive[:, None] & (log_ratio > clip_high)  # [B, T]
+        clipped_low = mask & negative[:, None] & (log_ratio < -clip_low)
+        log_ratio_used = torch.where(clipped_high, clip_high, torch.where(clipped_low, -clip_low, log_ratio))
+    else:
+        log_ratio_used = log_ratio
+    exponent = masked_sum(log_ratio_used, mask, dim=-1)  # [B]
+    if length_norm:
+        exponent = exponent / lengths.clamp(min=1).to(exponent.dtype)
+    if clip_mode == "sequence":
+        seq_high, seq_low = positive & (exponent > clip_high), negative & (exponent < -clip_low)
+        exponent = torch.where(seq_high, clip_high, torch.where(seq_low, -clip_low, exponent))
+        clipped_high, clipped_low = mask & seq_high[:, None], mask & seq_low[:, None]
+    seq_ratio = torch.exp(exponent.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT))  # [B]
+    valid = lengths > 0
+    per_sequence = torch.where(valid, -adv * seq_ratio, torch.zeros((), dtype=adv.dtype, device=adv.device))
+    loss = _reduce(per_sequence, denominator)
+    metrics = loss_metrics(log_ratio, mask, adv, clipped_low, clipped_high, per_sequence, seq_ratio, valid)
+    return loss, metrics
+
+
+def gmpo_noclip_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_low: float = GMPO_CLIP,
+    clip_high: float = GMPO_CLIP,
+    denominator: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """GMPO without clipping (paper ablation): l_i = -A_i * exp(mean_t x_t). The clip arguments are ignored."""
+    return gmpo_loss(
+        logprobs, old_logprobs, advantages, response_mask, clip_low, clip_high, denominator, clip_mode="none"
+    )
+
+
+def gmpo_seqclip_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_low: float = GMPO_CLIP,
+    clip_high: float = GMPO_CLIP,
+    denominator: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """GMPO with sequence-level clipping (paper ablation): m_i = mean_t x_t, sign-aware clip of m_i to
+    [-clip_low, clip_high] (A > 0: min(m, clamp(m)); A < 0: max), l_i = -A_i * exp(m_i)."""
+    return gmpo_loss(
+        logprobs, old_logprobs, advantages, response_mask, clip_low, clip_high, denominator, clip_mode="sequence"
+    )
+
+
+def gmpo_nonorm_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_low: float = GMPO_CLIP,
+    clip_high: float = GMPO_CLIP,
+    denominator: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """GMPO without the 1/|o| normalisation (paper ablation): token clip as GMPO, l_i = -A_i * exp(sum_t c_t)
+    (the product of clipped token ratios, not their geometric mean); the exponent is clamped to [-20, 20]."""
+    return gmpo_loss(
+        logprobs, old_logprobs, advantages, response_mask, clip_low, clip_high, denominator, length_norm=False
+    )
+
+
+def gspo_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_low: float = GSPO_CLIP_LOW,
+    clip_high: float = GSPO_CLIP_HIGH,
+    denominator: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """GSPO (Group Sequence Policy Optimization, arXiv 2507.18071): a sequence-level ratio. Unit: sequences.
+
+    s_i = exp(mean_t x_t) (the length-normalised sequence ratio), clip range in *ratio* space,
+    l_i = -min(s_i A_i, clip(s_i, 1 - clip_low, 1 + clip_high) A_i). Defaults 3e-4 / 4e-4 (the GSPO paper).
+    Because exp is monotone this is GMPO's sequence-clip ablation with log-space bounds
+    [log(1 - clip_low), log(1 + clip_high)], and it is computed that way.
+    """
+    _check_clip(clip_low, clip_high, upper_low=1.0)
+    log_low = -math.log1p(-clip_low) if clip_low < 1.0 else math.inf
+    return gmpo_loss(
+        logprobs,
+        old_logprobs,
+        advantages,
+        response_mask,
+        log_low,
+        math.log1p(clip_high),
+        denominator,
+        clip_mode="sequence",
+    )
+
+
+def _grpo_token_losses(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_low: float,
+    clip_high: float,
+    denominator: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PPO-clip per-token losses [B, T]; also (log_ratio, mask, A, clipped_low, clipped_high)."""
+    _check_clip(clip_low, clip_high, upper_low=1.0)
+    log_ratio, mask, adv, _ = _prepare(logprobs, old_logprobs, advantages, response_mask, denominator)
+    ratio = torch.exp(log_ratio.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT))  # [B, T]
+    # -min(r A, clip(r) A) selects the constant bound exactly where r leaves the range on A's side:
+    # A > 0 and r > 1 + clip_high, or A < 0 and r < 1 - clip_low; elsewhere it is -r A.
+    clipped_high = mask & (adv > 0)[:, None] & (ratio > 1.0 + clip_high)
+    clipped_low = mask & (adv < 0)[:, None] & (ratio < 1.0 - clip_low)
+    weight = torch.where(clipped_high, 1.0 + clip_high, torch.where(clipped_low, 1.0 - clip_low, ratio))
+    token_losses = -adv[:, None] * weight  # [B, T]
+    return token_losses, log_ratio, mask, adv, clipped_low, clipped_high
+
+
+def grpo_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_low: float = GRPO_CLIP,
+    clip_high: float = GRPO_CLIP,
+    denominator: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """GRPO (PPO-clip with group advantages), sequence-mean aggregation. Unit: sequences.
+
+    r_t = exp(x_t) (x_t clamped to [-20, 20]); per token -min(r_t A_i, clip(r_t, 1 - clip_low, 1 + clip_high) A_i);
+    l_i = the mean of that over the |o_i| response tokens (0 if none); loss = sum_i l_i / denominator
+    (default: mean over the B sequences). Gradient per unclipped token: -A_i * r_t / |o_i|; clipped: 0.
+    """
+    token_losses, log_ratio, mask, adv, low, high = _grpo_token_losses(
+        logprobs, old_logprobs, advantages, response_mask, clip_low, clip_high, denominator
+    )
+    per_sequence = masked_mean(token_losses, mask, dim=-1)  # [B]
+    loss = _reduce(per_sequence, denominator)
+    return loss, loss_metrics(log_ratio, mask, adv, low, high, per_sequence)
+
+
+def drgrpo_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_low: float = GRPO_CLIP,
+    clip_high: float = GRPO_CLIP,
+    denominator: float | None = None,
+    *,
+    max_response_length: int = DRGRPO_MAX_RESPONSE_LENGTH,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Dr.GRPO's loss (arXiv 2503.20783): GRPO's per-token term with a constant length normaliser.
+
+    l_i = sum_t -min(r_t A_i, clip(r_t, 1 - clip_low, 1 + clip_high) A_i) / L with L = ``max_response_length``
+    (a constant, default 3000, the recipe's response limit) instead of 1/|o_i|, so long responses are not
+    down-weighted per token. Unit: still sequences: loss = sum_i l_i / denominator (default: mean over the B
+    sequences), which equals Dr.GRPO's sum over all tokens / (num_sequences * L).
+    The other half of Dr.GRPO, advantages without the std division, is ``algorithm.normalize_std=false``;
+    this loss does not change the advantages.
+    """
+    if max_response_length <= 0:
+        raise ValueError(f"max_response_length must be positive, got {max_response_length}")
+    token_losses, log_ratio, mask, adv, low, high = _grpo_token_losses(
+        logprobs, old_logprobs, advantages, response_mask, clip_low, clip_high, denominator
+    )
+    per_sequence = masked_sum(token_losses, mask, dim=-1) / max_response_length  # [B]
+    loss = _reduce(per_sequence, denominator)
+    return loss, loss_metrics(log_ratio, mask, adv, low, high, per_sequence)
