@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -151,7 +152,7 @@ def has_answer(row: dict) -> bool:
     return bool(rowfmt.answer_text(row.get("answer")) or rowfmt.last_boxed(str(row.get("solution") or "")))
 
 
-def _drop_unanswered(raw: list[dict], stats: DataStats) -> tuple[list[dict], DataStats]:
+def _drop_unanswered(raw: list[dict], stats: DataStats) -> list[dict]:
     """MATH has two training solutions with an empty \\boxed{} (train/number_theory/7115, 7117): the pool is
     defined with them (8,888 rows), but they cannot be graded, so they are counted as skipped, not fatal."""
     kept = [row for row in raw if has_answer(row)]
@@ -159,7 +160,7 @@ def _drop_unanswered(raw: list[dict], stats: DataStats) -> tuple[list[dict], Dat
         stats.skipped["missing_answer"] = len(raw) - len(kept)
         stats.rows += len(raw) - len(kept)  # read, then skipped
         log.warning("%s: %d pool rows have no gold answer and are left out", stats.dataset, len(raw) - len(kept))
-    return kept, stats
+    return kept
 
 
 def load_examples(
@@ -174,7 +175,8 @@ def load_examples(
 ) -> tuple[list[Example], DataStats]:
     """Load a dataset by spec. Bad rows raise :class:`UserError` naming dataset, row id and file, or with
     ``skip_invalid`` are skipped and counted in ``DataStats.skipped`` by reason. ``split_limit`` keeps the first N
-    rows read; ``blank_images`` replaces every image by a white one of the same size."""
+    rows read; ``blank_images`` replaces every image by a white one of the same size; ``render_missing`` draws a
+    Geometry3K diagram from its annotation where the row has no image."""
     name, split = parse_spec(spec)
     if source not in ("auto", "local", "hub"):
         raise UserError(f"data.source={source!r}: expected auto, local or hub")
@@ -182,62 +184,57 @@ def load_examples(
         path = Path(split).expanduser()
         if not path.is_file():
             raise UserError(f"dataset spec {spec!r}: no such file {path}")
-        stats = DataStats(spec, origin=str(path))
+        convert = partial(rowfmt.jsonl_example, dataset=spec, root=path.parent, where=str(path))
         raw = read_jsonl(path, spec)[:split_limit]
-
-        def convert(row, i):
-            return rowfmt.jsonl_example(row, dataset=spec, index=i, root=path.parent, where=str(path))
-
-        return _finish(convert, raw, stats, skip_invalid, blank_images)
-    found = None if source == "hub" else _find_local(name, split, local_roots(local_dir))
+        return _finish(convert, raw, DataStats(spec, origin=str(path)), skip_invalid, blank_images)
+    roots = [] if source == "hub" else local_roots(local_dir)
+    found = _find_local(name, split, roots)
     if found is None:
+        where = ", ".join(str(r) for r in roots) or "(no local data folder)"
         if source == "local":
-            where = ", ".join(str(r) for r in local_roots(local_dir)) or "(no local data folder)"
             raise UserError(f"dataset {spec!r} not found under {where}; set data.local_dir or data.source=hub")
+        if source == "auto":
+            log.info("%s: not found under %s, loading it from the hub", spec, where)
         return examples_from_hub(spec, split_limit=split_limit, skip_invalid=skip_invalid, blank_images=blank_images)
     layout, path = found
     stats = DataStats(spec, origin=str(path))
     if layout == "intergps":
         folders = sorted((p.parent for p in path.glob("*/data.json")), key=lambda p: (len(p.name), p.name))
-
-        def convert(folder, _):
-            return rowfmt.intergps_example(folder, dataset=spec, render_missing=render_missing)
-
+        convert = partial(rowfmt.intergps_example, dataset=spec, render_missing=render_missing)
         return _finish(convert, folders[:split_limit], stats, skip_invalid, blank_images)
     if layout == "pool":
-        parts = {n: read_jsonl(_find_local(n, None, [path])[1], n) for n in ("math:train", "math:test")}
-        held = _find_local("math500", None, [path])
-        if held is None:  # without it the pool would silently contain the MATH500 evaluation problems
-            raise UserError(f"math_lvl3to5: {path} has MATH train/test but no math500.jsonl to hold out")
-        raw = build_math_pool(parts["math:train"], parts["math:test"], read_jsonl(held[1], "math500"))
-        raw, stats = _drop_unanswered(raw, stats)
-        stats.origin = f"{path} (MATH train+test levels 3-5 minus MATH500)"
+        raw = _local_pool(path, stats)
     else:
         raw = read_jsonl(path, spec)
-    raw = raw[:split_limit]
     if name == "geometry3k":
-
-        def convert(row, i):
-            return rowfmt.geometry3k_example(
-                row, dataset=spec, index=i, root=path.parent, where=str(path), render_missing=render_missing
-            )
+        convert = partial(
+            rowfmt.geometry3k_example, dataset=spec, root=path.parent, where=str(path), render_missing=render_missing
+        )
     else:
+        convert = partial(rowfmt.math_example, dataset=spec, where=str(path))
+    return _finish(convert, raw[:split_limit], stats, skip_invalid, blank_images)
 
-        def convert(row, i):
-            return rowfmt.math_example(row, dataset=spec, index=i, where=str(path))
 
-    return _finish(convert, raw, stats, skip_invalid, blank_images)
+def _local_pool(root: Path, stats: DataStats) -> list[dict]:
+    """The MATH levels 3-5 pool built on the fly from a root that has MATH train, test and MATH500."""
+    parts = {n: read_jsonl(_find_local(n, None, [root])[1], n) for n in ("math:train", "math:test")}
+    held = _find_local("math500", None, [root])
+    if held is None:  # without it the pool would silently contain the MATH500 evaluation problems
+        raise UserError(f"math_lvl3to5: {root} has MATH train/test but no math500.jsonl to hold out")
+    raw = build_math_pool(parts["math:train"], parts["math:test"], read_jsonl(held[1], "math500"))
+    stats.origin = f"{root} (MATH train+test levels 3-5 minus MATH500)"
+    return _drop_unanswered(raw, stats)
 
 
 def _finish(
-    convert: Callable[[object, int], Example], raw: list, stats: DataStats, skip_invalid: bool, blank_images: bool
+    convert: Callable[..., Example], raw: list, stats: DataStats, skip_invalid: bool, blank_images: bool
 ) -> tuple[list[Example], DataStats]:
     """Convert rows one by one, skipping (and counting) or raising on bad ones; then blank images if asked."""
     examples, seen = [], set()
     for index, row in enumerate(raw):
         stats.rows += 1
         try:
-            example = convert(row, index)
+            example = convert(row, index=index)
             if example.id in seen:
                 raise BadRow(f"{stats.dataset} row {example.id} ({stats.origin}): duplicate id", "duplicate_id")
         except BadRow as exc:
@@ -274,17 +271,9 @@ def examples_from_hub_dataset(
     name, _ = parse_spec(spec)
     stats = DataStats(spec, origin=origin or f"hub:{HUB_IDS.get(name, ('?',))[0]}")
     count = len(dataset) if split_limit is None else min(split_limit, len(dataset))
-    raw = (dataset[i] for i in range(count))
-    if name == "geometry3k":
-
-        def convert(row, i):
-            return rowfmt.geometry3k_hub_example(row, dataset=spec, index=i, where=stats.origin)
-    else:
-
-        def convert(row, i):
-            return rowfmt.math_example(row, dataset=spec, index=i, where=stats.origin)
-
-    return _finish(convert, list(raw), stats, skip_invalid, blank_images)
+    row_format = rowfmt.geometry3k_hub_example if name == "geometry3k" else rowfmt.math_example
+    convert = partial(row_format, dataset=spec, where=stats.origin)
+    return _finish(convert, [dataset[i] for i in range(count)], stats, skip_invalid, blank_images)
 
 
 def examples_from_hub(

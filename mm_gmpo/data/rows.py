@@ -148,9 +148,10 @@ def _as_image_source(value: Any):
     return value
 
 
-def intergps_example(folder: Path, *, dataset: str, render_missing: bool = True) -> Example:
+def intergps_example(folder: Path, *, dataset: str, index: int = 0, render_missing: bool = True) -> Example:
     """One problem folder of the official Inter-GPS release: ``data.json``, ``logic_form.json``,
-    ``img_diagram.png`` (the answer there is a letter; the example's answer is that choice's text)."""
+    ``img_diagram.png`` (the answer there is a letter; the example's answer is that choice's text). The id is
+    the folder's ``data.json`` id (``index``, the folder's position, is only a fallback)."""
     here = f"{dataset} row {folder.name} ({folder})"
     try:
         data = json.loads((folder / "data.json").read_text(encoding="utf-8"))
@@ -163,7 +164,7 @@ def intergps_example(folder: Path, *, dataset: str, render_missing: bool = True)
     if not letter or letter not in "ABCD"[: len(choices)] or not choices:
         raise BadRow(f"{here}: missing or invalid answer {letter!r} for choices {choices}", "missing_answer")
     row = {
-        "id": str(data.get("id", folder.name)),
+        "id": str(data.get("id", folder.name or index)),
         "problem": data.get("annotat_text") or data.get("problem_text") or "",
         "answer": choices["ABCD".index(letter)],
         "answer_letter": letter,
