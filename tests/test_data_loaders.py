@@ -108,7 +108,7 @@ def _hub_geometry(rows):
     return datasets.Dataset.from_list(rows)
 
 
-def test_hub_dataset_rows_through_the_same_conversion(monkeypatch):
+def test_hub_dataset_rows_through_the_same_conversion(monkeypatch, tmp_path):
     red = Image.new("RGB", (30, 20), (255, 0, 0))
     dataset = _hub_geometry([
         {"images": [red], "problem": "<image>Find $x$.", "answer": "2\\sqrt{3}"},
@@ -137,6 +137,8 @@ def test_hub_dataset_rows_through_the_same_conversion(monkeypatch):
     (example,), _ = load_examples("math500", source="hub")
     assert calls == [("HuggingFaceH4/MATH-500", None, "test")]
     assert (example.answer, example.meta["level"], example.id) == ("4", 3, "math500-0")
+    (example,), stats = load_examples("aime24", source="auto", local_dir=tmp_path)  # not local: from the hub
+    assert calls[-1] == ("HuggingFaceH4/aime_2024", None, "train") and stats.origin == "hub:HuggingFaceH4/aime_2024"
     olympiad = datasets.Dataset.from_list([{"question": "q", "final_answer": ["1", "2"], "id": 5}])
     (example,), _ = examples_from_hub_dataset(olympiad, "olympiadbench")
     assert (example.problem, example.answer, example.id) == ("q", "1, 2", "5")
