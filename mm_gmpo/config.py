@@ -102,7 +102,7 @@ class RolloutConfig:
 class AlgorithmConfig:
     """Policy objective and advantages."""
 
-    loss: str = "gmpo"  # registry name: gmpo | grpo | gmpo_noclip | gmpo_seqclip | gmpo_nonorm | gspo | ...
+    loss: str = "gmpo"  # gmpo | gmpo_noclip | gmpo_seqclip | gmpo_nonorm | grpo | gspo | drgrpo (docs/algorithms.md)
     clip_low: float | None = None  # None: the loss's default (GMPO 0.4 in log space, GRPO 0.2)
     clip_high: float | None = None  # None: the loss's default
     normalize_std: bool = True  # divide group-centred rewards by the group std (False: Dr.GRPO)

@@ -42,6 +42,11 @@ def check_config(cfg: Config, world_size: int) -> None:
             f"trainer.save_every={t.save_every} must be a multiple of trainer.updates_per_round={k} "
             "(checkpoints are taken between rollout rounds)"
         )
+    from mm_gmpo.algorithms import get_policy_loss
+
+    get_policy_loss(cfg.algorithm.loss)  # an unknown name fails here, with a did-you-mean
+    if cfg.algorithm.loss == "drgrpo" and cfg.algorithm.normalize_std:
+        log.warning("algorithm.loss=drgrpo usually goes with algorithm.normalize_std=false (Dr.GRPO advantages)")
     if cfg.rollout.backend == "vllm" and cfg.model.lora.enabled:
         raise UserError("rollout.backend=vllm with model.lora.enabled is not supported yet: use the hf backend")
 

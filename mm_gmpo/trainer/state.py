@@ -57,6 +57,8 @@ def minibatch_rows(num_rows: int, updates_per_round: int, update: int) -> list[i
 
 def reduce_metric_rows(rows: list[dict[str, float]], weight_key: str = "num_tokens") -> dict[str, float]:
     """Combine per-micro-batch metric dicts: min of *_min, max of *_max, counts summed, others weighted means."""
+    non_empty = [r for r in rows if r.get(weight_key, 1.0) > 0]  # an empty micro-batch reports 0.0 for min/max
+    rows = non_empty or rows[:1]
     if not rows:
         return {}
     out: dict[str, float] = {}

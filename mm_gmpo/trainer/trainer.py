@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mm_gmpo.algorithms import get_policy_loss, group_advantages, kl_penalty, masked_mean
+from mm_gmpo.algorithms import add_kl_penalty, get_policy_loss, group_advantages, masked_mean
 from mm_gmpo.config import Config, save_config, to_dict
 from mm_gmpo.errors import TrainingHalted
 from mm_gmpo.reward import VerifierPool, compute_rewards
@@ -73,7 +73,8 @@ class Trainer:
         self.policy = self.updater.module.model  # the Hugging Face model: generation, no-grad passes, saving
         self.reference = build_reference(cfg, model_path, self.ctx.device)
         self.rollout = RolloutEngine(cfg.rollout.backend, self.policy, self.processor, config=cfg.rollout)
-        self.loss_fn = get_policy_loss(cfg.algorithm.loss)
+        options = {"max_response_length": cfg.rollout.max_new_tokens} if cfg.algorithm.loss == "drgrpo" else {}
+        self.loss_fn = get_policy_loss(cfg.algorithm.loss, **options)
         self.verifier = VerifierPool(
             workers=cfg.reward.workers, timeout=cfg.reward.timeout, memory_mb=cfg.reward.memory_mb
         )
@@ -228,9 +229,8 @@ class Trainer:
                 old = old_logprobs[idx] if old_logprobs is not None else logprobs.detach()
                 loss, metrics = self.loss_fn(logprobs, old, advantages[idx], mask, denominator=global_rows, **clip)
                 if ref_logprobs is not None:
-                    kl = masked_mean(kl_penalty(logprobs, ref_logprobs[idx], mask), mask, dim=-1)  # [b]
-                    loss = loss + a.kl_coef * kl.sum() / global_rows
-                    metrics["kl_ref"] = float(kl.mean())
+                    loss, kl_metrics = add_kl_penalty(loss, logprobs, ref_logprobs[idx], mask, a.kl_coef, global_rows)
+                    metrics.update(kl_metrics)
                 if a.entropy_coef:
                     loss = loss - a.entropy_coef * masked_mean(entropy, mask, dim=-1).sum() / global_rows
                 finite = dist.all_reduce_max(self.ctx, [0.0 if torch.isfinite(loss) else 1.0])[0] == 0.0
@@ -239,7 +239,7 @@ class Trainer:
                     loss = (torch.where(torch.isfinite(logprobs), logprobs, 0.0) * 0.0).sum()
                 self.updater.backward(loss)
                 metrics["entropy"] = float(masked_mean(entropy.detach(), mask))
-                metrics["pg_loss"] = float(loss.detach()) * global_rows / max(len(idx), 1)
+                metrics["loss"] = float(loss.detach()) * global_rows / max(len(idx), 1)  # with KL/entropy terms
                 micro_metrics.append(metrics)
             grad_norm = self.updater.step(skip=skip)
             skip = skip or not math.isfinite(grad_norm)
