@@ -1,0 +1,163 @@
+"""From prompts and sampled token ids to a :class:`RolloutBatch`; shared by every backend and by the warm start.
+
+Also the two token lists every backend and the trainer must agree on: the stop tokens (end-of-turn and
+end-of-text) and the suppressed tokens (image/video placeholders and vision delimiters, which a sampled response
+must never contain, plus the padded vocabulary rows that are no token at all).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mm_gmpo.models import tokenizer_of
+from mm_gmpo.rollout.types import FinishReason, RolloutBatch, SamplingParams
+from mm_gmpo.types import Prompt
+
+STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
+# Tokens whose appearance in a response breaks the next forward ("Image features and image tokens do not match").
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+
+
+def _known_ids(tokenizer, tokens: tuple[str, ...]) -> list[int]:
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in tokens]
+    return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """Ids that end a response (end-of-turn first)."""
+    return _known_ids(tokenizer, STOP_TOKENS)
+
+
+def suppressed_token_ids(tokenizer, vocab_size: int) -> torch.Tensor:
+    """[S] long: vision placeholder/delimiter ids and the ids in ``[len(tokenizer), vocab_size)`` (padding rows)."""
+    ids = set(_known_ids(tokenizer, VISION_TOKENS)) | set(range(len(tokenizer), vocab_size))
+    return torch.tensor(sorted(i for i in ids if i < vocab_size), dtype=torch.long)
+
+
+def model_vocab_size(model) -> int:
+    """Rows of the LM head (from the config: under ZeRO-3 the weight tensors are empty placeholders)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return int(config.vocab_size)
+
+
+def image_token_id_of(processor) -> int | None:
+    """<|image_pad|> id when ``processor`` is a vision-language processor, else None."""
+    return getattr(processor, "image_token_id", None) if hasattr(processor, "image_processor") else None
+
+
+@dataclass
+class EncodedPrompts:
+    """G prompts through the processor (placeholders expanded to the image's token count), left-padded."""
+
+    input_ids: torch.Tensor  # [G, P] long
+    attention_mask: torch.Tensor  # [G, P] long
+    pixel_values: torch.Tensor | None  # [patches of all images, C*t*p*p]
+    image_grid_thw: torch.Tensor | None  # [images, 3] long
+    images_per_prompt: torch.Tensor  # [G] long
+
+
+def encode_prompts(processor, prompts: list[Prompt]) -> EncodedPrompts:
+    """Tokenize ``prompts`` (chat template already applied) with their images, left padding."""
+    tokenizer = tokenizer_of(processor)
+    tokenizer.padding_side = "left"
+    texts = [p.text for p in prompts]
+    images = [img for p in prompts for img in p.images]
+    counts = torch.tensor([len(p.images) for p in prompts], dtype=torch.long)
+    if hasattr(processor, "image_processor"):
+        out = processor(text=texts, images=images or None, return_tensors="pt", padding=True)
+    else:
+        if images:
+            raise ValueError("a text-only model got prompts with images")
+        out = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    return EncodedPrompts(
+        input_ids=out["input_ids"],
+        attention_mask=out["attention_mask"],
+        pixel_values=out.get("pixel_values") if images else None,
+        image_grid_thw=out.get("image_grid_thw") if images else None,
+        images_per_prompt=counts,
+    )
+
+
+def cut_at_stop(tokens: list[int], stops: set[int]) -> tuple[list[int], FinishReason]:
+    """The response up to and including its first stop token, and whether it stopped or was cut."""
+    for i, tok in enumerate(tokens):
+        if tok in stops:
+            return tokens[: i + 1], "stop"
+    return tokens, "length"
+
+
+def assemble_batch(
+    processor,
+    encoded: EncodedPrompts,
+    prompts: list[Prompt],
+    n: int,
+    responses: list[list[int]],
+    logprobs: list[list[float]],
+    finish_reason: list[FinishReason],
+    *,
+    suppressed: torch.Tensor,
+    sampling: SamplingParams,
+) -> RolloutBatch:
+    """Rows ``g*n .. g*n+n-1`` are the responses of prompt g; each response already ends at its stop token."""
+    tokenizer = tokenizer_of(processor)
+    num_rows = len(prompts) * n
+    if len(responses) != num_rows:
+        raise ValueError(f"expected {num_rows} responses ({len(prompts)} prompts x {n}), got {len(responses)}")
+    width = max([len(r) for r in responses] + [1])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_token_ids(tokenizer)[-1]
+    response_ids = torch.full((num_rows, width), pad, dtype=torch.long)
+    response_mask = torch.zeros((num_rows, width), dtype=torch.bool)
+    sampler_logprobs = torch.zeros((num_rows, width), dtype=torch.float32)
+    for i, (tokens, lps) in enumerate(zip(responses, logprobs, strict=True)):
+        response_ids[i, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        response_mask[i, : len(tokens)] = True
+        sampler_logprobs[i, : len(lps)] = torch.tensor(lps, dtype=torch.float32)
+    row_prompt = torch.arange(len(prompts)).repeat_interleave(n)
+    input_ids = torch.cat([encoded.input_ids[row_prompt], response_ids], dim=1)
+    attention_mask = torch.cat([encoded.attention_mask[row_prompt], response_mask.long()], dim=1)
+    texts = tokenizer.batch_decode([r for r in responses], skip_special_tokens=True)
+    return RolloutBatch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        response_mask=response_mask,
+        sampler_logprobs=sampler_logprobs,
+        prompt_length=encoded.input_ids.shape[1],
+        row_prompt=row_prompt,
+        group_index=row_prompt.clone(),
+        pixel_values=encoded.pixel_values,
+        image_grid_thw=encoded.image_grid_thw,
+        images_per_prompt=encoded.images_per_prompt,
+        suppressed_token_ids=suppressed,
+        finish_reason=list(finish_reason),
+        response_text=texts,
+        examples=[prompts[int(g)].example for g in row_prompt],
+        image_token_id=image_token_id_of(processor),
+        sampling=sampling,
+        tokenizer=tokenizer,
+    )
+
+
+def teacher_forced_batch(processor, prompts: list[Prompt], responses: list[str], vocab_size: int | None = None):
+    """A batch of given responses (one per prompt, end-of-turn appended) for supervised log-likelihoods.
+
+    ``sampler_logprobs`` are zeros (nothing was sampled). ``vocab_size`` sets the suppressed padding rows;
+    by default only the vision tokens are suppressed (enough for teacher forcing, whose targets are text).
+    """
+    tokenizer = tokenizer_of(processor)
+    encoded = encode_prompts(processor, prompts)
+    end_of_turn = stop_token_ids(tokenizer)[0]
+    token_lists = [tokenizer(r, add_special_tokens=False)["input_ids"] + [end_of_turn] for r in responses]
+    suppressed = suppressed_token_ids(tokenizer, vocab_size or len(tokenizer))
+    return assemble_batch(
+        processor,
+        encoded,
+        prompts,
+        1,
+        token_lists,
+        [[0.0] * len(t) for t in token_lists],
+        ["stop"] * len(prompts),
+        suppressed=suppressed,
+        sampling=SamplingParams(temperature=1.0),
+    )

@@ -1,0 +1,97 @@
+"""`RolloutEngine`: one interface over the HF and vLLM backends, plus the rollout metrics.
+
+The HF backend samples with the training model itself (nothing to sync, nothing to put to sleep). The vLLM
+backend keeps its own copy of the weights in a colocated engine: ``sync_weights`` after every update, and
+``sleep``/``wake`` around the update where the platform supports it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+
+from mm_gmpo.errors import UserError
+from mm_gmpo.rollout.hf import hf_generate
+from mm_gmpo.rollout.types import RolloutBatch, SamplingParams
+from mm_gmpo.types import Prompt
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("hf", "vllm")
+
+
+def rollout_metrics(batch: RolloutBatch, seconds: float | None = None) -> dict[str, float]:
+    """Response length mean/max (tokens), fraction cut at the limit, vision tokens per row, tokens per second."""
+    lengths = batch.response_mask.sum(dim=1).double()
+    rows = max(batch.num_rows, 1)
+    metrics = {
+        "response_length/mean": float(lengths.mean()) if batch.num_rows else 0.0,
+        "response_length/max": float(lengths.max()) if batch.num_rows else 0.0,
+        "response_length/clip_frac": sum(r == "length" for r in batch.finish_reason) / rows,
+        "rollout/vision_tokens_per_sample": float(batch.num_vision_tokens.double().mean()) if batch.num_rows else 0.0,
+    }
+    if seconds is not None:
+        metrics["rollout/tokens_per_s"] = float(lengths.sum()) / max(seconds, 1e-9)
+    return metrics
+
+
+class RolloutEngine:
+    """Samples ``n`` responses per prompt with the chosen backend (``hf`` or ``vllm``)."""
+
+    def __init__(self, backend: str, model: torch.nn.Module, processor, *, config: Any = None):
+        if backend not in BACKENDS:
+            raise UserError(f"rollout.backend={backend!r} is not one of {', '.join(BACKENDS)}")
+        self.backend = backend
+        self.model = model
+        self.processor = processor
+        self._seconds: dict[int, float] = {}  # id(batch) -> generation time, for tokens/s
+        self._vllm = None
+        if backend == "vllm":
+            from mm_gmpo.rollout.vllm_backend import VLLMRollout
+
+            self._vllm = VLLMRollout(
+                model,
+                processor,
+                gpu_memory_utilization=getattr(config, "vllm_gpu_memory_utilization", 0.5),
+                enable_sleep=getattr(config, "vllm_sleep", True),
+                max_new_tokens=getattr(config, "max_new_tokens", 2048),
+            )
+
+    def generate(self, prompts: list[Prompt], n: int, sampling: SamplingParams) -> RolloutBatch:
+        """``n`` responses per prompt; rows ``g*n .. g*n+n-1`` belong to prompt g (``group_index`` g)."""
+        if n < 1:
+            raise UserError(f"rollout.n={n} must be at least 1")
+        if not prompts:
+            raise UserError("no prompts to roll out (was every prompt dropped as too long?)")
+        start = time.perf_counter()
+        if self._vllm is not None:
+            batch = self._vllm.generate(prompts, n, sampling)
+        else:
+            batch = hf_generate(self.model, self.processor, prompts, n, sampling)
+        seconds = time.perf_counter() - start
+        self._seconds = {id(batch): seconds}
+        log.debug("rolled out %d rows in %.2f s", batch.num_rows, seconds)
+        return batch
+
+    def metrics(self, batch: RolloutBatch) -> dict[str, float]:
+        """Metrics of ``batch`` (tokens/s when it is the engine's latest batch)."""
+        return rollout_metrics(batch, self._seconds.get(id(batch)))
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Copy the training model's weights into the sampler (no-op for hf: it samples with that model)."""
+        if self._vllm is not None:
+            self._vllm.sync_weights(model)
+        else:
+            self.model = model
+
+    def sleep(self) -> None:
+        """Free the sampler's memory during the update (vLLM where supported; no-op otherwise)."""
+        if self._vllm is not None:
+            self._vllm.sleep()
+
+    def wake(self) -> None:
+        if self._vllm is not None:
+            self._vllm.wake()

@@ -1,0 +1,159 @@
+"""The records of the rollout stage: sampling parameters and the typed batch handed to the trainer.
+
+Memory layout of a :class:`RolloutBatch`: the ``n`` responses of a prompt share that prompt's images. Pixel
+values and ``image_grid_thw`` are stored once per *prompt* (the batch's "prompt table"), and every row points to
+its prompt through ``row_prompt``. The trainer's forward runs the vision tower once per prompt and copies the
+image embeddings into each of the prompt's rows (see :mod:`mm_gmpo.rollout.logprobs`), so a group of 8 costs one
+vision pass, not eight. Qwen2.5-VL's 3-D rope positions are not stored: they are a pure function of
+``input_ids``, ``attention_mask`` and the rows' ``image_grid_thw`` and are rebuilt with the model's own
+``get_rope_index`` in the trainer (:func:`mm_gmpo.rollout.logprobs.rope_position_ids`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import torch
+
+from mm_gmpo.types import Example
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How responses are sampled. ``temperature=0`` is greedy; ``top_k=0`` and ``top_p=1.0`` are off."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 256
+    seed: int = 0  # seeds a generator private to the call: the same prompts and seed give the same responses
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+    @property
+    def truncates(self) -> bool:
+        """True when top-k/top-p cut the distribution (the sampler's log-probs then differ from the trainer's)."""
+        return not self.greedy and (self.top_k > 0 or self.top_p < 1.0)
+
+
+@dataclass
+class RolloutBatch:
+    """N = G prompts x n responses, kept together by prompt. P prompt tokens (left-padded), R response tokens.
+
+    Row ``i`` is response ``i % n`` of prompt ``row_prompt[i]``. Token layout per row:
+    ``[pad ... pad, prompt tokens, response tokens, end-of-turn, pad ... pad]`` with the prompt ending at column P.
+    """
+
+    input_ids: torch.Tensor  # [N, P+R] long: left-padded prompt, then the response right-padded with pad_token_id
+    attention_mask: torch.Tensor  # [N, P+R] long: 1 on prompt tokens and on response tokens up to end-of-turn
+    response_mask: torch.Tensor  # [N, R] bool: response text tokens up to and including end-of-turn; nothing after
+    sampler_logprobs: torch.Tensor  # [N, R] float32: sampler's log-prob of each response token (0 where masked)
+    prompt_length: int  # P: column where the responses start
+    row_prompt: torch.Tensor  # [N] long: index of the row's prompt in this batch's prompt table (0..G'-1)
+    group_index: torch.Tensor  # [N] long: the row's group (prompt) index in the rollout round; kept by select()
+    pixel_values: torch.Tensor | None  # [sum of patches of the prompt table's images, C*t*p*p] (None: no image)
+    image_grid_thw: torch.Tensor | None  # [num images of the prompt table, 3] long (t, h, w) in patches
+    images_per_prompt: torch.Tensor  # [G'] long: images of each prompt of the table, in placeholder order
+    suppressed_token_ids: torch.Tensor  # [S] long: token ids masked to -inf when sampling (trainer masks the same)
+    finish_reason: list[FinishReason]  # [N] "stop" (end-of-turn/end-of-text sampled) or "length" (cut)
+    response_text: list[str]  # [N] decoded response, special tokens removed
+    examples: list[Example]  # [N] the row's source example (answer, choices) for the reward
+    image_token_id: int | None = None  # <|image_pad|> id for vision models, None for text models
+    sampling: SamplingParams = field(default_factory=SamplingParams)  # how the rows were sampled
+    tokenizer: Any = field(default=None, repr=False)  # names tokens in diagnostics (preflight); not needed otherwise
+
+    # ------------------------------------------------------------------ shapes
+    @property
+    def num_rows(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def response_length(self) -> int:
+        return self.input_ids.shape[1] - self.prompt_length
+
+    @property
+    def response_ids(self) -> torch.Tensor:
+        """[N, R] long: the sampled tokens (pad after end-of-turn)."""
+        return self.input_ids[:, self.prompt_length :]
+
+    @property
+    def num_vision_tokens(self) -> torch.Tensor:
+        """[N] long: image placeholder tokens in each row's prompt (what the vision tower adds to the sequence)."""
+        if self.image_token_id is None:
+            return torch.zeros(self.num_rows, dtype=torch.long)
+        prompt = self.input_ids[:, : self.prompt_length]
+        return ((prompt == self.image_token_id) & (self.attention_mask[:, : self.prompt_length] != 0)).sum(dim=1)
+
+    def row_image_grid_thw(self) -> torch.Tensor | None:
+        """[images of all rows, 3] long: ``image_grid_thw`` repeated per row, in row order (for rope positions)."""
+        if self.image_grid_thw is None:
+            return None
+        per_prompt = self._prompt_image_slices()
+        rows = [self.image_grid_thw[a:b] for a, b in (per_prompt[int(p)] for p in self.row_prompt)]
+        return torch.cat(rows, dim=0) if rows else self.image_grid_thw[:0]
+
+    def _prompt_image_slices(self) -> list[tuple[int, int]]:
+        """(first, end) image index of each prompt of the table."""
+        ends = torch.cumsum(self.images_per_prompt, 0).tolist()
+        return [(e - int(c), e) for e, c in zip(ends, self.images_per_prompt.tolist(), strict=True)]
+
+    def _patches_per_image(self) -> torch.Tensor:
+        return self.image_grid_thw.prod(dim=-1) if self.image_grid_thw is not None else torch.zeros(0)
+
+    # ------------------------------------------------------------------ slicing and moving
+    def select(self, indices: list[int] | torch.Tensor) -> RolloutBatch:
+        """The rows ``indices`` (in that order) as a batch of their own, with only their prompts' images."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        idx_list = idx.tolist()
+        prompts = sorted(set(self.row_prompt[idx].tolist()))
+        new_prompt = {old: new for new, old in enumerate(prompts)}
+        pixel_values, grid = self.pixel_values, self.image_grid_thw
+        if grid is not None:
+            slices = self._prompt_image_slices()
+            patch_ends = torch.cumsum(self._patches_per_image(), 0).tolist()
+            image_ids = [i for p in prompts for i in range(*slices[p])]
+            patch_ranges = [(patch_ends[i] - int(grid[i].prod()), patch_ends[i]) for i in image_ids]
+            pixel_values = (
+                torch.cat([self.pixel_values[a:b] for a, b in patch_ranges]) if patch_ranges else self.pixel_values[:0]
+            )
+            grid = grid[image_ids] if image_ids else grid[:0]
+        return replace(
+            self,
+            input_ids=self.input_ids[idx],
+            attention_mask=self.attention_mask[idx],
+            response_mask=self.response_mask[idx],
+            sampler_logprobs=self.sampler_logprobs[idx],
+            row_prompt=torch.tensor([new_prompt[int(p)] for p in self.row_prompt[idx]], dtype=torch.long),
+            group_index=self.group_index[idx],
+            pixel_values=pixel_values,
+            image_grid_thw=grid,
+            images_per_prompt=self.images_per_prompt[prompts] if prompts else self.images_per_prompt[:0],
+            finish_reason=[self.finish_reason[i] for i in idx_list],
+            response_text=[self.response_text[i] for i in idx_list],
+            examples=[self.examples[i] for i in idx_list],
+        )
+
+    def to(self, device: torch.device | str) -> RolloutBatch:
+        """The batch with every tensor on ``device`` (lists and ints unchanged)."""
+
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return t.to(device) if t is not None else None
+
+        return replace(
+            self,
+            input_ids=move(self.input_ids),
+            attention_mask=move(self.attention_mask),
+            response_mask=move(self.response_mask),
+            sampler_logprobs=move(self.sampler_logprobs),
+            row_prompt=move(self.row_prompt),
+            group_index=move(self.group_index),
+            pixel_values=move(self.pixel_values),
+            image_grid_thw=move(self.image_grid_thw),
+            images_per_prompt=move(self.images_per_prompt),
+            suppressed_token_ids=move(self.suppressed_token_ids),
+        )
