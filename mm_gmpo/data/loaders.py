@@ -52,7 +52,14 @@ HUB_IDS = {
     "math:train": ("DigitalLearningGmbH/MATH-lighteval", None, "train"),
     "math:test": ("DigitalLearningGmbH/MATH-lighteval", None, "test"),
 }
-KNOWN_SPECS = ["geometry3k:train", "geometry3k:validation", "geometry3k:test", *MATH_FILES, "jsonl:<path>"]
+KNOWN_SPECS = [
+    "geometry3k:train",
+    "geometry3k:validation",
+    "geometry3k:test",
+    *MATH_FILES,
+    "jsonl:<path>",
+    "synthetic:<task>:<split>[:<size>]",
+]
 
 
 @dataclass
@@ -74,10 +81,23 @@ class DataStats:
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
-    """``"geometry3k:test"`` -> ("geometry3k", "test"); ``"math500"`` -> ("math500", None); ``"jsonl:p"`` -> ..."""
+    """A dataset spec -> (name, split or argument).
+
+    - ``"geometry3k:test"`` -> ("geometry3k", "test") (splits train, validation (or val), test; default train);
+    - ``"math500"`` -> ("math500", None) (the text sets of ``MATH_FILES``);
+    - ``"jsonl:/path/rows.jsonl"`` -> ("jsonl", "/path/rows.jsonl");
+    - ``"synthetic:<task>:<split>[:<size>]"`` -> ("synthetic", "<task>:<split>:<size>"): a generated image task
+      (:mod:`mm_gmpo.data.synthetic`; tasks polygon_sides, longest_segment, number_inside; splits train, val,
+      test from fixed seeds; size defaults to 2000 / 300 / 500), e.g. ``synthetic:polygon_sides:train:2000``.
+    """
     spec = spec.strip()
     if spec.startswith("jsonl:"):
         return "jsonl", spec.removeprefix("jsonl:")
+    if spec.startswith("synthetic:"):
+        from mm_gmpo.data.synthetic import parse_synthetic
+
+        parsed = parse_synthetic(spec.removeprefix("synthetic:"))
+        return "synthetic", f"{parsed.task}:{parsed.split}:{parsed.size}"
     if spec.startswith("geometry3k"):
         split = spec.partition(":")[2] or "train"
         if split not in GEOMETRY3K_SPLITS:
@@ -187,6 +207,13 @@ def load_examples(
         convert = partial(rowfmt.jsonl_example, dataset=spec, root=path.parent, where=str(path))
         raw = read_jsonl(path, spec)[:split_limit]
         return _finish(convert, raw, DataStats(spec, origin=str(path)), skip_invalid, blank_images)
+    if name == "synthetic":  # generated in process: data.source and data.local_dir do not apply
+        from mm_gmpo.data.synthetic import synthetic_example
+
+        task, split_name, size = split.split(":")
+        convert = partial(synthetic_example, task=task, split=split_name, source=spec)
+        stats = DataStats(spec, origin=f"generated ({task}, {split_name} seeds)")
+        return _finish(convert, list(range(int(size)))[:split_limit], stats, skip_invalid, blank_images)
     roots = [] if source == "hub" else local_roots(local_dir)
     found = _find_local(name, split, roots)
     if found is None:
