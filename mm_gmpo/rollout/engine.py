@@ -47,7 +47,6 @@ class RolloutEngine:
         self.backend = backend
         self.model = model
         self.processor = processor
-        self._seconds: dict[int, float] = {}  # id(batch) -> generation time, for tokens/s
         self._vllm = None
         if backend == "vllm":
             from mm_gmpo.rollout.vllm_backend import VLLMRollout
@@ -71,14 +70,13 @@ class RolloutEngine:
             batch = self._vllm.generate(prompts, n, sampling)
         else:
             batch = hf_generate(self.model, self.processor, prompts, n, sampling)
-        seconds = time.perf_counter() - start
-        self._seconds = {id(batch): seconds}
-        log.debug("rolled out %d rows in %.2f s", batch.num_rows, seconds)
+        batch.generation_seconds = time.perf_counter() - start
+        log.debug("rolled out %d rows in %.2f s", batch.num_rows, batch.generation_seconds)
         return batch
 
     def metrics(self, batch: RolloutBatch) -> dict[str, float]:
-        """Metrics of ``batch`` (tokens/s when it is the engine's latest batch)."""
-        return rollout_metrics(batch, self._seconds.get(id(batch)))
+        """Metrics of ``batch`` (see :func:`rollout_metrics`)."""
+        return rollout_metrics(batch, batch.generation_seconds or None)
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Copy the training model's weights into the sampler (no-op for hf: it samples with that model)."""

@@ -65,6 +65,7 @@ class RolloutBatch:
     examples: list[Example]  # [N] the row's source example (answer, choices) for the reward
     image_token_id: int | None = None  # <|image_pad|> id for vision models, None for text models
     sampling: SamplingParams = field(default_factory=SamplingParams)  # how the rows were sampled
+    generation_seconds: float = 0.0  # wall time of the generate call that produced the batch (for tokens/s)
     tokenizer: Any = field(default=None, repr=False)  # names tokens in diagnostics (preflight); not needed otherwise
 
     # ------------------------------------------------------------------ shapes
