@@ -2,8 +2,9 @@
 
 Sampling is done by our own last logits processor (:class:`SampleStep`), with ``generate`` in greedy mode:
 the processor applies suppression, temperature, top-k and top-p, draws the token from a generator private to
-the call, records its log-prob under that processed distribution, and returns scores whose argmax is the drawn
-token. So the recorded log-probs are exactly those of the distribution that was sampled (whatever warpers the
+the row (seeded by the call's seed and the row's global key, so a row's response does not depend on which other
+rows share the batch: one global batch split over 1 or N processes samples the same responses), records its
+log-prob under that processed distribution, and returns scores whose argmax is the drawn token. So the recorded log-probs are exactly those of the distribution that was sampled (whatever warpers the
 checkpoint's ``generation_config`` would otherwise add), only O(N x V) memory is used per step (no stored
 ``output_scores``), and the global torch RNG is left alone.
 """
@@ -51,10 +52,10 @@ def truncate_top_k_top_p(scores: torch.Tensor, top_k: int, top_p: float) -> torc
 class SampleStep(LogitsProcessor):
     """Draws the next token itself and records its log-prob; returns one-hot scores for greedy ``generate``."""
 
-    def __init__(self, sampling: SamplingParams, suppressed: torch.Tensor, generator: torch.Generator):
+    def __init__(self, sampling: SamplingParams, suppressed: torch.Tensor, generators: list[torch.Generator]):
         self.sampling = sampling
         self.suppressed = suppressed
-        self.generator = generator
+        self.generators = generators  # one per row
         self.logprobs: list[torch.Tensor] = []  # one [N] tensor per step
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -68,9 +69,21 @@ class SampleStep(LogitsProcessor):
         else:
             logits = truncate_top_k_top_p(logits / s.temperature, s.top_k, s.top_p)
             logp = torch.log_softmax(logits, dim=-1)
-            token = torch.multinomial(logp.exp(), 1, generator=self.generator)
+            probs = logp.exp()
+            token = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(self.generators)])
+            token = token.unsqueeze(-1)
         self.logprobs.append(logp.gather(-1, token).squeeze(-1))
         return torch.full_like(logits, float("-inf")).scatter(-1, token, 0.0)
+
+
+def row_generators(sampling: SamplingParams, num_prompts: int, n: int, device) -> list[torch.Generator]:
+    """One generator per row, seeded by (seed, global prompt index, sample index): independent of the batch."""
+    seeds = [
+        (sampling.seed * 1_000_003 + (sampling.first_prompt + g) * 9_973 + j) % (2**63 - 1)
+        for g in range(num_prompts)
+        for j in range(n)
+    ]
+    return [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
 
 
 def _expand_per_prompt(tensor: torch.Tensor | None, sizes: list[int], n: int) -> torch.Tensor | None:
@@ -101,8 +114,7 @@ def hf_generate(
         inputs["image_grid_thw"] = _expand_per_prompt(encoded.image_grid_thw, encoded.images_per_prompt.tolist(), n)
         inputs["mm_token_type_ids"] = (inputs["input_ids"] == processor.image_token_id).long()
     inputs = {k: v.to(device) for k, v in inputs.items()}
-    generator = torch.Generator(device=device).manual_seed(sampling.seed)
-    sampler = SampleStep(sampling, suppressed.to(device), generator)
+    sampler = SampleStep(sampling, suppressed.to(device), row_generators(sampling, len(prompts), n, device))
     config = GenerationConfig(
         do_sample=False,  # SampleStep samples; generate only takes the argmax of its one-hot scores
         max_new_tokens=sampling.max_new_tokens,

@@ -29,7 +29,8 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0
     max_new_tokens: int = 256
-    seed: int = 0  # seeds a generator private to the call: the same prompts and seed give the same responses
+    seed: int = 0  # with the row's key, seeds the row's own generator: same prompt, seed and key, same response
+    first_prompt: int = 0  # global index of the call's first prompt; a row's key is (prompt index, sample index)
 
     @property
     def greedy(self) -> bool:
