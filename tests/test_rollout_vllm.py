@@ -1,0 +1,38 @@
+"""The vLLM backend end to end (scripts/check_vllm.sh builds an environment where vLLM imports)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not importable here"),
+]
+
+
+def test_vllm_backend_generates_syncs_and_matches_trainer_logprobs():
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "mm_gmpo.rollout.vllm_check", "--tolerance", "1e-4"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1200,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "vLLM check: PASSED" in result.stdout
+    assert result.stdout.count("[ok]") >= 10
