@@ -1,0 +1,124 @@
+"""``mm-gmpo verify``: grade one response, or a JSONL file of them, with the time-bounded verifier pool.
+
+    mm-gmpo verify RESPONSE GOLD [--choices A B C D]
+    mm-gmpo verify --input FILE.jsonl [--output OUT.jsonl] [--response-key K --gold-key K] [--choices-key K]
+                   [--label-key K] [--timeout S] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from mm_gmpo.errors import UserError
+
+_BATCH = 64  # rows per pool call: the progress bar moves and memory stays flat on large files
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("response", nargs="?", help="a bare answer or a whole model response")
+    parser.add_argument("gold", nargs="?", help="the reference answer")
+    parser.add_argument("--choices", nargs="+", default=None, help="option texts (a letter answer picks one)")
+    parser.add_argument("--input", default="", help="JSONL file with one response and gold per line")
+    parser.add_argument("--output", default="", help="JSONL of per-row verdicts (default: none written)")
+    parser.add_argument("--response-key", default="response", help="key of the response in each input row")
+    parser.add_argument("--gold-key", default="gold", help="key of the gold answer in each input row")
+    parser.add_argument("--choices-key", default="choices", help="key of the option list (optional per row)")
+    parser.add_argument("--label-key", default="label", help="key of a boolean label; accuracy is printed if present")
+    parser.add_argument("--timeout", type=float, default=1.0, help="seconds per row (hard bound, worker processes)")
+    parser.add_argument("--workers", type=int, default=2, help="verifier worker processes")
+    parser.add_argument("--memory-mb", type=int, default=1024, help="address-space limit per worker")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.input:
+        if args.response is not None:
+            raise UserError("verify: give either RESPONSE GOLD or --input FILE.jsonl, not both")
+        return _run_file(args)
+    if args.response is None or args.gold is None:
+        raise UserError("verify: needs RESPONSE and GOLD (or --input FILE.jsonl)")
+    from mm_gmpo.reward.pool import VerifierPool
+
+    with VerifierPool(workers=1, timeout=args.timeout, memory_mb=args.memory_mb) as pool:
+        (result,) = pool.grade_batch([args.response], [args.gold], [args.choices])
+    verdict = "correct" if result.correct else "incorrect"
+    print(f"{verdict}  extracted: {result.extracted!r}  ({result.extraction or '-'} -> {result.method})")
+    if result.reason:
+        print(f"  {result.reason}")
+    return 0 if result.correct else 1
+
+
+def read_rows(path: Path, args: argparse.Namespace) -> list[dict]:
+    """Rows of a JSONL file with the response and gold keys present; UserError names file, line and key."""
+    if not path.is_file():
+        raise UserError(f"verify: input file {path} does not exist")
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"verify: {path} line {number} is not valid JSON ({exc.msg})") from exc
+            if not isinstance(row, dict):
+                raise UserError(f"verify: {path} line {number} is not a JSON object")
+            for key in (args.response_key, args.gold_key):
+                if key not in row:
+                    raise UserError(f"verify: {path} line {number} has no key {key!r} (keys: {', '.join(row)})")
+            choices = row.get(args.choices_key)
+            if choices is not None and not (isinstance(choices, list) and all(isinstance(c, str) for c in choices)):
+                raise UserError(f"verify: {path} line {number}: {args.choices_key!r} must be a list of strings")
+            row["_line"] = number
+            rows.append(row)
+    return rows
+
+
+def _run_file(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mm_gmpo.reward.pool import VerifierPool
+
+    path = Path(args.input)
+    rows = read_rows(path, args)
+    output = Path(args.output).open("w", encoding="utf-8") if args.output else None
+    correct = labelled = agree = 0
+    start = time.perf_counter()
+    try:
+        with (
+            VerifierPool(workers=args.workers, timeout=args.timeout, memory_mb=args.memory_mb) as pool,
+            tqdm(total=len(rows), desc="verify", unit="row", dynamic_ncols=True) as bar,
+        ):
+            for begin in range(0, len(rows), _BATCH):
+                chunk = rows[begin : begin + _BATCH]
+                grades = pool.grade_batch(
+                    [str(r[args.response_key]) for r in chunk],
+                    [str(r[args.gold_key]) for r in chunk],
+                    [r.get(args.choices_key) for r in chunk],
+                )
+                for row, result in zip(chunk, grades, strict=True):
+                    correct += result.correct
+                    label = row.get(args.label_key)
+                    if isinstance(label, bool):
+                        labelled += 1
+                        agree += label == result.correct
+                    if output:
+                        record = {"line": row["_line"], "correct": result.correct, "extracted": result.extracted}
+                        record.update(method=result.method, extraction=result.extraction, reason=result.reason)
+                        output.write(json.dumps(record) + "\n")
+                bar.update(len(chunk))
+            timeouts, errors = pool.timeouts, pool.errors
+    finally:
+        if output:
+            output.close()
+    seconds = time.perf_counter() - start
+    n = len(rows)
+    print(f"rows {n}  correct {correct} ({correct / max(n, 1):.1%})  {n / max(seconds, 1e-9):.1f} rows/s")
+    print(f"timeouts {timeouts}  errors {errors}")
+    if labelled:
+        print(f"accuracy against {args.label_key!r}: {agree}/{labelled} ({agree / labelled:.1%})")
+    if args.output:
+        print(f"verdicts written to {args.output}")
+    return 0

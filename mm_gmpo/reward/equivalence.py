@@ -1,0 +1,298 @@
+"""Is an extracted answer equal to the gold answer? Cheapest test first.
+
+1. normalised strings equal ("string");
+2. both plain numbers: exact ``Fraction`` comparison with the decimal rules below ("number");
+3. shapes (list/set/tuple/interval/matrix/relation) compared part by part with the same scalar test;
+4. scalars through sympy ("symbolic"), LaTeX parsed by latex2sympy2_extended, never ``sympify`` on text.
+
+Decimal rules: a decimal equal to the exact gold is right; otherwise it must carry at least 6 significant digits
+and be correctly rounded (0.33 for 1/3 is wrong, 0.333333 is right). A gold written as a decimal with at least 2
+significant digits is taken as rounded: any exact or decimal answer that rounds to it at the gold's decimal
+places is right (``\\sqrt{116}`` for ``10.8``); a 1-digit decimal gold (``0.5``) must be matched exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+from mm_gmpo.reward.normalize import Normalized, Number, compact, decimal_comma, normalize, parse_number
+from mm_gmpo.reward.structure import Shape, shape_of, strip_name
+
+MIN_DECIMAL_DIGITS = 6  # significant digits a decimal needs to stand for an exact (irrational/repeating) gold
+_LETTER_RE = re.compile(r"^\(?\s*([A-Ea-e])\s*\)?\s*[.:]?$")
+_WORD_RE = re.compile(r"(?<!\\)\b[A-Za-z]{3,}\b")
+_STRING_ONLY_RE = re.compile(r":|'|\\prime")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    correct: bool
+    method: str  # string | number | symbolic | choice | structure | none
+    reason: str = ""
+
+
+def _rounds_to(value: Fraction, gold: Number) -> bool:
+    """``value`` correctly rounded to the gold's decimal places gives the gold."""
+    assert gold.decimals is not None
+    half_ulp = Fraction(1, 2 * 10**gold.decimals)
+    return abs(value - gold.value) <= half_ulp
+
+
+def _decimal_matches_exact(pred: Number, exact: Fraction) -> bool:
+    """At least 6 significant digits, and rounded or truncated: within one unit of the last digit written."""
+    if pred.decimals is None or pred.digits < MIN_DECIMAL_DIGITS:
+        return False
+    return abs(pred.value - exact) < Fraction(1, 10**pred.decimals)
+
+
+def numbers_equal(pred: Number, gold: Number) -> bool:
+    """The decimal policy on two exactly parsed numbers."""
+    if pred.value == gold.value:
+        return True
+    if gold.decimals is not None and gold.digits >= 2:
+        if pred.decimals is not None and pred.decimals < gold.decimals:
+            return False
+        return _rounds_to(pred.value, gold)
+    if gold.decimals is None:
+        return _decimal_matches_exact(pred, gold.value)
+    return False
+
+
+def _value_vs_number(pred_value: Fraction, pred_num: Number | None, gold_value: Fraction, gold_num: Number | None):
+    """Decimal rules when one side is an exact expression evaluated to ``*_value`` and the other a number."""
+    if gold_num is not None and gold_num.decimals is not None:  # rounded gold vs exact answer
+        return gold_num.digits >= 2 and _rounds_to(pred_value, gold_num)
+    if pred_num is not None and pred_num.decimals is not None:  # decimal answer vs exact gold
+        return _decimal_matches_exact(pred_num, gold_value)
+    return None
+
+
+def _has_words(text: str) -> bool:
+    """Plain words (3+ letters outside LaTeX commands): compared as text, never as products of symbols."""
+    stripped = re.sub(r"\\[A-Za-z]+", " ", text)
+    return bool(_WORD_RE.search(stripped))
+
+
+def _text_key(text: str) -> str:
+    return re.sub(r"[\s{}\\]|\btext\b|\bmathrm\b", "", text).lower()
+
+
+def scalar_equal(pred: str, gold: str) -> tuple[bool, str]:
+    """Two single answers (no top-level lists): number rules, then text, then sympy."""
+    if compact(pred) == compact(gold):
+        return True, "string"
+    pred_num, gold_num = parse_number(pred), parse_number(gold)
+    if gold_num is not None and pred_num is None:
+        pred_num = decimal_comma(pred)
+    if pred_num is not None and gold_num is not None:
+        return numbers_equal(pred_num, gold_num), "number"
+    if _has_words(pred) or _has_words(gold):
+        return _text_key(pred) == _text_key(gold) and bool(_text_key(gold)), "text"
+    if _STRING_ONLY_RE.search(pred) or _STRING_ONLY_RE.search(gold):
+        return False, "string"  # ratios/times (7:32, 12:00) and primes (f') mean nothing to sympy
+    from mm_gmpo.reward.symbolic import Unsafe, expressions_equal, numeric_value, parse_latex
+
+    try:
+        gold_expr, pred_expr = parse_latex(exact_decimals(gold)), parse_latex(exact_decimals(pred))
+    except Unsafe:
+        return False, "unsafe"
+    except Exception:  # noqa: BLE001 (an unparsable answer is simply not equal)
+        return False, "unparsed"
+    if pred_num is not None or gold_num is not None:
+        gold_value = gold_num.value if gold_num else numeric_value(gold_expr)
+        pred_value = pred_num.value if pred_num else numeric_value(pred_expr)
+        if gold_value is not None and pred_value is not None:
+            if gold_value == pred_value:
+                return True, "number"
+            verdict = _value_vs_number(pred_value, pred_num, gold_value, gold_num)
+            if verdict is not None:
+                return verdict, "number"
+    return expressions_equal(pred_expr, gold_expr), "symbolic"
+
+
+def _matching(preds: list[str], golds: list[str]) -> bool:
+    """Unordered: every gold item matched by a distinct predicted item (same count)."""
+    if len(preds) != len(golds):
+        return False
+    remaining = list(preds)
+    for gold in golds:
+        for k, pred in enumerate(remaining):
+            if answers_equal(pred, gold)[0]:
+                del remaining[k]
+                break
+        else:
+            return False
+    return True
+
+
+def _as_set(shape: Shape):
+    """Interval, union or one-variable inequality as a sympy set (None when it is not one)."""
+    import sympy
+
+    from mm_gmpo.reward.symbolic import parse_latex
+
+    try:
+        if shape.kind == "interval":
+            lo, hi = (parse_latex(exact_decimals(e)) for e in shape.items)
+            return sympy.Interval(lo, hi, shape.brackets[0] == "(", shape.brackets[1] == ")")
+        if shape.kind == "union":
+            sets = [_as_set(s) for s in shape.items]
+            return None if any(s is None for s in sets) else sympy.Union(*sets)
+        if shape.kind == "relation" and "=" not in shape.ops:
+            rel = parse_latex(exact_decimals(shape.text))
+            symbols = rel.free_symbols
+            if len(symbols) != 1:
+                return None
+            (symbol,) = symbols
+            return (
+                rel.as_set() if isinstance(rel, sympy.And | sympy.Or) else sympy.solveset(rel, symbol, sympy.S.Reals)
+            )
+    except Exception:  # noqa: BLE001
+        return None
+    return None
+
+
+def exact_decimals(text: str) -> str:
+    """Decimals as fractions so that interval ends compare exactly (``0.5`` -> ``\\frac{5}{10}``)."""
+    return re.sub(r"(\d+)\.(\d+)", lambda m: rf"\frac{{{m.group(1)}{m.group(2)}}}{{1{'0' * len(m.group(2))}}}", text)
+
+
+def _equation_equal(pred: Shape, gold: Shape) -> bool:
+    """``lhs = rhs`` equations are equal when lhs - rhs differ by a nonzero constant factor."""
+    import sympy
+
+    from mm_gmpo.reward.symbolic import parse_latex
+
+    try:
+        a = parse_latex(exact_decimals(pred.items[0])) - parse_latex(exact_decimals(pred.items[1]))
+        b = parse_latex(exact_decimals(gold.items[0])) - parse_latex(exact_decimals(gold.items[1]))
+        if b == 0 or a == 0:
+            return False
+        ratio = sympy.simplify(a / b)
+        return bool(ratio.is_number and ratio != 0 and ratio.is_finite)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _as_interval(shape: Shape, other: Shape) -> Shape:
+    """``(a, b)`` is an open interval when the other side is an interval, union or inequality."""
+    if shape.kind == "tuple" and len(shape.items) == 2 and other.kind in ("interval", "union", "relation"):
+        return Shape("interval", shape.items, brackets=shape.brackets, text=shape.text)
+    return shape
+
+
+def _shapes_equal(pred: Shape, gold: Shape) -> tuple[bool, str]:
+    pred, gold = _as_interval(pred, gold), _as_interval(gold, pred)
+    kinds = {pred.kind, gold.kind}
+    if gold.kind in ("list", "set") and pred.kind in ("list", "set"):
+        return _matching(_dedupe_items(pred.items), _dedupe_items(gold.items)), "structure"
+    if gold.kind in ("list", "set") or pred.kind in ("list", "set"):
+        return False, "structure"
+    if (
+        kinds <= {"interval", "union", "relation"}
+        and kinds != {"relation"}
+        or (kinds == {"relation"} and "=" not in pred.ops + gold.ops)
+    ):
+        if pred.kind == gold.kind == "interval":
+            if pred.brackets != gold.brackets:
+                return False, "structure"
+            ok = all(answers_equal(p, g)[0] for p, g in zip(pred.items, gold.items, strict=True))
+            return ok, "structure"
+        pred_set, gold_set = _as_set(pred), _as_set(gold)
+        if pred_set is not None and gold_set is not None:
+            return bool(pred_set == gold_set), "symbolic"
+        return compact(pred.text) == compact(gold.text), "string"
+    if pred.kind != gold.kind:
+        return False, "structure"
+    if pred.kind == "tuple":
+        if pred.brackets != gold.brackets or len(pred.items) != len(gold.items):
+            return False, "structure"
+        return all(answers_equal(p, g)[0] for p, g in zip(pred.items, gold.items, strict=True)), "structure"
+    if pred.kind == "matrix":
+        if [len(r) for r in pred.items] != [len(r) for r in gold.items]:
+            return False, "structure"
+        pairs = zip(sum(pred.items, []), sum(gold.items, []), strict=True)
+        return all(answers_equal(p, g)[0] for p, g in pairs), "structure"
+    if pred.kind == "relation":
+        if len(pred.items) == len(gold.items) == 2 and pred.ops == gold.ops == ["="]:
+            return _equation_equal(pred, gold), "symbolic"
+        return False, "structure"
+    return False, "structure"
+
+
+def _dedupe_items(items: list) -> list[str]:
+    seen: dict[str, str] = {}
+    for item in items:
+        stripped = strip_name(item)
+        seen.setdefault(compact(stripped), stripped)
+    return list(seen.values())
+
+
+@functools.lru_cache(maxsize=16384)
+def _prepared(text: str) -> tuple[Normalized, str, Shape, Shape]:
+    """Normalised form, body without a naming left side, its shape, and the shape before stripping."""
+    norm = normalize(text)
+    body = strip_name(norm.text)
+    shape = shape_of(body)
+    return norm, body, shape, shape if body == norm.text else shape_of(norm.text)
+
+
+def answers_equal(pred: str, gold: str) -> tuple[bool, str]:
+    """Equality of two extracted answers (either may be a list, tuple, interval, equation...)."""
+    pred_norm, pred_body, pred_shape, pred_raw = _prepared(pred)
+    gold_norm, gold_body, gold_shape, _ = _prepared(gold)
+    if not pred_body or not gold_body:
+        return False, "none"
+    if pred_norm.unit and gold_norm.unit and pred_norm.unit.rstrip("s") != gold_norm.unit.rstrip("s"):
+        return False, "unit"
+    if compact(pred_body) == compact(gold_body):
+        return True, "string"
+    if gold_shape.kind == "relation" and pred_raw.kind == "relation":
+        return _shapes_equal(pred_raw, gold_shape)  # an equation gold: compare equations (y=2x+1 vs 2x-y+1=0)
+    if gold_shape.kind == "scalar" and pred_shape.kind == "scalar":
+        ok, method = scalar_equal(pred_body, gold_body)
+        if not ok and (pred_norm.percent or gold_norm.percent):
+            ok = _percent_equal(pred_body, pred_norm.percent, gold_body, gold_norm.percent)
+            method = "number" if ok else method
+        return ok, method
+    if gold_shape.kind == "scalar" and pred_shape.kind in ("list", "set"):
+        items = _dedupe_items(pred_shape.items)
+        if len(items) == 1:
+            return answers_equal(items[0], gold)
+    if pred_shape.kind == "scalar" and gold_shape.kind in ("list", "set"):
+        items = _dedupe_items(gold_shape.items)
+        if len(items) == 1:
+            return answers_equal(pred, items[0])
+    if gold_shape.kind == "scalar" and pred_shape.kind == "list" and ", " not in pred_body:
+        comma = decimal_comma(pred_body)  # 1000,99
+        gold_num = parse_number(gold_body)
+        if comma is not None and gold_num is not None:
+            return comma.value == gold_num.value, "number"
+    return _shapes_equal(pred_shape, gold_shape)
+
+
+def _percent_equal(pred: str, pred_percent: bool, gold: str, gold_percent: bool) -> bool:
+    """``10\\%`` equals ``10`` and ``0.1``."""
+    pred_num, gold_num = parse_number(pred), parse_number(gold)
+    if pred_num is None or gold_num is None:
+        return False
+    scale = Fraction(1, 100)
+    if pred_percent and not gold_percent:
+        return pred_num.value * scale == gold_num.value
+    if gold_percent and not pred_percent:
+        return gold_num.value * scale == pred_num.value
+    return False
+
+
+def choice_text(answer: str, choices: list[str] | None) -> str | None:
+    """The choice a letter answer (``B``, ``(B)``, ``\\text{B}``) points at, if choices are known."""
+    if not choices:
+        return None
+    m = _LETTER_RE.match(normalize(answer).text)
+    if not m:
+        return None
+    index = ord(m.group(1).upper()) - ord("A")
+    return choices[index] if index < len(choices) else None

@@ -1,0 +1,182 @@
+"""Find the final answer in a model response (linear time, any input size).
+
+Order: the last ``\\boxed{}`` / ``\\fbox{}`` (with boxes right before it that only a connector separates, so
+``\\boxed{1}, \\boxed{2}`` is the answer ``1, 2`` and ``either \\boxed{3} or \\boxed{4}`` is the two candidates
+``3, 4``), else the last ``<answer>...</answer>``, else a closing "final answer is X" sentence, else a bare answer
+taken whole; a long response with none of these falls back to its last math segment, then its last number.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from mm_gmpo.reward.normalize import UNIT_WORDS, clean_unicode
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)\b\s*")
+_ANSWER_OPEN, _ANSWER_CLOSE = "<answer>", "</answer>"
+_FINAL_RE = re.compile(
+    r"(?:final\s+answer(?:\s+is)?|the\s+answer\s+is|\banswer\s*(?:is|:)|^\s*answer\b)\s*[:=]?\s*(?:\\\(|\\\[|\$+)?\s*",
+    re.IGNORECASE | re.MULTILINE,
+)
+_MATH_SEGMENT_RE = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_NUMBER_RE = re.compile(r"(?<![A-Za-z_\^\d.])[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.,]\d+)?(?:\s*/\s*\d+)?")
+_CONNECTOR_WORDS = {"and", "or", "also", "as", "well", "for", "part", "a", "b", "c", "the", "respectively", "both"}
+_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox|textnormal)\s*\{([^{}]*)\}")
+_BARE_MAX_CHARS = 200
+_BARE_WORDS = set(UNIT_WORDS.replace(" ", "|").split("|")) | {
+    "and",
+    "or",
+    "percent",
+    "percentage",
+    "pct",
+    "pi",
+    "sqrt",
+}
+MAX_ANSWER_CHARS = 2000  # an extracted answer longer than this is graded as a string only
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """What was taken from a response: the answer text, how it was found, and how many different candidates
+    the final box group (or answer) offered."""
+
+    answer: str | None
+    method: str  # boxed | answer_tag | final_answer | bare | last_math | last_number | none
+    candidates: int = 1
+
+
+def _match_braces(text: str, open_at: int) -> int:
+    """Index of the brace closing the one at ``open_at``, or -1. Escaped braces (``\\{``) do not count."""
+    depth = 0
+    i, n = open_at, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return -1
+
+
+def find_boxes(text: str) -> list[tuple[int, int, str]]:
+    """Outermost boxes as (start, end, content), in order. Each brace is scanned at most once overall."""
+    boxes: list[tuple[int, int, str]] = []
+    covered = -1
+    for m in _BOX_RE.finditer(text):
+        if m.start() < covered:
+            continue  # a box inside a box: the outer one counts
+        i = m.end()
+        if i < len(text) and text[i] == "{":
+            close = _match_braces(text, i)
+            if close < 0:
+                break  # unclosed: nothing after it can close either
+            boxes.append((m.start(), close + 1, text[i + 1 : close]))
+            covered = close + 1
+        else:  # \boxed 5
+            token = re.match(r"[^\s$]+", text[i : i + 100])
+            if token:
+                boxes.append((m.start(), i + token.end(), token.group(0)))
+                covered = i + token.end()
+    return boxes
+
+
+def _is_connector(gap: str) -> bool:
+    """True when the text between two boxes only joins them (``, ``, ``and``, ``\\quad \\text{or}``)."""
+    if len(gap) > 60 or "\n\n" in gap:
+        return False
+    gap = _TEXT_CMD_RE.sub(r" \1 ", gap)
+    words = re.findall(r"[A-Za-z]+", re.sub(r"\\[A-Za-z]+", " ", gap))
+    return sum(w.lower() not in _CONNECTOR_WORDS for w in words) <= 1
+
+
+def _box_group(text: str, boxes: list[tuple[int, int, str]]) -> list[str]:
+    group = [boxes[-1]]
+    for box in reversed(boxes[:-1]):
+        if not _is_connector(text[box[1] : group[0][0]]):
+            break
+        group.insert(0, box)
+    return [content.strip() for _, _, content in group]
+
+
+def _distinct(items: list[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for item in items:
+        seen.setdefault(re.sub(r"\s+", "", item), item)
+    return list(seen.values())
+
+
+def _final_answer(text: str) -> str | None:
+    """The answer in the last "final answer is X" sentence; in a wordy sentence, what follows its last "is"."""
+    tail = text[-4000:]
+    last = None
+    for last in _FINAL_RE.finditer(tail):  # noqa: B007 (we want the last match)
+        pass
+    if last is None:
+        return None
+    rest = tail[last.end() :]
+    end = re.search(r"\n\s*\n|\n(?![^\n]*(?:\\\]|\$\$))|\.(?:\s|$)", rest)
+    sentence = (rest[: end.start()] if end else rest).strip()
+    sentence = re.sub(r"^(?:\\\(|\\\[|\$+)|(?:\\\)|\\\]|\$+)$", "", sentence).strip().rstrip(".")
+    if not sentence:
+        return None
+    if _looks_bare(sentence):
+        return sentence
+    after_is = re.split(r"\s(?:is|are|equals|=)\s", sentence)[-1].strip().rstrip(".")
+    if after_is != sentence and _looks_bare(after_is):
+        return re.sub(r"^\$+|\$+$", "", after_is).strip()
+    segments = [next(g for g in m.groups() if g is not None) for m in _MATH_SEGMENT_RE.finditer(sentence)]
+    if segments:
+        return segments[-1].strip()
+    numbers = _NUMBER_RE.findall(sentence)
+    return numbers[-1] if numbers else None
+
+
+def _looks_bare(text: str) -> bool:
+    """A short answer, not a sentence: no plain words outside LaTeX commands and ``\\text{}`` except units and
+    connectors (``28 percent``, ``10 square units``), or a text answer of at most two words (``Evelyn``)."""
+    if len(text) > _BARE_MAX_CHARS or "\n\n" in text:
+        return False
+    if re.fullmatch(r"[A-Za-z]+(?: [A-Za-z]+)?\.?", text.strip()):
+        return True
+    plain = re.sub(r"\\(?:begin|end)\{[A-Za-z*]+\}|\\[A-Za-z]+", " ", _TEXT_CMD_RE.sub(" x ", text))
+    words = re.findall(r"[A-Za-z]{2,}", plain)
+    return all(w.lower() in _BARE_WORDS for w in words)
+
+
+def extract_answer(response: str, *, gold: bool = False) -> Extraction:
+    """The final answer of ``response``. With ``gold=True`` (a reference answer or solution) only boxes and
+    answer tags are looked for before taking the whole string."""
+    text = clean_unicode(response or "")
+    if not text.strip():
+        return Extraction(None, "none", 0)
+    boxes = find_boxes(text)
+    if boxes:
+        group = _distinct(_box_group(text, boxes))
+        return Extraction(", ".join(group), "boxed", len(group))
+    close = text.rfind(_ANSWER_CLOSE)
+    if close >= 0:
+        open_at = text.rfind(_ANSWER_OPEN, 0, close)
+        if open_at >= 0:
+            return Extraction(text[open_at + len(_ANSWER_OPEN) : close].strip() or None, "answer_tag")
+    if gold:
+        return Extraction(text.strip(), "bare")
+    final = _final_answer(text)
+    if final:
+        return Extraction(final, "final_answer")
+    if _looks_bare(text.strip()):
+        return Extraction(text.strip(), "bare")
+    tail = text[-4000:]
+    segments = [next(g for g in m.groups() if g is not None) for m in _MATH_SEGMENT_RE.finditer(tail)]
+    if segments and segments[-1].strip():
+        return Extraction(segments[-1].strip(), "last_math")
+    numbers = _NUMBER_RE.findall(tail)
+    if numbers:
+        return Extraction(numbers[-1], "last_number")
+    return Extraction(None, "none", 0)

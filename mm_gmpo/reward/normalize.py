@@ -1,0 +1,226 @@
+"""String normalisation of extracted answers, and exact number parsing (the cheap paths before sympy).
+
+Everything here is regular-expression or linear-scan work on bounded strings: no evaluation. ``normalize`` maps
+the many spellings of one answer (``\\dfrac``, ``\\left(``, unicode ``√ π ° × −``, ``\\text{cm}``, ``10\\%``,
+``7,425,000``) to one form and records what it dropped (degrees, units, percent) so the comparison can decide
+whether the dropped part matters. ``parse_number`` reads plain numbers (integers of any size, decimals with their
+number of decimal places, fractions, mixed numbers, scientific notation) into exact ``Fraction`` values.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+_UNICODE = {
+    "π": r"\pi ",
+    "×": r"\times ",
+    "·": r"\cdot ",
+    "÷": "/",
+    "−": "-",
+    "–": "-",
+    "≤": r"\leq ",
+    "≥": r"\geq ",
+    "≠": r"\neq ",
+    "∞": r"\infty ",
+    "∪": r"\cup ",
+    "∩": r"\cap ",
+    "±": r"\pm ",
+    "∈": r"\in ",
+    "²": "^2",
+    "³": "^3",
+    "\u00a0": " ",
+}
+_UNICODE_RE = re.compile("|".join(map(re.escape, _UNICODE)))
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SQRT_UNICODE_RE = re.compile(r"√\s*(\d+(?:\.\d+)?|[A-Za-z]|\{)")
+# Words that mean "a unit follows": dropped after a number (the value is what is graded).
+UNIT_WORDS = (
+    "square units|sq units|square unit|units|unit|cm|mm|km|m|meters|meter|metres|metre|inches|inch|in|feet|foot|ft|"
+    "miles|mile|yards|yard|kg|g|grams|gram|seconds|second|sec|s|minutes|minute|min|hours|hour|hrs|hr|days|day|"
+    "weeks|week|years|year|degrees|degree|dollars|dollar|cents|cent|yuan|euros|liters|litres|l|ml|mph|"
+    "square feet|square inches|square meters|square centimeters|sq ft|cubic units|cubic feet|cubic inches|"
+    "people|students|ways|times|points|cookies|apples|pages|books|marbles|coins|boxes|cards|balls"
+)
+_UNIT_TAIL_RE = re.compile(
+    r"^(?P<core>.*?[\d}\)])\s+(?:\\text\{\s*)?(?:" + UNIT_WORDS + r")\.?\s*\}?\s*(?:\^\{?[23]\}?)?\s*$", re.IGNORECASE
+)
+_TEXT_UNIT_TAIL_RE = re.compile(
+    r"^(?P<core>.*?[\d}\)])\s*\\(?:text|mbox|mathrm|textnormal)\{\s*(?P<u>[A-Za-z .]+)\}(?:\^\{?[23]\}?)?\s*$"
+)
+_WRAPPERS_RE = re.compile(
+    r"\\(?:text|textbf|textit|textnormal|mathrm|mathbf|mathit|mathsf|mathcal|mathbb|mbox|boldsymbol|operatorname)\s*\{([^{}]*)\}"
+)
+_DEGREE_RE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|°|\s*\bdegrees?\b", re.IGNORECASE)
+_PERCENT_RE = re.compile(r"\s*(?:\\%|%|\bpercent(?:age)?\b|\bpct\b)\s*$", re.IGNORECASE)
+_SPACING_RE = re.compile(r"(?<!\\)\\[,;:! >]|\\q?quad|~|\\displaystyle|\\(?:big|Big|bigg|Bigg)[lr]?\b")
+_LEFT_RIGHT_RE = re.compile(r"\\(?:left|right)\s*(?=[()\[\]|.]|\\\{|\\\}|\\[lr]?[vV]ert|\\langle|\\rangle)")
+_FRAC_SHORT_RE = re.compile(r"\\frac\s*(\d|[A-Za-z])\s*(\d|[A-Za-z])")
+_FRAC_HALF_RE = re.compile(r"\\frac\s*(\d|[A-Za-z])\s*\{")
+_FRAC_HALF2_RE = re.compile(r"\\frac\s*(\{[^{}]*\})\s*(\d|[A-Za-z])")
+_SQRT_SHORT_RE = re.compile(r"\\sqrt\s*(\d+|[A-Za-z])")
+_THOUSANDS_LATEX_RE = re.compile(r"(\d)\s*(?:,\s*\\!|\{,\})\s*(\d)")
+_MONEY_RE = re.compile(r"\\\$|\$|€|£|¥|\\euro\b")
+_REL_WORDS = (
+    (r"\\le(?!q|ft)", r"\\leq"),
+    (r"\\ge(?!q)", r"\\geq"),
+    (r"\\ne(?!q|g)", r"\\neq"),
+    (r"\\lt\b", "<"),
+    (r"\\gt\b", ">"),
+    (r"<=", r"\\leq "),
+    (r">=", r"\\geq "),
+    (r"!=", r"\\neq "),
+    (r"\\leqslant", r"\\leq"),
+    (r"\\geqslant", r"\\geq"),
+)
+_REL_RES = [(re.compile(a), b) for a, b in _REL_WORDS]
+
+
+@dataclass(frozen=True)
+class Normalized:
+    """An answer string in canonical form plus what normalisation dropped from it."""
+
+    text: str
+    degrees: bool = False  # a degree sign was dropped
+    percent: bool = False  # a percent sign/word was dropped
+    unit: str = ""  # a unit that was dropped ("cm", "square units")
+
+
+def clean_unicode(text: str) -> str:
+    """Control characters out, unicode math symbols to LaTeX, doubled backslashes before commands halved."""
+    text = _CONTROL_RE.sub("", text)
+    text = _SQRT_UNICODE_RE.sub(lambda m: r"\sqrt{" + m.group(1) + "}" if m.group(1) != "{" else r"\sqrt{", text)
+    text = text.replace("√", r"\sqrt")
+    text = _UNICODE_RE.sub(lambda m: _UNICODE[m.group(0)], text)
+    # JSON-escaped LaTeX (`\\frac`) seen in some datasets: a double backslash before a letter is one command.
+    return re.sub(r"\\\\(?=[A-Za-z])", r"\\", text)
+
+
+def _unwrap(text: str) -> str:
+    for _ in range(4):  # nested wrappers such as \textbf{\text{A}}
+        new = _WRAPPERS_RE.sub(r"\1", text)
+        if new == text:
+            break
+        text = new
+    return text
+
+
+def normalize(answer: str) -> Normalized:
+    """Canonical form of one extracted answer (not of a whole response)."""
+    text = clean_unicode(answer).strip()
+    text = _MONEY_RE.sub("", text)
+    text = text.replace(r"\(", "").replace(r"\)", "").replace(r"\[", "").replace(r"\]", "")
+    text = re.sub(r"\\[dtc]frac", r"\\frac", text)
+    text = _THOUSANDS_LATEX_RE.sub(r"\1\2", text)
+    text = _THOUSANDS_LATEX_RE.sub(r"\1\2", text)  # overlapping groups: 11,\!111,\!111
+    text = _SPACING_RE.sub(" ", text)
+    text = _LEFT_RIGHT_RE.sub("", text)
+    text = re.sub(r"\\left\.|\\right\.", "", text)
+    text = re.sub(r"^[\[(]\s*(\\begin\{(\w+)\}.*\\end\{\2\})\s*[\])]$", r"\1", text, flags=re.DOTALL)
+    for pattern, repl in _REL_RES:
+        text = pattern.sub(repl, text)
+    degrees = bool(_DEGREE_RE.search(text))
+    if degrees:
+        text = _DEGREE_RE.sub("", text)
+    percent = bool(_PERCENT_RE.search(text))
+    if percent:
+        text = _PERCENT_RE.sub("", text)
+    unit = ""
+    match = _TEXT_UNIT_TAIL_RE.match(text)
+    if match and not re.fullmatch(r"\s*[A-Za-z]\s*", match.group("u")):
+        unit, text = match.group("u").strip().lower(), match.group("core")
+    text = _unwrap(text)
+    match = _UNIT_TAIL_RE.match(text)
+    if match:
+        unit, text = text[len(match.group("core")) :].strip().lower(), match.group("core")
+    if not percent and _PERCENT_RE.search(text):
+        percent, text = True, _PERCENT_RE.sub("", text)
+    text = _FRAC_SHORT_RE.sub(r"\\frac{\1}{\2}", text)
+    text = _FRAC_HALF_RE.sub(r"\\frac{\1}{", text)
+    text = _FRAC_HALF2_RE.sub(r"\\frac\1{\2}", text)
+    text = _SQRT_SHORT_RE.sub(r"\\sqrt{\1}", text)
+    text = re.sub(r"_([A-Za-z0-9])(?![A-Za-z0-9])", r"_{\1}", text)  # v_0 and v_{0} are one symbol
+    text = re.sub(r"\s+", " ", text).strip()
+    text = text.rstrip(".\\ ").lstrip()
+    text = re.sub(r"^\+(?=\d)", "", text)
+    return Normalized(text=text, degrees=degrees, percent=percent, unit=unit)
+
+
+def compact(text: str) -> str:
+    """Whitespace-free, case-sensitive key for the cheapest comparison."""
+    return re.sub(r"\s+", "", text).replace("{", "").replace("}", "")
+
+
+# ----------------------------------------------------------------------------------------------- numbers
+@dataclass(frozen=True)
+class Number:
+    """An exactly parsed number. ``decimals`` is None for exact forms (integers, fractions), else the decimal
+    places written (``10.80`` -> 2); ``digits`` is the count of significant digits written."""
+
+    value: Fraction
+    decimals: int | None
+    digits: int
+
+
+_INT = r"[+-]?\d+"
+_DEC_RE = re.compile(r"([+-]?)(\d*)\.(\d+)")
+_GROUPED_RE = re.compile(r"([+-]?)(\d{1,3}(?:,\d{3})+|\d{1,3}(?: \d{3})+)(\.\d+)?")
+_INDIAN_RE = re.compile(r"([+-]?)(\d{1,3}(?:,\d{2})*,\d{3})")
+_FRAC_RE = re.compile(r"([+-]?)\\frac\{\s*([+-]?\d+)\s*\}\{\s*([+-]?\d+)\s*\}")
+_SLASH_RE = re.compile(r"([+-]?\d+)\s*/\s*([+-]?\d+)")
+_MIXED_RE = re.compile(r"([+-]?)(\d+)\s*(?:\\frac\{(\d+)\}\{(\d+)\}|\s(\d+)/(\d+))")
+_SCI_RE = re.compile(r"([+-]?\d*\.?\d+)\s*(?:\\times|\\cdot|\*|x)\s*10\s*\^\s*\{?\s*([+-]?\d{1,4})\s*\}?")
+_E_RE = re.compile(r"([+-]?\d*\.?\d+)[eE]([+-]?\d{1,4})")
+_MAX_DIGITS = 4000  # longer digit strings are compared as strings only
+
+
+def _decimal(sign: str, whole: str, frac: str) -> Number:
+    value = Fraction(int(whole or "0") * 10 ** len(frac) + int(frac), 10 ** len(frac))
+    digits = len((whole + frac).lstrip("0")) or 1
+    return Number(-value if sign == "-" else value, len(frac), digits)
+
+
+def parse_number(text: str) -> Number | None:
+    """Parse ``text`` (already normalised) when it is one plain number; None otherwise. Never evaluates."""
+    text = text.strip()
+    if not text or len(text) > _MAX_DIGITS or not any(c.isdigit() for c in text):
+        return None
+    if re.fullmatch(_INT, text):
+        return Number(Fraction(int(text)), None, len(text.lstrip("+-").lstrip("0")) or 1)
+    if m := _DEC_RE.fullmatch(text):
+        return _decimal(*m.groups())
+    if (m := _GROUPED_RE.fullmatch(text)) or (m := _INDIAN_RE.fullmatch(text)):
+        whole = re.sub(r"[, ]", "", m.group(2))
+        frac = (m.group(3) or ".")[1:] if m.re is _GROUPED_RE else ""
+        return _decimal(m.group(1), whole, frac) if frac else parse_number(m.group(1) + whole)
+    if m := _FRAC_RE.fullmatch(text):
+        den = int(m.group(3))
+        if den == 0:
+            return None
+        value = Fraction(int(m.group(2)), den)
+        return Number(-value if m.group(1) == "-" else value, None, 0)
+    if m := _SLASH_RE.fullmatch(text):
+        den = int(m.group(2))
+        return Number(Fraction(int(m.group(1)), den), None, 0) if den else None
+    if m := _MIXED_RE.fullmatch(text):
+        num, den = (m.group(3), m.group(4)) if m.group(3) else (m.group(5), m.group(6))
+        if int(den) == 0 or int(num) >= int(den):
+            return None
+        value = int(m.group(2)) + Fraction(int(num), int(den))
+        return Number(-value if m.group(1) == "-" else value, None, 0)
+    if (m := _SCI_RE.fullmatch(text)) or (m := _E_RE.fullmatch(text)):
+        mantissa = parse_number(m.group(1))
+        if mantissa is None:
+            return None
+        exponent = int(m.group(2))
+        value = mantissa.value * Fraction(10) ** exponent
+        decimals = None if mantissa.decimals is None and exponent >= 0 else max((mantissa.decimals or 0) - exponent, 0)
+        return Number(value, decimals, mantissa.digits)
+    return None
+
+
+def decimal_comma(text: str) -> Number | None:
+    """``1000,99`` / ``0,111`` read as a decimal comma (only asked for when the gold is a single number)."""
+    m = re.fullmatch(r"([+-]?)(\d+),(\d{1,2}|\d{4,})", text.strip()) or re.fullmatch(r"([+-]?)(0),(\d+)", text.strip())
+    return _decimal(*m.groups()) if m else None

@@ -1,0 +1,206 @@
+"""Grading in worker processes with a hard per-item time bound and a memory bound.
+
+Why processes: sympy calls cannot be interrupted from inside Python in a thread (``signal.alarm`` only works in
+the main thread of the main interpreter), and a hostile answer can take any amount of time or memory. Each worker
+grades one item at a time; the parent waits on the workers' pipes with a deadline per item, and a worker that
+overruns is killed and replaced (its item graded ``timeout``); one that dies (memory limit, crash) is replaced
+(its item graded ``error``). Workers start with the "spawn" method, so the pool works from threads and inside
+torch.distributed worker processes (no fork of a process holding CUDA/NCCL/gloo state). Results come back in
+input order.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import multiprocessing as mp
+import threading
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import Connection, wait
+
+from mm_gmpo.reward.extract import extract_answer
+from mm_gmpo.reward.grading import Grade
+
+logger = logging.getLogger(__name__)
+
+_STARTUP_SECONDS = 120.0  # a spawned worker imports sympy and the LaTeX parser before it is ready
+_MAX_START_FAILURES = 5
+
+
+def _worker_main(conn: Connection, memory_mb: int) -> None:
+    """Worker loop: import, warm up, bound the address space, then grade items until told to stop."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    from mm_gmpo.reward.grading import grade
+    from mm_gmpo.reward.symbolic import warm_up
+
+    warm_up()  # warm the parser before the clock of any real item starts
+    if memory_mb > 0:
+        import resource
+
+        limit = memory_mb * 2**20
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    conn.send(("ready", None))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        index, response, gold, choices = message
+        try:
+            result = grade(response, gold, choices=choices)
+        except MemoryError:
+            result = Grade(False, None, "error", f"memory limit ({memory_mb} MB) reached")
+        except RecursionError:
+            result = Grade(False, None, "error", "expression too deeply nested")
+        except Exception as exc:  # noqa: BLE001 (one bad item must not stop the worker)
+            result = Grade(False, None, "error", f"{type(exc).__name__}: {str(exc)[:200]}")
+        try:
+            conn.send((index, result))
+        except (OSError, ValueError):
+            return
+
+
+class _Worker:
+    def __init__(self, ctx, memory_mb: int):
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, memory_mb), daemon=True)
+        self.process.start()
+        child.close()
+        self.ready = False
+        self.started = time.monotonic()
+        self.item: int | None = None
+        self.response = ""  # of the item in progress (a timed-out item still reports what it extracted)
+        self.deadline = 0.0
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+
+class VerifierPool:
+    """``grade_batch`` with at most ``timeout`` seconds and ``memory_mb`` of address space per item.
+
+    Thread-safe (one batch at a time); workers start on first use and live until ``close``.
+    """
+
+    def __init__(self, workers: int = 2, timeout: float = 1.0, memory_mb: int = 1024):
+        if workers < 1 or timeout <= 0:
+            raise ValueError(f"VerifierPool needs workers >= 1 and timeout > 0, got {workers}, {timeout}")
+        self.workers, self.timeout, self.memory_mb = workers, timeout, memory_mb
+        self._ctx = mp.get_context("spawn")
+        self._pool: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._start_failures = 0
+        self.timeouts = 0  # items graded "timeout" since the pool started
+        self.errors = 0  # items graded "error"
+
+    def __enter__(self) -> VerifierPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop all workers (politely, then by force)."""
+        with self._lock:
+            for worker in self._pool:
+                with contextlib.suppress(OSError, ValueError):
+                    worker.conn.send(None)
+            deadline = time.monotonic() + 2.0
+            for worker in self._pool:
+                worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
+                worker.kill()
+            self._pool = []
+
+    def __del__(self):
+        with contextlib.suppress(Exception):  # interpreter shutdown
+            self.close()
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.kill()
+        self._pool[self._pool.index(worker)] = _Worker(self._ctx, self.memory_mb)
+
+    def grade_batch(
+        self,
+        responses: Sequence[str],
+        golds: Sequence[str],
+        choices: Sequence[list[str] | None] | None = None,
+    ) -> list[Grade]:
+        """Grade ``responses[i]`` against ``golds[i]`` (with ``choices[i]`` when given); results in order."""
+        if len(responses) != len(golds) or (choices is not None and len(choices) != len(golds)):
+            raise ValueError(
+                f"grade_batch: {len(responses)} responses, {len(golds)} golds"
+                + (f", {len(choices)} choice lists" if choices is not None else "")
+            )
+        items = [
+            (i, str(r) if r is not None else "", str(g) if g is not None else "", None if not choices else choices[i])
+            for i, (r, g) in enumerate(zip(responses, golds, strict=True))
+        ]
+        with self._lock:
+            return self._run(items)
+
+    def _run(self, items: list[tuple]) -> list[Grade]:
+        results: list[Grade | None] = [None] * len(items)
+        pending = collections.deque(items)
+        while len(self._pool) < self.workers:
+            self._pool.append(_Worker(self._ctx, self.memory_mb))
+        while pending or any(w.item is not None for w in self._pool):
+            for worker in self._pool:
+                if worker.ready and worker.item is None and pending:
+                    item = pending.popleft()
+                    worker.item, worker.response = item[0], item[1]
+                    worker.deadline = time.monotonic() + self.timeout
+                    worker.conn.send(item)
+            busy = [w for w in self._pool if w.item is not None]
+            now = time.monotonic()
+            wait_for = min((w.deadline for w in busy), default=now + 1.0) - now
+            for conn in wait([w.conn for w in self._pool], timeout=max(0.0, wait_for)):
+                worker = next(w for w in self._pool if w.conn is conn)
+                self._receive(worker, results)
+            self._enforce_deadlines(results)
+        return [r if r is not None else Grade(False, None, "error", "no result") for r in results]
+
+    def _receive(self, worker: _Worker, results: list[Grade | None]) -> None:
+        try:
+            tag, payload = worker.conn.recv()
+        except (EOFError, OSError) as exc:
+            if worker.item is not None:
+                results[worker.item] = Grade(False, None, "error", "verifier worker died (memory limit or crash)")
+                self.errors += 1
+            elif not worker.ready:
+                self._start_failures += 1
+                if self._start_failures > _MAX_START_FAILURES:
+                    raise RuntimeError("verifier workers fail to start; run `mm-gmpo verify 1 1` to see why") from exc
+            self._replace(worker)
+            return
+        if tag == "ready":
+            worker.ready = True
+            self._start_failures = 0
+            return
+        if worker.item == tag:
+            results[tag] = payload
+            self.errors += payload.method == "error"
+            worker.item = None
+
+    def _enforce_deadlines(self, results: list[Grade | None]) -> None:
+        now = time.monotonic()
+        for worker in list(self._pool):
+            if worker.item is not None and now >= worker.deadline:
+                logger.debug("verifier item %d over %.2fs: worker replaced", worker.item, self.timeout)
+                extracted = extract_answer(worker.response).answer
+                results[worker.item] = Grade(False, extracted, "timeout", f"over the {self.timeout:g}s time bound")
+                self.timeouts += 1
+                self._replace(worker)
+            elif not worker.ready and now - worker.started > _STARTUP_SECONDS:
+                raise RuntimeError(f"a verifier worker did not start within {_STARTUP_SECONDS:.0f}s")

@@ -1,0 +1,105 @@
+"""Training rewards: verifier accuracy, answer format, and their weighted sum (plain functions)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mm_gmpo.reward.extract import find_boxes
+from mm_gmpo.reward.grading import Grade, grade
+
+FORMAT_KINDS = ("think_boxed", "boxed", "answer_tag", "none")
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
+_ANSWER_TAG_RE = re.compile(r"<answer>(.*?)</answer>\s*$", re.DOTALL)
+
+
+@dataclass
+class RewardScores:
+    """Per-response rewards of one batch (all lists have length B = number of responses)."""
+
+    accuracy: list[float]  # [B] 1.0 when the verifier says correct (0 for a truncated response if zeroed)
+    format: list[float]  # [B] 1.0 when the response has the requested format
+    total: list[float]  # [B] accuracy_weight * accuracy + format_weight * format
+    timeouts: int  # responses whose grading overran the time bound (scored 0)
+    errors: int  # responses whose grading failed (scored 0)
+    extracted: list[str | None]  # [B] the answer taken from each response
+
+
+def _think_then_box(response: str) -> bool:
+    """One ``<think>...</think>`` block (its opening may sit in the prompt) followed by a closed ``\\boxed{}``."""
+    if response.count(_THINK_CLOSE) != 1 or response.count(_THINK_OPEN) > 1:
+        return False
+    head, _, tail = response.partition(_THINK_CLOSE)
+    if _THINK_OPEN in head and head.strip() and not head.lstrip().startswith(_THINK_OPEN):
+        return False
+    return bool(head.replace(_THINK_OPEN, "").strip()) and bool(find_boxes(tail))
+
+
+def format_reward(response: str, kind: str = "think_boxed") -> float:
+    """1.0 when ``response`` has the format ``kind``, else 0.0.
+
+    think_boxed: reasoning in ``<think>...</think>``, then a ``\\boxed{}`` answer after it. boxed: a closed
+    ``\\boxed{}`` anywhere. answer_tag: the response ends with ``<answer>...</answer>`` (non-empty). none: 0.0.
+    """
+    if kind not in FORMAT_KINDS:
+        raise ValueError(f"format kind {kind!r} is not one of {', '.join(FORMAT_KINDS)}")
+    response = response or ""
+    if kind == "think_boxed":
+        return float(_think_then_box(response))
+    if kind == "boxed":
+        return float(bool(find_boxes(response)))
+    if kind == "answer_tag":
+        match = _ANSWER_TAG_RE.search(response)
+        return float(bool(match and match.group(1).strip()))
+    return 0.0
+
+
+def compute_rewards(
+    responses: Sequence[str],
+    golds: Sequence[str],
+    *,
+    choices: Sequence[list[str] | None] | None = None,
+    truncated: Sequence[bool] | None = None,
+    pool=None,
+    accuracy_weight: float = 0.9,
+    format_weight: float = 0.1,
+    format_kind: str = "think_boxed",
+    zero_truncated: bool = True,
+) -> RewardScores:
+    """Rewards of a batch. ``pool`` (a ``VerifierPool``) bounds each grading in time and memory; without it
+    grading runs in this process (fine for trusted text, not for training). ``truncated[i]``: the response hit
+    the length limit; with ``zero_truncated`` it scores 0 on everything."""
+    n = len(responses)
+    if (
+        len(golds) != n
+        or (truncated is not None and len(truncated) != n)
+        or (choices is not None and len(choices) != n)
+    ):
+        raise ValueError("compute_rewards: responses, golds, choices and truncated must have the same length")
+    if pool is not None:
+        grades = pool.grade_batch(responses, golds, choices)
+    else:
+        grades = [
+            grade(r, g, choices=None if choices is None else choices[i])
+            for i, (r, g) in enumerate(zip(responses, golds, strict=True))
+        ]
+    accuracy, fmt, total = [], [], []
+    for i, (response, result) in enumerate(zip(responses, grades, strict=True)):
+        cut = bool(truncated[i]) if truncated is not None else False
+        acc = 0.0 if cut and zero_truncated else float(result.correct)
+        form = 0.0 if cut and zero_truncated else format_reward(response, format_kind)
+        accuracy.append(acc)
+        fmt.append(form)
+        total.append(accuracy_weight * acc + format_weight * form)
+    return RewardScores(
+        accuracy=accuracy,
+        format=fmt,
+        total=total,
+        timeouts=sum(g.method == "timeout" for g in grades),
+        errors=sum(g.method == "error" for g in grades),
+        extracted=[g.extracted for g in grades],
+    )
+
+
+__all__ = ["FORMAT_KINDS", "Grade", "RewardScores", "compute_rewards", "format_reward"]

@@ -1,0 +1,187 @@
+"""Sympy through a real LaTeX parser (latex2sympy2_extended), with guards against expression bombs.
+
+Model text is never given to ``sympify``/``parse_expr``: latex2sympy builds the expression tree from its ANTLR
+grammar without evaluating it (``9^{9^{9^{9}}}`` stays a tower of ``Pow`` nodes). Before anything evaluates, the
+tree is walked and an upper bound of the size of every numeric node is estimated; trees whose numbers would need
+more than ``MAX_DIGITS`` digits (towers, ``(10^{10})!``) are refused. The pool's per-item time and memory bounds
+are the backstop for whatever slips through.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from fractions import Fraction
+
+import sympy
+from latex2sympy2_extended import latex2sympy
+from latex2sympy2_extended.latex2sympy2 import ConversionConfig
+from latex2sympy2_extended.math_normalization import NormalizationConfig
+
+logger = logging.getLogger(__name__)
+
+MAX_LATEX_CHARS = 600  # longer answers are compared as strings only
+MAX_NESTING = 60  # bracket depth beyond which the parser is not called (its recursion is unbounded)
+MAX_DIGITS = 20000  # no numeric node may need more digits than this
+_PRECISION = 50  # decimal digits for numeric comparison
+_REL_TOL = Fraction(1, 10**30)  # relative agreement that counts as equal for symbol-free expressions
+
+_NORMALIZATION = NormalizationConfig(
+    basic_latex=False, units=False, malformed_operators=False, nits=False, boxed="none", equations=False
+)
+_CONVERSION = ConversionConfig(
+    interpret_as_mixed_fractions=False,
+    interpret_simple_eq_as_assignment=False,
+    interpret_contains_as_eq=False,
+    lowercase_symbols=False,
+)
+_I = sympy.Symbol("i")
+
+
+class Unsafe(ValueError):
+    """The expression is too large to evaluate safely."""
+
+
+def _nesting(text: str) -> int:
+    depth = best = 0
+    for c in text:
+        if c in "({[":
+            depth += 1
+            best = max(best, depth)
+        elif c in ")}]":
+            depth -= 1
+    return best
+
+
+def _digits_bound(expr: sympy.Basic, depth: int = 0) -> float:
+    """A rough upper bound of log10 of the magnitude of any number ``expr`` evaluates through; inf for towers."""
+    if depth > 200:
+        raise Unsafe("expression tree too deep")
+    if expr.is_Integer:
+        return math.log10(abs(int(expr))) if abs(int(expr)) > 1 else 0.0
+    if expr.is_Rational:
+        return math.log10(max(abs(expr.p), abs(expr.q)))
+    if expr.is_Float or expr.is_Symbol or expr.is_NumberSymbol or not expr.args:
+        return 1.0
+    args = [_digits_bound(a, depth + 1) for a in expr.args]
+    if isinstance(expr, sympy.Pow):
+        base, exponent = args
+        return base * 10**exponent if exponent <= 6 else (0.0 if base == 0 else math.inf)
+    if isinstance(expr, sympy.factorial | sympy.factorial2 | sympy.gamma | sympy.binomial | sympy.subfactorial):
+        n = 10 ** min(max(args), 400)
+        return n * math.log10(n + 1) if max(args) < 400 else math.inf
+    if isinstance(expr, sympy.Mul):
+        return sum(args)
+    return max(args) + math.log10(len(args))
+
+
+@functools.lru_cache(maxsize=8192)
+def parse_latex(text: str) -> sympy.Basic:
+    """LaTeX -> sympy tree (unevaluated), refused when long, deeply nested or numerically huge."""
+    if len(text) > MAX_LATEX_CHARS or _nesting(text) > MAX_NESTING:
+        raise Unsafe("answer too long or too deeply nested for symbolic comparison")
+    if "\\input" in text or "\\include" in text or "\\def" in text:
+        raise Unsafe("LaTeX file/definition commands are not mathematics")
+    expr = latex2sympy(text, normalization_config=_NORMALIZATION, conversion_config=_CONVERSION)
+    if isinstance(expr, sympy.Basic):
+        if expr.has(_I):
+            expr = expr.subs(_I, sympy.I)
+        if _digits_bound(expr) > MAX_DIGITS:
+            raise Unsafe("numbers in the expression are too large")
+    return expr
+
+
+def numeric_value(expr: sympy.Basic) -> Fraction | None:
+    """Exact-enough value of a symbol-free real expression (``_PRECISION`` digits) as a Fraction, else None."""
+    if not isinstance(expr, sympy.Expr) or expr.free_symbols:
+        return None
+    value = expr.evalf(_PRECISION)
+    if not value.is_Number or value in (sympy.oo, -sympy.oo, sympy.nan, sympy.zoo):
+        return None
+    return Fraction(str(value)) if value.is_Float else Fraction(int(value.p), int(value.q))
+
+
+def _close(a: sympy.Basic, b: sympy.Basic) -> bool | None:
+    """Numeric agreement of two symbol-free values (complex allowed); None when one is not a finite number."""
+    va, vb = a.evalf(_PRECISION), b.evalf(_PRECISION)
+    if not (va.is_number and vb.is_number) or va.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
+        return None
+    ra, ia = (Fraction(str(part)) for part in va.as_real_imag())
+    rb, ib = (Fraction(str(part)) for part in vb.as_real_imag())
+    scale = max(abs(ra), abs(ia), abs(rb), abs(ib))
+    return abs(ra - rb) + abs(ia - ib) <= _REL_TOL * scale
+
+
+_POINTS = (Fraction(13, 7), Fraction(-5, 11), Fraction(29, 13), Fraction(7, 3), Fraction(-17, 9), Fraction(3, 5))
+
+
+def expressions_equal(a: sympy.Basic, b: sympy.Basic) -> bool:
+    """Symbolic equality: structure, then exact-enough numbers, then agreement at rational points, then
+    ``simplify`` (only reached for expressions with undefined functions; the pool bounds its time)."""
+    if a == b:
+        return True
+    if not (isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr)):
+        return False
+    if a.has(sympy.Float) != b.has(sympy.Float):
+        return False  # a rounded literal inside an expression is not the exact expression
+    symbols = sorted(a.free_symbols | b.free_symbols, key=str)
+    if not symbols:
+        close = _close(a, b)
+        return bool(close) if close is not None else sympy.simplify(a - b) == 0
+    diff = a - b
+    tried = agreed = 0
+    for k in range(len(_POINTS)):
+        point = {s: sympy.Rational(_POINTS[(k + j) % len(_POINTS)]) for j, s in enumerate(symbols)}
+        try:
+            left, right = a.subs(point), b.subs(point)
+        except Exception:  # noqa: BLE001 (an undefined function cannot be evaluated)
+            break
+        if left.free_symbols or right.free_symbols:
+            break
+        close = _close(left, right)
+        if close is None:
+            continue  # a pole at this point
+        tried += 1
+        if not close:
+            return False
+        agreed += 1
+        if agreed >= 3:
+            return True
+    if tried:
+        return agreed == tried
+    return sympy.simplify(diff) == 0
+
+
+_WARMUP = (
+    r"\frac{1}{2}+\sqrt{3}",
+    r"2^{10}-x^2",
+    r"(x+1)(x-2)",
+    r"[0,1)\cup(2,\infty)",
+    r"-[0,1)",
+    r"\{1,2\}",
+    r"(1,2,3)",
+    r"x\leq 2",
+    r"-2\le x<7",
+    r"y=2x+1",
+    r"\sin(x)^2+\cos x",
+    r"\begin{pmatrix}1&2\\3&4\end{pmatrix}",
+    r"\frac{\pi}{3}\cdot 10^{-3}",
+    r"\log_2 8+\ln e",
+    r"|x-1|",
+    r"f(x)",
+    r"a_{1}b",
+    r"3!+\binom{5}{2}",
+    r"\infty",
+    r"\sqrt[3]{2}i",
+)
+
+
+def warm_up() -> None:
+    """Parse a spread of expression kinds once: the ANTLR parser's prediction cache starts empty, and its first
+    parses of each construct cost up to ~1 s (longer than a grading time bound)."""
+    for text in _WARMUP:
+        try:
+            latex2sympy(text, normalization_config=_NORMALIZATION, conversion_config=_CONVERSION)
+        except Exception:  # noqa: BLE001 (warm-up only)
+            logger.debug("warm-up parse failed: %s", text)
