@@ -1,11 +1,12 @@
 """Hugging Face ``generate`` backend: batched image+text sampling with the training model itself.
 
 Sampling is done by our own last logits processor (:class:`SampleStep`), with ``generate`` in greedy mode:
-the processor applies suppression, temperature, top-k and top-p, draws the token from a generator private to
-the row (seeded by the call's seed and the row's global key, so a row's response does not depend on which other
-rows share the batch: one global batch split over 1 or N processes samples the same responses), records its
-log-prob under that processed distribution, and returns scores whose argmax is the drawn token. So the recorded log-probs are exactly those of the distribution that was sampled (whatever warpers the
-checkpoint's ``generation_config`` would otherwise add), only O(N x V) memory is used per step (no stored
+the processor applies suppression, temperature, top-k and top-p, draws each row's token from the row's own
+generator (seeded by the call's seed and the row's global key, so a row's response does not depend on which
+other rows share the batch: one global batch split over 1 or N processes samples the same responses), records
+its log-prob under that processed distribution, and returns scores whose argmax is the drawn token. So the
+recorded log-probs are exactly those of the distribution that was sampled (whatever warpers the checkpoint's
+``generation_config`` would otherwise add), only O(N x V) memory is used per step (no stored
 ``output_scores``), and the global torch RNG is left alone.
 """
 

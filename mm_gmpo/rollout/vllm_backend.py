@@ -119,6 +119,7 @@ class VLLMRollout:
         if self.is_vision:
             _patch_image_only_processor(path)
         self.sleep_enabled = enable_sleep and on_cuda
+        self.asleep = False
         dtype = next(model.parameters()).dtype
         config_len = getattr(model.config.get_text_config(), "max_position_embeddings", 8192)
         kwargs = dict(
@@ -150,6 +151,7 @@ class VLLMRollout:
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Copy the training model's current weights into the engine (in place; caches of old weights dropped)."""
+        self.wake()
         with _gathered(model), torch.no_grad():
             weights = [(name, t.detach()) for name, t in model.state_dict().items()]
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
@@ -162,14 +164,18 @@ class VLLMRollout:
         self.llm.reset_prefix_cache()
 
     def sleep(self) -> None:
-        if self.sleep_enabled:
+        """Offload the weights and drop the KV cache (level 1) until :meth:`wake`; CUDA only."""
+        if self.sleep_enabled and not self.asleep:
             self.llm.sleep(level=1)
+            self.asleep = True
 
     def wake(self) -> None:
-        if self.sleep_enabled:
+        if self.asleep:
             self.llm.wake_up()
+            self.asleep = False
 
     def generate(self, prompts: list[Prompt], n: int, sampling: SamplingParams) -> RolloutBatch:
+        self.wake()
         encoded = encode_prompts(self.processor, prompts)
         stops = stop_token_ids(self.tokenizer)
         requests, params = [], []
@@ -185,7 +191,7 @@ class VLLMRollout:
                     top_p=sampling.top_p,
                     top_k=sampling.top_k if sampling.top_k > 0 else 0,
                     max_tokens=sampling.max_new_tokens,
-                    seed=(sampling.seed * 1_000_003 + g) % (2**31),
+                    seed=(sampling.seed * 1_000_003 + (sampling.first_prompt + g) * 9_973) % (2**31),
                     logprobs=0,
                     stop_token_ids=stops,
                     allowed_token_ids=self.allowed_token_ids,
