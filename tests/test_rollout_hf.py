@@ -88,6 +88,18 @@ def test_parity_with_mixed_image_sizes(vl, mixed_prompts, temperature):
     assert sub.pixel_values.shape[0] == int(sub.image_grid_thw.prod(-1).sum())
     assert measure_logprob_parity(model, sub, temperature=temperature, tolerance=1e-5).max_abs_diff <= 1e-5
     assert torch.equal(sub.sampler_logprobs, batch.sampler_logprobs[[7, 0, 4, 5]])
+    text_rows = batch.select([4, 5])  # a micro-batch with no image at all, from a vision batch
+    assert text_rows.pixel_values.shape[0] == 0
+    assert measure_logprob_parity(model, text_rows, temperature=temperature, tolerance=1e-5).max_abs_diff <= 1e-5
+
+
+def test_vision_model_with_text_only_prompts(vl, mixed_prompts):
+    model, processor = vl
+    batch = RolloutEngine("hf", model, processor).generate(
+        [mixed_prompts[2], mixed_prompts[2]], 2, SamplingParams(temperature=1.0, max_new_tokens=5, seed=4)
+    )
+    assert batch.pixel_values is None and batch.num_vision_tokens.sum() == 0
+    assert check_logprob_parity(model, batch, temperature=1.0, tolerance=1e-5).num_tokens == 20
 
 
 def test_groups_in_order_and_seeded(vl, mixed_prompts):
