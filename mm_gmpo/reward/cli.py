@@ -1,13 +1,14 @@
 """``mm-gmpo verify``: grade one response, or a JSONL file of them, with the time-bounded verifier pool.
 
-    mm-gmpo verify RESPONSE GOLD [--choices A B C D]
-    mm-gmpo verify --input FILE.jsonl [--output OUT.jsonl] [--response-key K --gold-key K] [--choices-key K]
-                   [--label-key K] [--timeout S] [--workers N]
+mm-gmpo verify RESPONSE GOLD [--choices A B C D]
+mm-gmpo verify --input FILE.jsonl [--output OUT.jsonl] [--response-key K --gold-key K] [--choices-key K]
+               [--label-key K] [--timeout S] [--workers N]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -83,36 +84,31 @@ def _run_file(args: argparse.Namespace) -> int:
 
     path = Path(args.input)
     rows = read_rows(path, args)
-    output = Path(args.output).open("w", encoding="utf-8") if args.output else None
     correct = labelled = agree = 0
     start = time.perf_counter()
-    try:
-        with (
-            VerifierPool(workers=args.workers, timeout=args.timeout, memory_mb=args.memory_mb) as pool,
-            tqdm(total=len(rows), desc="verify", unit="row", dynamic_ncols=True) as bar,
-        ):
-            for begin in range(0, len(rows), _BATCH):
-                chunk = rows[begin : begin + _BATCH]
-                grades = pool.grade_batch(
-                    [str(r[args.response_key]) for r in chunk],
-                    [str(r[args.gold_key]) for r in chunk],
-                    [r.get(args.choices_key) for r in chunk],
-                )
-                for row, result in zip(chunk, grades, strict=True):
-                    correct += result.correct
-                    label = row.get(args.label_key)
-                    if isinstance(label, bool):
-                        labelled += 1
-                        agree += label == result.correct
-                    if output:
-                        record = {"line": row["_line"], "correct": result.correct, "extracted": result.extracted}
-                        record.update(method=result.method, extraction=result.extraction, reason=result.reason)
-                        output.write(json.dumps(record) + "\n")
-                bar.update(len(chunk))
-            timeouts, errors = pool.timeouts, pool.errors
-    finally:
-        if output:
-            output.close()
+    with contextlib.ExitStack() as stack:
+        output = stack.enter_context(Path(args.output).open("w", encoding="utf-8")) if args.output else None
+        pool = stack.enter_context(VerifierPool(workers=args.workers, timeout=args.timeout, memory_mb=args.memory_mb))
+        bar = stack.enter_context(tqdm(total=len(rows), desc="verify", unit="row", dynamic_ncols=True))
+        for begin in range(0, len(rows), _BATCH):
+            chunk = rows[begin : begin + _BATCH]
+            grades = pool.grade_batch(
+                [str(r[args.response_key]) for r in chunk],
+                [str(r[args.gold_key]) for r in chunk],
+                [r.get(args.choices_key) for r in chunk],
+            )
+            for row, result in zip(chunk, grades, strict=True):
+                correct += result.correct
+                label = row.get(args.label_key)
+                if isinstance(label, bool):
+                    labelled += 1
+                    agree += label == result.correct
+                if output:
+                    record = {"line": row["_line"], "correct": result.correct, "extracted": result.extracted}
+                    record.update(method=result.method, extraction=result.extraction, reason=result.reason)
+                    output.write(json.dumps(record) + "\n")
+            bar.update(len(chunk))
+        timeouts, errors = pool.timeouts, pool.errors
     seconds = time.perf_counter() - start
     n = len(rows)
     print(f"rows {n}  correct {correct} ({correct / max(n, 1):.1%})  {n / max(seconds, 1e-9):.1f} rows/s")

@@ -179,4 +179,6 @@ def extract_answer(response: str, *, gold: bool = False) -> Extraction:
     numbers = _NUMBER_RE.findall(tail)
     if numbers:
         return Extraction(numbers[-1], "last_number")
+    if len(text) <= 60 and "\n" not in text.strip():
+        return Extraction(text.strip(), "bare")  # a short text answer ("not enough information")
     return Extraction(None, "none", 0)

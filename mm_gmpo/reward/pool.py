@@ -27,15 +27,19 @@ logger = logging.getLogger(__name__)
 
 _STARTUP_SECONDS = 120.0  # a spawned worker imports sympy and the LaTeX parser before it is ready
 _MAX_START_FAILURES = 5
+_GRADER = "mm_gmpo.reward.grading:grade"
 
 
-def _worker_main(conn: Connection, memory_mb: int) -> None:
+def _worker_main(conn: Connection, memory_mb: int, grader: str) -> None:
     """Worker loop: import, warm up, bound the address space, then grade items until told to stop."""
+    import importlib
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    from mm_gmpo.reward.grading import grade
     from mm_gmpo.reward.symbolic import warm_up
+
+    module, _, name = grader.partition(":")
+    grade = getattr(importlib.import_module(module), name)
 
     warm_up()  # warm the parser before the clock of any real item starts
     if memory_mb > 0:
@@ -70,9 +74,9 @@ def _worker_main(conn: Connection, memory_mb: int) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx, memory_mb: int):
+    def __init__(self, ctx, memory_mb: int, grader: str):
         self.conn, child = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=_worker_main, args=(child, memory_mb), daemon=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, memory_mb, grader), daemon=True)
         self.process.start()
         child.close()
         self.ready = False
@@ -94,10 +98,11 @@ class VerifierPool:
     Thread-safe (one batch at a time); workers start on first use and live until ``close``.
     """
 
-    def __init__(self, workers: int = 2, timeout: float = 1.0, memory_mb: int = 1024):
+    def __init__(self, workers: int = 2, timeout: float = 1.0, memory_mb: int = 1024, *, _grader: str = _GRADER):
         if workers < 1 or timeout <= 0:
             raise ValueError(f"VerifierPool needs workers >= 1 and timeout > 0, got {workers}, {timeout}")
         self.workers, self.timeout, self.memory_mb = workers, timeout, memory_mb
+        self._grader = _grader  # "module:function" run in the workers (tests substitute a slow one)
         self._ctx = mp.get_context("spawn")
         self._pool: list[_Worker] = []
         self._lock = threading.Lock()
@@ -129,7 +134,7 @@ class VerifierPool:
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
-        self._pool[self._pool.index(worker)] = _Worker(self._ctx, self.memory_mb)
+        self._pool[self._pool.index(worker)] = _Worker(self._ctx, self.memory_mb, self._grader)
 
     def grade_batch(
         self,
@@ -154,7 +159,7 @@ class VerifierPool:
         results: list[Grade | None] = [None] * len(items)
         pending = collections.deque(items)
         while len(self._pool) < self.workers:
-            self._pool.append(_Worker(self._ctx, self.memory_mb))
+            self._pool.append(_Worker(self._ctx, self.memory_mb, self._grader))
         while pending or any(w.item is not None for w in self._pool):
             for worker in self._pool:
                 if worker.ready and worker.item is None and pending:

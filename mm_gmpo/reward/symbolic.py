@@ -18,6 +18,7 @@ import sympy
 from latex2sympy2_extended import latex2sympy
 from latex2sympy2_extended.latex2sympy2 import ConversionConfig
 from latex2sympy2_extended.math_normalization import NormalizationConfig
+from sympy.core.function import AppliedUndef
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,8 @@ MAX_LATEX_CHARS = 600  # longer answers are compared as strings only
 MAX_NESTING = 60  # bracket depth beyond which the parser is not called (its recursion is unbounded)
 MAX_DIGITS = 20000  # no numeric node may need more digits than this
 _PRECISION = 50  # decimal digits for numeric comparison
-_REL_TOL = Fraction(1, 10**30)  # relative agreement that counts as equal for symbol-free expressions
+_REL_TOL = Fraction(1, 10**30)
+_MAX_SIMPLIFY_OPS = 40  # larger differences are not handed to sympy.simplify  # relative agreement that counts as equal for symbol-free expressions
 
 _NORMALIZATION = NormalizationConfig(
     basic_latex=False, units=False, malformed_operators=False, nits=False, boxed="none", equations=False
@@ -116,41 +118,45 @@ def _close(a: sympy.Basic, b: sympy.Basic) -> bool | None:
 _POINTS = (Fraction(13, 7), Fraction(-5, 11), Fraction(29, 13), Fraction(7, 3), Fraction(-17, 9), Fraction(3, 5))
 
 
+def _agree_at_points(a: sympy.Expr, b: sympy.Expr, symbols: list) -> bool | None:
+    """Agreement at up to 6 rational points (3 successes suffice); None when no point could be evaluated."""
+    tried = 0
+    for k in range(len(_POINTS)):
+        point = {s: sympy.Rational(_POINTS[(k + j) % len(_POINTS)]) for j, s in enumerate(symbols)}
+        left, right = a.subs(point), b.subs(point)
+        if left.free_symbols or right.free_symbols:
+            return None
+        close = _close(left, right)
+        if close is None:
+            continue  # a pole or an undefined function at this point
+        if not close:
+            return False
+        tried += 1
+        if tried >= 3:
+            return True
+    return True if tried else None
+
+
+def _undefined_as_symbols(expr: sympy.Expr) -> sympy.Expr:
+    """``f(x)`` -> a symbol named ``f(x)``: undefined functions compare by name and argument."""
+    return expr.replace(lambda e: isinstance(e, AppliedUndef), lambda e: sympy.Symbol(str(e)))
+
+
 def expressions_equal(a: sympy.Basic, b: sympy.Basic) -> bool:
-    """Symbolic equality: structure, then exact-enough numbers, then agreement at rational points, then
-    ``simplify`` (only reached for expressions with undefined functions; the pool bounds its time)."""
+    """Symbolic equality: structure, then exact-enough numbers, then agreement at rational points (undefined
+    functions first turned into symbols). ``simplify`` is never called: it can run for minutes."""
     if a == b:
         return True
     if not (isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr)):
         return False
     if a.has(sympy.Float) != b.has(sympy.Float):
         return False  # a rounded literal inside an expression is not the exact expression
+    if a.has(AppliedUndef) or b.has(AppliedUndef):
+        a, b = _undefined_as_symbols(a), _undefined_as_symbols(b)
     symbols = sorted(a.free_symbols | b.free_symbols, key=str)
     if not symbols:
-        close = _close(a, b)
-        return bool(close) if close is not None else sympy.simplify(a - b) == 0
-    diff = a - b
-    tried = agreed = 0
-    for k in range(len(_POINTS)):
-        point = {s: sympy.Rational(_POINTS[(k + j) % len(_POINTS)]) for j, s in enumerate(symbols)}
-        try:
-            left, right = a.subs(point), b.subs(point)
-        except Exception:  # noqa: BLE001 (an undefined function cannot be evaluated)
-            break
-        if left.free_symbols or right.free_symbols:
-            break
-        close = _close(left, right)
-        if close is None:
-            continue  # a pole at this point
-        tried += 1
-        if not close:
-            return False
-        agreed += 1
-        if agreed >= 3:
-            return True
-    if tried:
-        return agreed == tried
-    return sympy.simplify(diff) == 0
+        return bool(_close(a, b))
+    return bool(_agree_at_points(a, b, symbols))
 
 
 _WARMUP = (
