@@ -1,0 +1,54 @@
+"""Properties: an answer verifies against itself and against equal rewritings; a changed value does not."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mm_gmpo.reward import verify
+
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
+small = st.integers(min_value=-50, max_value=50)
+positive = st.integers(min_value=1, max_value=60)
+
+
+@SETTINGS
+@given(st.integers(min_value=-(10**40), max_value=10**40))
+def test_integers_exact(n):
+    assert verify(str(n), str(n))
+    assert verify(f"\\boxed{{{n}}}", f"{n:,}")  # thousands separators
+    assert not verify(str(n + 1), str(n))
+
+
+@SETTINGS
+@given(small, positive)
+def test_fractions(p, q):
+    value = Fraction(p, q)
+    latex = f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
+    assert verify(latex, latex)
+    assert verify(f"\\dfrac{{{p}}}{{{q}}}", latex)  # unreduced, \dfrac
+    assert verify(f"{p}/{q}", latex)
+    decimal = f"{float(value):.10f}"
+    assert verify(decimal, latex)  # 10 decimals: enough significant digits unless the value is tiny
+    assert not verify(latex, f"\\frac{{{value.numerator + 1}}}{{{value.denominator}}}")
+
+
+@SETTINGS
+@given(small, small, small)
+def test_polynomials_commuted_and_expanded(a, b, c):
+    poly = f"{a}x^2 + {b}x + {c}".replace("+ -", "- ")
+    commuted = f"{c} + {b}x + {a}x^2".replace("+ -", "- ")
+    assert verify(poly, poly)
+    assert verify(commuted, poly)
+    assert verify(f"x({a}x + {b}) + {c}".replace("+ -", "- "), poly)
+    assert not verify(f"{a}x^2 + {b}x + {c + 1}".replace("+ -", "- "), poly)
+
+
+@SETTINGS
+@given(positive, st.sampled_from([2, 3, 5, 6, 7]))
+def test_radicals(k, r):
+    assert verify(f"{k}\\sqrt{{{r}}}", f"\\sqrt{{{k * k * r}}}")
+    assert verify(f"\\boxed{{\\sqrt{{{k * k * r}}}}}", f"{k}\\sqrt{{{r}}}")
+    assert not verify(f"{k}\\sqrt{{{r}}}", f"\\sqrt{{{k * k * r + 1}}}")
