@@ -266,11 +266,10 @@ def answers_equal(pred: str, gold: str) -> tuple[bool, str]:
         items = _dedupe_items(gold_shape.items)
         if len(items) == 1:
             return answers_equal(pred, items[0])
-    if gold_shape.kind == "scalar" and pred_shape.kind == "list" and ", " not in pred_body:
-        comma = decimal_comma(pred_body)  # 1000,99
-        gold_num = parse_number(gold_body)
-        if comma is not None and gold_num is not None:
-            return comma.value == gold_num.value, "number"
+    for comma_side, number_side in ((pred_body, gold_body), (gold_body, pred_body)):
+        comma, number = decimal_comma(comma_side), parse_number(number_side)  # 1000,99 and 0,111
+        if comma is not None and number is not None:
+            return comma.value == number.value, "number"
     return _shapes_equal(pred_shape, gold_shape)
 
 

@@ -165,8 +165,8 @@ class Number:
 
 _INT = r"[+-]?\d+"
 _DEC_RE = re.compile(r"([+-]?)(\d*)\.(\d+)")
-_GROUPED_RE = re.compile(r"([+-]?)(\d{1,3}(?:,\d{3})+|\d{1,3}(?: \d{3})+)(\.\d+)?")
-_INDIAN_RE = re.compile(r"([+-]?)(\d{1,3}(?:,\d{2})*,\d{3})")
+_GROUPED_RE = re.compile(r"([+-]?)([1-9]\d{0,2}(?:,\d{3})+|[1-9]\d{0,2}(?: \d{3})+)(\.\d+)?")
+_INDIAN_RE = re.compile(r"([+-]?)([1-9]\d{0,2}(?:,\d{2})*,\d{3})")
 _FRAC_RE = re.compile(r"([+-]?)\\frac\{\s*([+-]?\d+)\s*\}\{\s*([+-]?\d+)\s*\}")
 _SLASH_RE = re.compile(r"([+-]?\d+)\s*/\s*([+-]?\d+)")
 _MIXED_RE = re.compile(r"([+-]?)(\d+)\s*(?:\\frac\{(\d+)\}\{(\d+)\}|\s(\d+)/(\d+))")
