@@ -142,6 +142,9 @@ def _as_set(shape: Shape):
             sets = [_as_set(s) for s in shape.items]
             return None if any(s is None for s in sets) else sympy.Union(*sets)
         if shape.kind == "relation" and "=" not in shape.ops:
+            simple = _simple_interval(shape)
+            if simple is not None:
+                return simple
             rel = parse_latex(exact_decimals(shape.text))
             symbols = rel.free_symbols
             if len(symbols) != 1:
@@ -155,24 +158,52 @@ def _as_set(shape: Shape):
     return None
 
 
+_STRICT = {"<": True, ">": True, r"\leq": False, r"\geq": False}
+
+
+def _simple_interval(shape: Shape):
+    r"""``x < 3``, ``3 \geq x``, ``-2 \le x < 7`` with a bare variable: the interval without solving."""
+    import sympy
+
+    from mm_gmpo.reward.symbolic import parse_latex
+
+    items, ops = shape.items, shape.ops
+    if any(op not in _STRICT for op in ops) or len(items) not in (2, 3):
+        return None
+    var_at = [k for k, item in enumerate(items) if re.fullmatch(r"[A-Za-z]", item.strip())]
+    if len(var_at) != 1 or (len(items) == 3 and var_at != [1]):
+        return None
+    upward = {op in ("<", r"\leq") for op in ops}
+    if len(upward) != 1:
+        return None  # a < x > b is not an interval
+    ends = [parse_latex(exact_decimals(item)) for k, item in enumerate(items) if k != var_at[0]]
+    if any(e.free_symbols for e in ends):
+        return None
+    if not upward.pop():  # written with > / \geq: read right to left
+        items, ops, ends = items[::-1], ops[::-1], ends[::-1]
+        var_at = [len(items) - 1 - var_at[0]]
+    if len(items) == 3:
+        return sympy.Interval(ends[0], ends[1], _STRICT[ops[0]], _STRICT[ops[1]])
+    if var_at[0] == 0:  # x < b
+        return sympy.Interval(-sympy.oo, ends[0], True, _STRICT[ops[0]])
+    return sympy.Interval(ends[0], sympy.oo, _STRICT[ops[0]], True)  # a < x
+
+
 def exact_decimals(text: str) -> str:
     """Decimals as fractions so that interval ends compare exactly (``0.5`` -> ``\\frac{5}{10}``)."""
     return re.sub(r"(\d+)\.(\d+)", lambda m: rf"\frac{{{m.group(1)}{m.group(2)}}}{{1{'0' * len(m.group(2))}}}", text)
 
 
 def _equation_equal(pred: Shape, gold: Shape) -> bool:
-    """``lhs = rhs`` equations are equal when lhs - rhs differ by a nonzero constant factor."""
-    import sympy
-
-    from mm_gmpo.reward.symbolic import parse_latex
+    """``lhs = rhs`` equations are equal when lhs - rhs differ by a nonzero constant factor (checked at points)."""
+    from mm_gmpo.reward.symbolic import constant_ratio, expressions_equal, parse_latex
 
     try:
         a = parse_latex(exact_decimals(pred.items[0])) - parse_latex(exact_decimals(pred.items[1]))
         b = parse_latex(exact_decimals(gold.items[0])) - parse_latex(exact_decimals(gold.items[1]))
-        if b == 0 or a == 0:
+        if a == 0 or b == 0:
             return False
-        ratio = sympy.simplify(a / b)
-        return bool(ratio.is_number and ratio != 0 and ratio.is_finite)
+        return expressions_equal(a, b) or expressions_equal(a, -b) or constant_ratio(a, b)
     except Exception:  # noqa: BLE001
         return False
 

@@ -115,6 +115,7 @@ def _close(a: sympy.Basic, b: sympy.Basic) -> bool | None:
     return abs(ra - rb) + abs(ia - ib) <= _REL_TOL * scale
 
 
+_UNEVALUATED = (sympy.Sum, sympy.Product, sympy.Integral, sympy.Limit, sympy.Derivative)
 _POINTS = (Fraction(13, 7), Fraction(-5, 11), Fraction(29, 13), Fraction(7, 3), Fraction(-17, 9), Fraction(3, 5))
 
 
@@ -137,6 +138,27 @@ def _agree_at_points(a: sympy.Expr, b: sympy.Expr, symbols: list) -> bool | None
     return True if tried else None
 
 
+def constant_ratio(a: sympy.Expr, b: sympy.Expr) -> bool:
+    """``a / b`` is the same nonzero finite number at 3 rational points (equations that differ by a factor)."""
+    if a.has(*_UNEVALUATED) or b.has(*_UNEVALUATED) or a.has(AppliedUndef) or b.has(AppliedUndef):
+        return False
+    symbols = sorted(a.free_symbols | b.free_symbols, key=str)
+    if not symbols:
+        return False
+    ratios = []
+    for k in range(len(_POINTS)):
+        point = {s: sympy.Rational(_POINTS[(k + j) % len(_POINTS)]) for j, s in enumerate(symbols)}
+        num, den = a.subs(point).evalf(_PRECISION), b.subs(point).evalf(_PRECISION)
+        if not (num.is_number and den.is_number) or den == 0 or num == 0:
+            continue
+        ratios.append(num / den)
+        if len(ratios) == 3:
+            break
+    if len(ratios) < 3:
+        return False
+    return all(_close(r, ratios[0]) for r in ratios[1:])
+
+
 def _undefined_as_symbols(expr: sympy.Expr) -> sympy.Expr:
     """``f(x)`` -> a symbol named ``f(x)``: undefined functions compare by name and argument."""
     return expr.replace(lambda e: isinstance(e, AppliedUndef), lambda e: sympy.Symbol(str(e)))
@@ -151,6 +173,8 @@ def expressions_equal(a: sympy.Basic, b: sympy.Basic) -> bool:
         return False
     if a.has(sympy.Float) != b.has(sympy.Float):
         return False  # a rounded literal inside an expression is not the exact expression
+    if a.has(*_UNEVALUATED) or b.has(*_UNEVALUATED):
+        return False  # sums, integrals, limits with symbolic parts: equal only as written (checked above)
     if a.has(AppliedUndef) or b.has(AppliedUndef):
         a, b = _undefined_as_symbols(a), _undefined_as_symbols(b)
     symbols = sorted(a.free_symbols | b.free_symbols, key=str)
