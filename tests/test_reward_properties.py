@@ -52,3 +52,66 @@ def test_radicals(k, r):
     assert verify(f"{k}\\sqrt{{{r}}}", f"\\sqrt{{{k * k * r}}}")
     assert verify(f"\\boxed{{\\sqrt{{{k * k * r}}}}}", f"{k}\\sqrt{{{r}}}")
     assert not verify(f"{k}\\sqrt{{{r}}}", f"\\sqrt{{{k * k * r + 1}}}")
+
+
+LATEX_TOKENS = [
+    r"\frac",
+    "{",
+    "}",
+    "(",
+    ")",
+    "[",
+    "]",
+    r"\sqrt",
+    "^",
+    "_",
+    "x",
+    "1",
+    "2",
+    "0",
+    ".",
+    ",",
+    "=",
+    r"\le",
+    "<",
+    r"\pm",
+    r"\boxed{",
+    r"\text{",
+    "cm",
+    r"\infty",
+    r"\cup",
+    r"\begin{pmatrix}",
+    r"\end{pmatrix}",
+    "&",
+    r"\\",
+    "-",
+    "+",
+    "!",
+    r"\%",
+    "$",
+    " ",
+    "°",
+    "√",
+    r"\{",
+    r"\}",
+    "|",
+    "e",
+    "i",
+    r"\log",
+    "'",
+    ":",
+    "and",
+    "A",
+]
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(LATEX_TOKENS), max_size=14), st.lists(st.sampled_from(LATEX_TOKENS), max_size=8))
+def test_token_soup_never_raises_inside_grading(pred_tokens, gold_tokens):
+    from mm_gmpo.reward.grading import _grade
+
+    pred, gold = "".join(pred_tokens), "".join(gold_tokens)
+    result = _grade(pred, gold, ["1", "2", "x", "A"])  # the internal function: no catch-all around it
+    assert isinstance(result.correct, bool)
+    if pred.strip() and pred == gold and result.extracted is not None and result.method not in ("unsafe", "unparsed"):
+        assert result.correct, (pred, result)

@@ -40,8 +40,19 @@ def grade(response: str, gold: str, *, choices: list[str] | None = None) -> Grad
     """Grade one response (a bare answer or a whole output with reasoning) against one gold answer.
 
     ``choices``: the option texts of a multiple-choice problem (Geometry3K), so that a letter answer ``B`` is
-    graded as the text of option B; a letter gold is accepted as its letter or its text.
+    graded as the text of option B; a letter gold is accepted as its letter or its text. Never raises on
+    content: an internal failure is ``Grade(correct=False, method="error")``.
     """
+    try:
+        return _grade(response, gold, choices)
+    except (MemoryError, RecursionError) as exc:
+        return Grade(False, None, "error", type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 (a grading bug must cost one reward, not a training run)
+        logger.debug("grading failed", exc_info=True)
+        return Grade(False, None, "error", f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
+def _grade(response: str, gold: str, choices: list[str] | None) -> Grade:
     response = "" if response is None else str(response)
     gold_text = _gold_answer("" if gold is None else str(gold))
     extraction: Extraction = extract_answer(response)

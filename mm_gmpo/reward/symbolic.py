@@ -131,7 +131,10 @@ def numeric_value(expr: sympy.Basic) -> Fraction | None:
     value = expr.evalf(_PRECISION)
     if not value.is_Number or value in (sympy.oo, -sympy.oo, sympy.nan, sympy.zoo):
         return None
-    return Fraction(str(value)) if value.is_Float else Fraction(int(value.p), int(value.q))
+    try:
+        return Fraction(str(value)) if value.is_Float else Fraction(int(value.p), int(value.q))
+    except (ValueError, TypeError, AttributeError, ZeroDivisionError):
+        return None
 
 
 def _close(a: sympy.Basic, b: sympy.Basic) -> bool | None:
@@ -139,8 +142,11 @@ def _close(a: sympy.Basic, b: sympy.Basic) -> bool | None:
     va, vb = a.evalf(_PRECISION), b.evalf(_PRECISION)
     if not (va.is_number and vb.is_number) or va.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
         return None
-    ra, ia = (Fraction(str(part)) for part in va.as_real_imag())
-    rb, ib = (Fraction(str(part)) for part in vb.as_real_imag())
+    try:
+        ra, ia = (Fraction(str(part)) for part in va.as_real_imag())
+        rb, ib = (Fraction(str(part)) for part in vb.as_real_imag())
+    except (ValueError, TypeError, ZeroDivisionError):
+        return None  # infinite or symbolic parts
     scale = max(abs(ra), abs(ia), abs(rb), abs(ib))
     return abs(ra - rb) + abs(ia - ib) <= _REL_TOL * scale
 
