@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mm_gmpo.reward import VerifierPool, grade
+from mm_gmpo.reward import Grade, VerifierPool, grade
 
 TIMEOUT = 1.0
 BOMBS = [
@@ -93,6 +93,22 @@ def test_a_hanging_item_times_out_and_the_worker_is_replaced():
     assert grades[0].method == "timeout" and grades[0].extracted == "hang"
     assert slow_pool.timeouts == 1
     assert elapsed < 0.5 + 20  # the bound, plus one replacement worker's start-up
+
+
+def hungry_grade(response, gold, *, choices=None):
+    """Allocates 2 GB on the response "eat" (run inside pool workers by the test below)."""
+    if response == "eat":
+        hog = bytearray(2 * 1024**3)
+        return Grade(True, str(len(hog)), "string")
+    return grade(response, gold, choices=choices)
+
+
+def test_worker_memory_is_bounded():
+    with VerifierPool(workers=1, timeout=5.0, memory_mb=512, _grader="test_reward_hostile:hungry_grade") as pool:
+        grades = pool.grade_batch(["eat", "4"], ["1", "4"])
+    assert grades[0].method == "error" and not grades[0].correct
+    assert "memory" in grades[0].reason
+    assert grades[1].correct
 
 
 def test_large_symbolic_differences_are_not_simplified_in_process():
