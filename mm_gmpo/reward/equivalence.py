@@ -93,10 +93,10 @@ def scalar_equal(pred: str, gold: str) -> tuple[bool, str]:
         return _text_key(pred) == _text_key(gold) and bool(_text_key(gold)), "text"
     if _STRING_ONLY_RE.search(pred) or _STRING_ONLY_RE.search(gold):
         return False, "string"  # ratios/times (7:32, 12:00) and primes (f') mean nothing to sympy
-    from mm_gmpo.reward.symbolic import Unsafe, expressions_equal, numeric_value, parse_latex
+    from mm_gmpo.reward.symbolic import Unsafe, expressions_equal, numeric_value
 
     try:
-        gold_expr, pred_expr = parse_latex(exact_decimals(gold)), parse_latex(exact_decimals(pred))
+        gold_expr, pred_expr = to_sympy(gold, gold_num), to_sympy(pred, pred_num)
     except Unsafe:
         return False, "unsafe"
     except Exception:  # noqa: BLE001 (an unparsable answer is simply not equal)
@@ -136,7 +136,7 @@ def _as_set(shape: Shape):
 
     try:
         if shape.kind == "interval":
-            lo, hi = (parse_latex(exact_decimals(e)) for e in shape.items)
+            lo, hi = (to_sympy(e) for e in shape.items)
             return sympy.Interval(lo, hi, shape.brackets[0] == "(", shape.brackets[1] == ")")
         if shape.kind == "union":
             sets = [_as_set(s) for s in shape.items]
@@ -165,8 +165,6 @@ def _simple_interval(shape: Shape):
     r"""``x < 3``, ``3 \geq x``, ``-2 \le x < 7`` with a bare variable: the interval without solving."""
     import sympy
 
-    from mm_gmpo.reward.symbolic import parse_latex
-
     items, ops = shape.items, shape.ops
     if any(op not in _STRICT for op in ops) or len(items) not in (2, 3):
         return None
@@ -176,7 +174,7 @@ def _simple_interval(shape: Shape):
     upward = {op in ("<", r"\leq") for op in ops}
     if len(upward) != 1:
         return None  # a < x > b is not an interval
-    ends = [parse_latex(exact_decimals(item)) for k, item in enumerate(items) if k != var_at[0]]
+    ends = [to_sympy(item) for k, item in enumerate(items) if k != var_at[0]]
     if any(e.free_symbols for e in ends):
         return None
     if not upward.pop():  # written with > / \geq: read right to left
@@ -187,6 +185,21 @@ def _simple_interval(shape: Shape):
     if var_at[0] == 0:  # x < b
         return sympy.Interval(-sympy.oo, ends[0], True, _STRICT[ops[0]])
     return sympy.Interval(ends[0], sympy.oo, _STRICT[ops[0]], True)  # a < x
+
+
+def to_sympy(text: str, number: Number | None = None):
+    """Sympy value of an answer part; plain numbers and infinities without calling the LaTeX parser."""
+    import sympy
+
+    from mm_gmpo.reward.symbolic import parse_latex
+
+    number = number if number is not None else parse_number(text)
+    if number is not None:
+        return sympy.Rational(number.value.numerator, number.value.denominator)
+    infinity = re.fullmatch(r"\s*([+-]?)\s*\\infty\s*", text)
+    if infinity:
+        return -sympy.oo if infinity.group(1) == "-" else sympy.oo
+    return parse_latex(exact_decimals(text))
 
 
 def exact_decimals(text: str) -> str:
