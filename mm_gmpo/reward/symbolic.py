@@ -26,8 +26,7 @@ MAX_LATEX_CHARS = 600  # longer answers are compared as strings only
 MAX_NESTING = 60  # bracket depth beyond which the parser is not called (its recursion is unbounded)
 MAX_DIGITS = 20000  # no numeric node may need more digits than this
 _PRECISION = 50  # decimal digits for numeric comparison
-_REL_TOL = Fraction(1, 10**30)
-_MAX_SIMPLIFY_OPS = 40  # larger differences are not handed to sympy.simplify  # relative agreement that counts as equal for symbol-free expressions
+_REL_TOL = Fraction(1, 10**30)  # relative agreement that counts as equal for symbol-free expressions
 
 _NORMALIZATION = NormalizationConfig(
     basic_latex=False, units=False, malformed_operators=False, nits=False, boxed="none", equations=False
