@@ -224,3 +224,18 @@ def _rows(path: Path, count: int) -> list[dict]:
         pytest.skip(f"{path} not present")
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for _, line in zip(range(count), handle, strict=False)]
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        (r"\boxed{C. 15}", True),
+        (r"\boxed{(C) 15}", True),
+        (r"\boxed{C: 15}", True),
+        ("**Answer:** C", True),
+        (r"\boxed{C. 14}", False),  # the letter's option is 15: the text contradicts it
+        (r"\boxed{B. 15}", False),  # B is 14
+    ],
+)
+def test_letter_with_option_text(response, expected):
+    assert grade(response, "15", choices=GEO_CHOICES).correct is expected

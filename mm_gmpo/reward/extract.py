@@ -122,7 +122,7 @@ def _final_answer(text: str) -> str | None:
         return None
     rest = tail[last.end() :]
     end = re.search(r"\n\s*\n|\n(?![^\n]*(?:\\\]|\$\$))|\.(?:\s|$)", rest)
-    sentence = (rest[: end.start()] if end else rest).strip()
+    sentence = (rest[: end.start()] if end else rest).strip().strip("*_").strip()  # markdown **Answer:** C
     sentence = re.sub(r"^(?:\\\(|\\\[|\$+)|(?:\\\)|\\\]|\$+)$", "", sentence).strip().rstrip(".")
     if not sentence:
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from dataclasses import dataclass
 
 from mm_gmpo.reward.equivalence import answers_equal, choice_text
@@ -12,6 +13,7 @@ from mm_gmpo.reward.extract import MAX_ANSWER_CHARS, Extraction, extract_answer
 from mm_gmpo.reward.normalize import compact
 
 logger = logging.getLogger(__name__)
+_LABELLED_CHOICE_RE = re.compile(r"^\s*\(?([A-E])\)?(?:\s*[.:)]\s*|\s+)(\S.*)$")  # "C. 15", "(C) 15"
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,11 @@ def _grade(response: str, gold: str, choices: list[str] | None) -> Grade:
         return Grade(ok, pred[:MAX_ANSWER_CHARS], "string", "too long for symbolic comparison", extraction.method)
     choices = list(choices) if choices else None
     reason = ""
+    if choices and (labelled := _LABELLED_CHOICE_RE.match(pred)) and _letter_of(labelled.group(1), choices):
+        # "C. 15": the letter decides, and its text must agree with the option (a mismatch is a hedge)
+        option = choice_text(labelled.group(1), choices)
+        ok = answers_equal(option, gold_text)[0] and answers_equal(labelled.group(2), option)[0]
+        return Grade(ok, pred, "choice", f"letter {labelled.group(1)} is {option!r}", extraction.method)
     if choices:
         gold_letter, pred_letter = _letter_of(gold_text, choices), _letter_of(pred, choices)
         if gold_letter and pred_letter:
