@@ -140,3 +140,18 @@ def test_empty_and_none_inputs():
     assert not grade("", "").correct
     assert not grade(None, "1").correct  # type: ignore[arg-type]
     assert not grade("1", None).correct  # type: ignore[arg-type]
+
+
+def test_huge_responses_are_graded_in_linear_time():
+    responses = [
+        r"\boxed{1}" * 100_000,  # 100k boxes in one group
+        r"\boxed{" + "1," * 300_000 + "}",
+        "$" * 500_000,
+        "<answer>" * 100_000 + "</answer>",
+        "the answer is " * 50_000,
+        r"\text{" * 100_000,
+    ]
+    start = time.perf_counter()
+    grades = [grade(response, "2") for response in responses]
+    assert time.perf_counter() - start < 10
+    assert not any(g.correct for g in grades)

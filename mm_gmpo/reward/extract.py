@@ -97,12 +97,12 @@ def _is_connector(gap: str) -> bool:
 
 
 def _box_group(text: str, boxes: list[tuple[int, int, str]]) -> list[str]:
-    group = [boxes[-1]]
+    group = [boxes[-1]]  # built backwards, then reversed (linear in the number of boxes)
     for box in reversed(boxes[:-1]):
-        if not _is_connector(text[box[1] : group[0][0]]):
+        if not _is_connector(text[box[1] : group[-1][0]]):
             break
-        group.insert(0, box)
-    return [content.strip() for _, _, content in group]
+        group.append(box)
+    return [content.strip() for _, _, content in reversed(group)]
 
 
 def _distinct(items: list[str]) -> list[str]:
