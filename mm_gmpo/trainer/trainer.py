@@ -135,6 +135,7 @@ class Trainer:
                 with timed(timings, "old_logprobs"):
                     old_logprobs = self._logprobs(self.policy, batch) if k > 1 else None
                     ref_logprobs = self._logprobs(self.reference, batch) if self.reference is not None else None
+                self.rollout.sleep()  # vLLM frees its memory during the update (no-op for hf); sync_weights wakes it
                 with timed(timings, "update"):
                     step_rows = self._update(batch, advantages, old_logprobs, ref_logprobs)
                 self.rollout.sync_weights(self.policy)
@@ -181,13 +182,16 @@ class Trainer:
         return [self.train_prompts[i] for i in mine]
 
     def _sampling(self, round_index: int) -> SamplingParams:
+        """Same seed on every process; rows are keyed by their global prompt index (see rollout.hf)."""
         r = self.cfg.rollout
+        share = r.prompts_per_round // self.ctx.world_size
         return SamplingParams(
             temperature=r.temperature,
             top_p=r.top_p,
             top_k=r.top_k,
             max_new_tokens=r.max_new_tokens,
-            seed=self.cfg.trainer.seed * 1_000_003 + round_index * 7919 + self.ctx.rank,
+            seed=self.cfg.trainer.seed * 1_000_003 + round_index,
+            first_prompt=self.ctx.rank * share,
         )
 
     def _logprobs(self, model, batch) -> torch.Tensor:

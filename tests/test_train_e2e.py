@@ -1,0 +1,180 @@
+"""End-to-end runs of `mm-gmpo train` on the tiny configs: single process, resume, 2-process ZeRO-2/3."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A scaled-down geo3k_tiny: 2 prompts x 4 responses per round, 2 updates per round, short responses.
+SMALL = [
+    "rollout.prompts_per_round=2",
+    "rollout.n=4",
+    "rollout.max_new_tokens=12",
+    "trainer.updates_per_round=2",
+    "trainer.micro_batch_size=2",
+    "trainer.val_every=0",
+    "trainer.num_threads=1",
+    "trainer.progress=false",
+    "trainer.tensorboard=false",
+    "data.val_limit=4",
+    "data.train_limit=40",
+    "warmstart.steps=6",
+    "reward.workers=1",
+]
+
+
+def _train(tmp: Path, run: str, model_dir: Path, *extra: str, nproc: int = 1) -> Path:
+    out = tmp / run
+    args = [
+        "train",
+        str(REPO / "configs/geo3k_tiny.yaml"),
+        f"trainer.output_dir={out}",
+        f"model.path={model_dir}",
+        *SMALL,
+        *extra,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "mm_gmpo", *args]
+    else:
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(nproc),
+            "--master_port",
+            str(29500 + os.getpid() % 1000),
+            "-m",
+            "mm_gmpo",
+            *args,
+        ]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def _weights(run: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(run / "checkpoints" / f"checkpoint-{step}" / "model.safetensors")
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from mm_gmpo.models import TinyModelSpec, make_tiny_model
+
+    return make_tiny_model(TinyModelSpec(kind="qwen2_5_vl"), tmp_path_factory.mktemp("m") / "tiny-vl")
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, model_dir) -> Path:
+    """4 optimizer steps straight, checkpoints every 2."""
+    return _train(
+        tmp_path_factory.mktemp("runs"), "straight", model_dir, "trainer.max_steps=4", "trainer.save_every=2"
+    )
+
+
+def test_single_process_run(straight, model_dir):
+    rows = _metrics(straight)
+    steps = [r["step"] for r in rows]
+    assert steps[0] == 0 and [s for s in steps if s > 0] == sorted({s for s in steps if s > 0}) and max(steps) == 4
+    required = [
+        "reward/mean",
+        "reward/accuracy",
+        "reward/format",
+        "response_length/mean",
+        "actor/pg_loss",
+        "actor/entropy",
+        "actor/clip_frac",
+        "actor/log_ratio_min",
+        "actor/log_ratio_max",
+        "actor/grad_norm",
+        "perf/step_s",
+        "perf/tokens_per_s",
+    ]
+    train_rows = [r for r in rows if r["step"] > 0 and "actor/pg_loss" in r]
+    assert len(train_rows) == 4
+    for row in train_rows:
+        for key in required:
+            assert key in row, key
+            assert isinstance(row[key], float) and math.isfinite(row[key]), (key, row[key])
+    assert any("val/accuracy" in r for r in rows)
+    assert rows[0]["warmstart/nll_last"] < rows[0]["warmstart/nll_first"]  # the warm start learned something
+    # the second update of a round is off-policy: its log-ratios are not all zero
+    assert any(r["actor/log_ratio_max"] - r["actor/log_ratio_min"] > 0 for r in train_rows)
+    # parameters changed
+    start = load_file(model_dir / "model.safetensors")
+    final = _weights(straight, 4)
+    assert _max_diff({k: start[k] for k in final}, final) > 0
+    assert (straight / "config.yaml").is_file()
+
+
+def test_checkpoint_loads_with_stock_transformers(straight):
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+    folder = straight / "checkpoints" / "checkpoint-4"
+    model = AutoModelForImageTextToText.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    assert tokenizer.convert_tokens_to_ids("<|image_pad|>") == model.config.image_token_id
+    saved = _weights(straight, 4)
+    state = model.state_dict()
+    assert all(torch.equal(state[k], saved[k]) for k in saved if k in state)
+
+
+def test_resume_is_exact(tmp_path, straight, model_dir):
+    first = _train(tmp_path, "resumed", model_dir, "trainer.max_steps=2", "trainer.save_every=2")
+    _train(
+        tmp_path, "resumed", model_dir, "trainer.max_steps=4", "trainer.save_every=2", f"trainer.resume_from={first}"
+    )
+    assert _max_diff(_weights(straight, 4), _weights(first, 4)) <= 1e-6
+    a = [r for r in _metrics(straight) if "actor/pg_loss" in r]
+    b = [r for r in _metrics(first) if "actor/pg_loss" in r]
+    assert [r["step"] for r in a] == [r["step"] for r in b]  # nothing repeated or skipped
+    for ra, rb in zip(a, b, strict=True):
+        for key, value in ra.items():
+            if key.startswith("perf/") or key.startswith("rollout/tokens_per_s"):
+                continue
+            assert rb[key] == pytest.approx(value, abs=1e-6), key
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_two_process_deepspeed_matches_one_process(tmp_path, model_dir, stage):
+    one = _train(
+        tmp_path, "one", model_dir, "trainer.max_steps=2", f"trainer.deepspeed={REPO}/configs/deepspeed/{stage}.json"
+    )
+    two = _train(
+        tmp_path,
+        "two",
+        model_dir,
+        "trainer.max_steps=2",
+        f"trainer.deepspeed={REPO}/configs/deepspeed/{stage}.json",
+        nproc=2,
+    )
+    w1, w2 = _weights(one, 2), _weights(two, 2)
+    assert _max_diff(w1, w2) <= 1e-5
+    r1 = [r for r in _metrics(one) if "actor/pg_loss" in r]
+    r2 = [r for r in _metrics(two) if "actor/pg_loss" in r]
+    assert r1[-1]["reward/mean"] == pytest.approx(r2[-1]["reward/mean"])
+    start = load_file(model_dir / "model.safetensors")
+    assert _max_diff({k: start[k] for k in w2}, w2) > 0
