@@ -96,8 +96,7 @@ def straight(tmp_path_factory, model_dir) -> Path:
 
 def test_single_process_run(straight, model_dir):
     rows = _metrics(straight)
-    steps = [r["step"] for r in rows]
-    assert steps[0] == 0 and [s for s in steps if s > 0] == sorted({s for s in steps if s > 0}) and max(steps) == 4
+    assert rows[0]["step"] == 0 and "val/accuracy" in rows[0]  # validation after the warm start, before RL
     required = [
         "reward/mean",
         "reward/accuracy",
@@ -112,13 +111,13 @@ def test_single_process_run(straight, model_dir):
         "perf/step_s",
         "perf/tokens_per_s",
     ]
-    train_rows = [r for r in rows if r["step"] > 0 and "actor/pg_loss" in r]
-    assert len(train_rows) == 4
+    train_rows = [r for r in rows if "actor/pg_loss" in r]
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4]  # one row per optimizer step
     for row in train_rows:
         for key in required:
             assert key in row, key
             assert isinstance(row[key], float) and math.isfinite(row[key]), (key, row[key])
-    assert any("val/accuracy" in r for r in rows)
+    assert "val/accuracy" in rows[-1] and rows[-1]["step"] == 4  # final validation
     assert rows[0]["warmstart/nll_last"] < rows[0]["warmstart/nll_first"]  # the warm start learned something
     # the second update of a round is off-policy: its log-ratios are not all zero
     assert any(r["actor/log_ratio_max"] - r["actor/log_ratio_min"] > 0 for r in train_rows)
