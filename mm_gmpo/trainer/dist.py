@@ -144,18 +144,10 @@ class TorchUpdater:
         self.scheduler.load_state_dict(state["scheduler"])
 
     def load_weights(self, folder: Path) -> None:
-        from safetensors.torch import load_file
-
-        state = {}
-        for file in sorted(folder.glob("*.safetensors")):
-            state.update(load_file(file))
-        missing, unexpected = self.module.model.load_state_dict(state, strict=False)
-        # tied embeddings are saved once: the missing lm_head is the embedding itself
-        bad = [k for k in missing if "lm_head" not in k]
-        if bad or unexpected:
-            raise UserError(
-                f"checkpoint {folder} does not match the model: missing {bad[:3]}, unexpected {unexpected[:3]}"
-            )
+        """Weights of a checkpoint through ``from_pretrained`` (it knows the saved key layout), copied in place."""
+        model = self.module.model
+        loaded = type(model).from_pretrained(folder, dtype=next(model.parameters()).dtype)
+        model.load_state_dict(loaded.state_dict())
 
 
 class DeepSpeedUpdater:
