@@ -44,13 +44,25 @@ def init_distributed(use_deepspeed: bool) -> DistContext:
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-    if world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if use_deepspeed:
-            require("deepspeed", "trainer.deepspeed", "pip install deepspeed").init_distributed(dist_backend=backend)
-        else:
-            dist.init_process_group(backend=backend)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if use_deepspeed and not dist.is_initialized():
+        if world_size == 1:  # DeepSpeed wants a process group even alone (else it tries MPI discovery)
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+            for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
+                os.environ.setdefault(key, value)
+        require("deepspeed", "trainer.deepspeed", "pip install deepspeed").init_distributed(dist_backend=backend)
+    elif world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend=backend)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def all_reduce_sum(ctx: DistContext, values: list[float]) -> list[float]:
@@ -85,7 +97,7 @@ def barrier(ctx: DistContext) -> None:
 
 
 def shutdown(ctx: DistContext) -> None:
-    if ctx.world_size > 1 and dist.is_initialized():
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 
