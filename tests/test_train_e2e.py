@@ -201,3 +201,38 @@ def test_two_process_deepspeed_matches_one_process(tmp_path, model_dir, stage):
     assert r1[-1]["reward/mean"] == pytest.approx(r2[-1]["reward/mean"])
     start = load_file(model_dir / "model.safetensors")
     assert _max_diff({k: start[k] for k in w2}, w2) > 0
+
+
+def test_text_math_run(tmp_path):
+    """math_tiny: a text-only Qwen2 on the MATH samples, built on the fly; checkpoint loads as a causal LM."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "math"
+    cmd = [
+        sys.executable,
+        "-m",
+        "mm_gmpo",
+        "train",
+        str(REPO / "configs/math_tiny.yaml"),
+        f"trainer.output_dir={out}",
+        f"model.path={tmp_path / 'tiny-text'}",
+        "trainer.max_steps=2",
+        "trainer.save_every=0",
+        "warmstart.steps=3",
+        "rollout.prompts_per_round=2",
+        "rollout.max_new_tokens=8",
+        "data.val_limit=2",
+        "data.train_limit=20",
+        "trainer.num_threads=1",
+        "trainer.progress=false",
+        "trainer.tensorboard=false",
+    ]
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = [r for r in _metrics(out) if "actor/pg_loss" in r]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(math.isfinite(r["actor/entropy"]) and r["response_length/mean"] > 0 for r in rows)
+    model = AutoModelForCausalLM.from_pretrained(out / "checkpoints" / "checkpoint-2")
+    assert model.config.model_type == "qwen2"
