@@ -93,8 +93,9 @@ def make_tiny_model(spec: TinyModelSpec, out: str | Path) -> Path:
     return out
 
 
-def _text_config(spec: TinyModelSpec, tokenizer) -> Qwen2Config:
-    return Qwen2Config(
+def _decoder_fields(spec: TinyModelSpec, tokenizer) -> dict:
+    """The text decoder's sizes and special ids, shared by the text model and Qwen2.5-VL's language part."""
+    return dict(
         hidden_size=spec.hidden,
         num_hidden_layers=spec.layers,
         num_attention_heads=spec.heads,
@@ -102,10 +103,13 @@ def _text_config(spec: TinyModelSpec, tokenizer) -> Qwen2Config:
         intermediate_size=spec.intermediate,
         vocab_size=_vocab_size(tokenizer),
         max_position_embeddings=8192,
-        tie_word_embeddings=True,
         bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
     )
+
+
+def _text_config(spec: TinyModelSpec, tokenizer) -> Qwen2Config:
+    return Qwen2Config(**_decoder_fields(spec, tokenizer), tie_word_embeddings=True)
 
 
 def _tiny_vl_model(spec: TinyModelSpec, tokenizer):
@@ -115,16 +119,8 @@ def _tiny_vl_model(spec: TinyModelSpec, tokenizer):
     head_dim = spec.hidden // spec.heads
     config = Qwen2_5_VLConfig(
         text_config=dict(
-            hidden_size=spec.hidden,
-            num_hidden_layers=spec.layers,
-            num_attention_heads=spec.heads,
-            num_key_value_heads=spec.kv_heads,
-            intermediate_size=spec.intermediate,
-            vocab_size=_vocab_size(tokenizer),
-            max_position_embeddings=8192,
+            **_decoder_fields(spec, tokenizer),
             rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=_mrope_section(head_dim)),
-            bos_token_id=ids("<|endoftext|>"),
-            eos_token_id=ids("<|im_end|>"),
         ),
         vision_config=dict(
             depth=spec.vision_layers,
