@@ -239,3 +239,113 @@ def _rows(path: Path, count: int) -> list[dict]:
 )
 def test_letter_with_option_text(response, expected):
     assert grade(response, "15", choices=GEO_CHOICES).correct is expected
+
+
+# ------------------------------------------------------------------------------------------------ later rules
+@pytest.mark.parametrize(
+    ("response", "answer", "method"),
+    [
+        # a closing "final answer" sentence after the last box overrides that (intermediate) box
+        (r"so $\boxed{255}$ of interest. Final Answer: The final answer is $10,455$.", "10,455", "final_answer"),
+        # the last math segment or the last number, whichever comes later
+        ("We get $d = 90/n$ for each divisor. Therefore there are 12 sequences in all, I think.", "12", "last_number"),
+        ("Thus the error grows. We find $$\\frac{a}{b} \\geq 2.$$ So it increases by 100%.", "100", "last_number"),
+        ("There are 12 divisors, so the common difference is $d = 90/12$ and we stop.", "d = 90/12", "last_math"),
+        ("W(x)=1orW(x)=-1", "W(x)=1orW(x)=-1", "bare"),  # no space at all: not a sentence
+    ],
+)
+def test_extraction_later_rules(response, answer, method):
+    got = extract_answer(response)
+    assert (got.answer, got.method) == (answer, method)
+
+
+def test_unboxed_solution_gold_is_extracted_like_a_response():
+    gold = (
+        "On Monday the stock keeps 90% of its value, on Tuesday 80% of that, so it keeps 72% of its value overall. "
+        "Final Answer: The final answer is $28\\%$. I hope it is correct."
+    )
+    assert verify(r"\boxed{28\%}", gold)
+    assert not verify(r"\boxed{72\%}", gold)
+    assert verify("not enough information", "not enough information")  # a short prose gold stays whole
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold", "expected"),
+    [
+        ("14{, }916", "14916", True),  # thousands brace group with a space
+        ("10weeks", "10", True),  # a unit word of 3+ letters glued to the number
+        ("3min", "3", True),
+        ("2m", "2", False),  # two letters or fewer stay a product of symbols
+        (r"\cos(x)", r"\sin(90^{\circ}-x)", True),  # a degree inside a trig function is an angle unit
+        (r"\frac{1}{2}", r"\sin 30^\circ", True),
+        (r"\frac{\sqrt{3}}{2}", r"\sin 30^\circ", False),
+        ("30", r"30^\circ", True),  # outside trig functions the sign is still dropped
+        ("(0,1)", "0<f(x)<1", True),  # a range of a function value is an interval
+        ("(0,1]", "0<f(x)<1", False),
+        (r"\frac{1}{2} \$ = \frac{10}{9}", "10/9", True),  # a letter-free computation keeps its result
+        (r"0.05 \cdot 200 = 10", "10", True),
+        ("11a+c", "7 = 11a+c", False),  # a bare number on the left is an equation, not a computation
+        ("2x = 4", "4", False),
+        ("-1 = x", "x", False),
+        ("(5,2),(7,2)", "p=5,q=2;p=7,q=2", True),  # groups of assignments are tuples in written order
+        ("(5,2),(7,3)", "p=5,q=2;p=7,q=2", False),
+        ("(1,2)", "x=1, y=2", True),
+        ("(2,1)", "x=1, y=2", False),
+        ("W(x)=1orW(x)=-1", r"W(n) = 1 \text{ and } W(n) = -1", True),  # "or" glued between answers
+        ("W(x)=1orW(x)=-2", r"W(n) = 1 \text{ and } W(n) = -1", False),
+        ("20:34:00", "20:34", True),  # times of day
+        (r"08:34 \text{P.M.}", "20:34", True),
+        ("12:05 AM", "0:05", True),
+        ("8:34 am", "20:34", False),
+        ("7:32", "7:33", False),
+    ],
+)
+def test_later_scalar_rules(pred, gold, expected):
+    assert verify(pred, gold) is expected
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold", "expected"),
+    [
+        (
+            r"\begin{pmatrix}1 & 2 \\ 3 & 4\end{pmatrix} + \begin{pmatrix}5 & 6 \\ 7 & 8\end{pmatrix}",
+            r"\begin{pmatrix}6 & 8 \\ 10 & 12\end{pmatrix}",
+            True,
+        ),
+        (
+            r"\begin{pmatrix}1 & 2 \\ 3 & 4\end{pmatrix} + \begin{pmatrix}5 & 6 \\ 7 & 8\end{pmatrix}",
+            r"\begin{pmatrix}6 & 8 \\ 10 & 13\end{pmatrix}",
+            False,
+        ),
+        (
+            r"\begin{pmatrix}1 & 2 \\ 3 & 4\end{pmatrix}\begin{pmatrix}0 & 1 \\ 1 & 0\end{pmatrix}",
+            r"\begin{pmatrix}2 & 1 \\ 4 & 3\end{pmatrix}",
+            True,
+        ),
+        (r"\frac{1}{2}\begin{pmatrix}1 & 2\end{pmatrix}", r"\begin{pmatrix}0.5 & 1\end{pmatrix}", True),
+        # powers are not evaluated (A^{10^{9}} would not finish)
+        (r"\begin{pmatrix}1 & 2 \\ 3 & 4\end{pmatrix}^{2}", r"\begin{pmatrix}7 & 10 \\ 15 & 22\end{pmatrix}", False),
+    ],
+)
+def test_matrix_arithmetic(pred, gold, expected):
+    assert verify(pred, gold) is expected
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold", "expected"),
+    [
+        # sums are compared as written, up to the order of commutative factors
+        (r"F_n = \sum_{k=0}^{n-1} F_{n-k-1} F_k", r"F_n = \sum_{k=0}^{n-1} F_k F_{n-k-1}", True),
+        (r"\sum_{k=0}^{n} k^2", r"\sum_{k=0}^{n-1} k^2", False),
+        # same function on its real domain; principal branches differ where the radicand is negative
+        (
+            r"\frac{v_0 (\frac{r_0}{r + r_0})^{0.5}}{r + r_0}",
+            r"\frac{v_{0}}{r_{0}} \frac{1}{(1+r / r_{0})^{3 / 2}}",
+            True,
+        ),
+        (r"\sqrt{x^2}", "x", False),  # |x| is not x: negative real points disagree
+        (r"x + i", "x - i", False),
+    ],
+)
+def test_symbolic_later_rules(pred, gold, expected):
+    assert verify(pred, gold) is expected

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from mm_gmpo.reward.normalize import Normalized, Number, compact, decimal_comma, normalize, parse_number
-from mm_gmpo.reward.structure import Shape, shape_of, strip_name
+from mm_gmpo.reward.structure import Shape, assignment_tuples, shape_of, strip_name
 
 MIN_DECIMAL_DIGITS = 6  # significant digits a decimal needs to stand for an exact (irrational/repeating) gold
 _LETTER_RE = re.compile(r"^\(?\s*([A-Ea-e])\s*\)?\s*[.:]?$")
@@ -91,6 +91,9 @@ def scalar_equal(pred: str, gold: str) -> tuple[bool, str]:
         return numbers_equal(pred_num, gold_num), "number"
     if _has_words(pred) or _has_words(gold):
         return _text_key(pred) == _text_key(gold) and bool(_text_key(gold)), "text"
+    pred_time, gold_time = time_of_day(pred), time_of_day(gold)
+    if pred_time is not None and gold_time is not None:
+        return pred_time == gold_time, "time"
     if _STRING_ONLY_RE.search(pred) or _STRING_ONLY_RE.search(gold):
         return False, "string"  # ratios/times (7:32, 12:00) and primes (f') mean nothing to sympy
     from mm_gmpo.reward.symbolic import Unsafe, expressions_equal, numeric_value
@@ -111,6 +114,22 @@ def scalar_equal(pred: str, gold: str) -> tuple[bool, str]:
             if verdict is not None:
                 return verdict, "number"
     return expressions_equal(pred_expr, gold_expr), "symbolic"
+
+
+_TIME_RE = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?\s*(?:\\text\{\s*)?([ap])?(?:\.?\s*m\.?)?\s*\}?", re.IGNORECASE)
+
+
+def time_of_day(text: str) -> int | None:
+    """Seconds since midnight of ``20:34``, ``20:34:00``, ``8:34 PM``, ``08:34 \\text{P.M.}``; None otherwise."""
+    m = _TIME_RE.fullmatch(text.strip())
+    if not m:
+        return None
+    hours, minutes, seconds = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+    if minutes > 59 or seconds > 59 or hours > (12 if m.group(4) else 24):
+        return None
+    if m.group(4):  # 12 AM is midnight, 12 PM noon
+        hours = hours % 12 + (12 if m.group(4).lower() == "p" else 0)
+    return (hours * 60 + minutes) * 60 + seconds
 
 
 def _matching(preds: list[str], golds: list[str]) -> bool:
@@ -159,6 +178,7 @@ def _as_set(shape: Shape):
 
 
 _STRICT = {"<": True, ">": True, r"\leq": False, r"\geq": False}
+_VARIABLE_RE = re.compile(r"[A-Za-z](?:_\{?\w+\}?)?(?:\(\s*[A-Za-z]\s*\))?")  # x, x_{1}, f(x): 0 < f(x) < 1 is a range
 
 
 def _simple_interval(shape: Shape):
@@ -168,7 +188,7 @@ def _simple_interval(shape: Shape):
     items, ops = shape.items, shape.ops
     if any(op not in _STRICT for op in ops) or len(items) not in (2, 3):
         return None
-    var_at = [k for k, item in enumerate(items) if re.fullmatch(r"[A-Za-z]", item.strip())]
+    var_at = [k for k, item in enumerate(items) if _VARIABLE_RE.fullmatch(item.strip())]
     if len(var_at) != 1 or (len(items) == 3 and var_at != [1]):
         return None
     upward = {op in ("<", r"\leq") for op in ops}
@@ -228,8 +248,36 @@ def _as_interval(shape: Shape, other: Shape) -> Shape:
     return shape
 
 
+def _is_tuples(shape: Shape) -> bool:
+    return shape.kind == "tuple" or (
+        shape.kind == "list" and all(shape_of(item).kind == "tuple" for item in shape.items)
+    )
+
+
+def _assignments_as_tuples(shape: Shape, other: Shape) -> Shape:
+    """``p=5, q=2`` is the tuple ``(5, 2)`` when the other side is a tuple (or a list of tuples)."""
+    if shape.kind == "list" and _is_tuples(other):
+        return assignment_tuples(shape.text) or shape
+    return shape
+
+
+def _evaluated_matrix(shape: Shape, other: Shape) -> Shape:
+    """``A + B`` or ``A B`` of explicit matrices, evaluated, when the other side is a matrix."""
+    if shape.kind != "scalar" or other.kind != "matrix" or r"\begin{" not in shape.text:
+        return shape
+    from mm_gmpo.reward.symbolic import matrix_value
+
+    try:
+        rows = matrix_value(exact_decimals(shape.text))
+    except Exception:  # noqa: BLE001 (not a matrix expression: compared as it is)
+        return shape
+    return shape if rows is None else Shape("matrix", rows, text=shape.text)
+
+
 def _shapes_equal(pred: Shape, gold: Shape) -> tuple[bool, str]:
     pred, gold = _as_interval(pred, gold), _as_interval(gold, pred)
+    pred, gold = _evaluated_matrix(pred, gold), _evaluated_matrix(gold, pred)
+    pred, gold = _assignments_as_tuples(pred, gold), _assignments_as_tuples(gold, pred)
     kinds = {pred.kind, gold.kind}
     if gold.kind in ("list", "set") and pred.kind in ("list", "set"):
         return _matching(_dedupe_items(pred.items), _dedupe_items(gold.items)), "structure"

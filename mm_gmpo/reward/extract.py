@@ -32,7 +32,10 @@ _BARE_WORDS = set(UNIT_WORDS.replace(" ", "|").split("|")) | {
     "pct",
     "pi",
     "sqrt",
+    "am",
+    "pm",
 }
+_GOLD_SOLUTION_CHARS = 100  # a longer gold without a box that reads as prose is a solution: extract from it
 MAX_ANSWER_CHARS = 2000  # an extracted answer longer than this is graded as a string only
 
 
@@ -112,9 +115,11 @@ def _distinct(items: list[str]) -> list[str]:
     return list(seen.values())
 
 
-def _final_answer(text: str) -> str | None:
-    """The answer in the last "final answer is X" sentence; in a wordy sentence, what follows its last "is"."""
-    tail = text[-4000:]
+def _final_answer(text: str, after: int = 0) -> str | None:
+    """The answer in the last "final answer is X" sentence (starting at or after index ``after``); in a wordy
+    sentence, what follows its last "is"."""
+    offset = max(len(text) - 4000, after)
+    tail = text[offset:]
     last = None
     for last in _FINAL_RE.finditer(tail):  # noqa: B007 (we want the last match)
         pass
@@ -123,6 +128,7 @@ def _final_answer(text: str) -> str | None:
     rest = tail[last.end() :]
     end = re.search(r"\n\s*\n|\n(?![^\n]*(?:\\\]|\$\$))|\.(?:\s|$)", rest)
     sentence = (rest[: end.start()] if end else rest).strip().strip("*_").strip()  # markdown **Answer:** C
+    sentence = re.sub(r'^(?:\\?"|“)(.*)(?:\\?"|”)$', r"\1", sentence).strip()  # quoted: "$12$ and $13$"
     sentence = re.sub(r"^(?:\\\(|\\\[|\$+)|(?:\\\)|\\\]|\$+)$", "", sentence).strip().rstrip(".")
     if not sentence:
         return None
@@ -143,6 +149,8 @@ def _looks_bare(text: str) -> bool:
     connectors (``28 percent``, ``10 square units``), or a text answer of at most two words (``Evelyn``)."""
     if len(text) > _BARE_MAX_CHARS or "\n\n" in text:
         return False
+    if not re.search(r"\s", text):
+        return True  # no space at all: not a sentence (W(x)=1orW(x)=-1)
     if re.fullmatch(r"[A-Za-z]+(?: [A-Za-z]+)?\.?", text.strip()):
         return True
     plain = re.sub(r"\\(?:begin|end)\{[A-Za-z*]+\}|\\[A-Za-z]+", " ", _TEXT_CMD_RE.sub(" x ", text))
@@ -157,6 +165,10 @@ def extract_answer(response: str, *, gold: bool = False) -> Extraction:
     if not text.strip():
         return Extraction(None, "none", 0)
     boxes = find_boxes(text)
+    if boxes and not gold:  # a closing "The final answer is X" after the last box overrides that box
+        final = _final_answer(text, after=boxes[-1][1])
+        if final:
+            return Extraction(final, "final_answer")
     if boxes:
         group = _distinct(_box_group(text, boxes))
         return Extraction(", ".join(group), "boxed", len(group))
@@ -165,20 +177,26 @@ def extract_answer(response: str, *, gold: bool = False) -> Extraction:
         open_at = text.rfind(_ANSWER_OPEN, 0, close)
         if open_at >= 0:
             return Extraction(text[open_at + len(_ANSWER_OPEN) : close].strip() or None, "answer_tag")
-    if gold:
-        return Extraction(text.strip(), "bare")
+    if gold and (len(text) <= _GOLD_SOLUTION_CHARS or _looks_bare(text.strip())):
+        return Extraction(text.strip(), "bare")  # a gold is an answer, unless it is a whole unboxed solution
     final = _final_answer(text)
     if final:
         return Extraction(final, "final_answer")
     if _looks_bare(text.strip()):
         return Extraction(text.strip(), "bare")
     tail = text[-4000:]
-    segments = [next(g for g in m.groups() if g is not None) for m in _MATH_SEGMENT_RE.finditer(tail)]
-    if segments and segments[-1].strip():
-        return Extraction(segments[-1].strip(), "last_math")
-    numbers = _NUMBER_RE.findall(tail)
-    if numbers:
-        return Extraction(numbers[-1], "last_number")
+    segment = number = None
+    for segment in _MATH_SEGMENT_RE.finditer(tail):  # noqa: B007 (we want the last match)
+        pass
+    for number in _NUMBER_RE.finditer(tail):  # noqa: B007
+        pass
+    # whichever ends later: "... $d = 90/n$ ... so there are 12 sequences." answers 12
+    if number is not None and (segment is None or number.end() > segment.end()):
+        return Extraction(number.group(0), "last_number")
+    if segment is not None:
+        content = next(g for g in segment.groups() if g is not None).strip()
+        if content:
+            return Extraction(content, "last_math")
     if len(text) <= 60 and "\n" not in text.strip():
         return Extraction(text.strip(), "bare")  # a short text answer ("not enough information")
     return Extraction(None, "none", 0)

@@ -18,7 +18,7 @@ _LABELLED_CHOICE_RE = re.compile(r"^\s*\(?([A-E])\)?(?:\s*[.:)]\s*|\s+)(\S.*)$")
 
 @dataclass(frozen=True)
 class Grade:
-    """One verdict. ``method`` says what decided it: string | number | symbolic | structure | text | choice |
+    """One verdict. ``method`` says what decided it: string | number | time | symbolic | structure | text | choice |
     none (nothing to compare) | unsafe/unparsed (not comparable) | timeout | error (from the pool)."""
 
     correct: bool

@@ -46,6 +46,11 @@ UNIT_WORDS = (
 _UNIT_TAIL_RE = re.compile(
     r"^(?P<core>.*?[\d}\)])\s+(?:\\text\{\s*)?(?:" + UNIT_WORDS + r")\.?\s*\}?\s*(?:\^\{?[23]\}?)?\s*$", re.IGNORECASE
 )
+# A unit word of 3+ letters glued to a number ("10weeks"); shorter ones ("2m", "3cm") stay products of symbols.
+_GLUED_UNIT_RE = re.compile(
+    r"^(?P<core>.*\d)(?P<u>" + "|".join(w for w in UNIT_WORDS.split("|") if len(w) >= 3 and " " not in w) + r")$",
+    re.IGNORECASE,
+)
 _TEXT_UNIT_TAIL_RE = re.compile(
     r"^(?P<core>.*?[\d}\)])\s*\\(?:text|mbox|mathrm|textnormal)\{\s*(?P<u>[A-Za-z .]+)\}(?:\^\{?[23]\}?)?\s*$"
 )
@@ -53,6 +58,8 @@ _WRAPPERS_RE = re.compile(
     r"\\(?:text|textbf|textit|textnormal|mathrm|mathbf|mathit|mathsf|mathcal|mathbb|mbox|boldsymbol|operatorname)\s*\{([^{}]*)\}"
 )
 _DEGREE_RE = re.compile(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|°|\s*\bdegrees?\b", re.IGNORECASE)
+_TRIG_RE = re.compile(r"\\(?:sin|cos|tan|cot|sec|csc)(?![a-z])")
+_DEGREE_NUMBER_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|°)")
 _PERCENT_RE = re.compile(r"\s*(?:\\%|%|\bpercent(?:age)?\b|\bpct\b)\s*$", re.IGNORECASE)
 _SPACING_RE = re.compile(r"(?<!\\)\\[,;:! >]|\\q?quad|~|\\displaystyle|\\(?:big|Big|bigg|Bigg)[lr]?\b")
 _LEFT_RIGHT_RE = re.compile(r"\\(?:left|right)\s*(?=[()\[\]|.]|\\\{|\\\}|\\[lr]?[vV]ert|\\langle|\\rangle)")
@@ -60,7 +67,7 @@ _FRAC_SHORT_RE = re.compile(r"\\frac\s*(\d|[A-Za-z])\s*(\d|[A-Za-z])")
 _FRAC_HALF_RE = re.compile(r"\\frac\s*(\d|[A-Za-z])\s*\{")
 _FRAC_HALF2_RE = re.compile(r"\\frac\s*(\{[^{}]*\})\s*(\d|[A-Za-z])")
 _SQRT_SHORT_RE = re.compile(r"\\sqrt\s*(\d+|[A-Za-z])")
-_THOUSANDS_LATEX_RE = re.compile(r"(\d)\s*(?:,\s*\\!|\{,\})\s*(\d)")
+_THOUSANDS_LATEX_RE = re.compile(r"(\d)\s*(?:,\s*\\!|\{\s*,\s*\})\s*(\d)")
 _MONEY_RE = re.compile(r"\\\$|\$|€|£|¥|\\euro\b")
 _REL_WORDS = (
     (r"\\le(?!q|ft)", r"\\leq"),
@@ -120,6 +127,8 @@ def normalize(answer: str) -> Normalized:
     text = re.sub(r"^[\[(]\s*(\\begin\{(\w+)\}.*\\end\{\2\})\s*[\])]$", r"\1", text, flags=re.DOTALL)
     for pattern, repl in _REL_RES:
         text = pattern.sub(repl, text)
+    if _TRIG_RE.search(text):  # inside a trig function a degree is an angle unit: sin 30° = 1/2, not sin(30)
+        text = _DEGREE_NUMBER_RE.sub(lambda m: rf"(\frac{{{m.group(1)}\pi}}{{180}})", text)
     degrees = bool(_DEGREE_RE.search(text))
     if degrees:
         text = _DEGREE_RE.sub("", text)
@@ -128,12 +137,14 @@ def normalize(answer: str) -> Normalized:
         text = _PERCENT_RE.sub("", text)
     unit = ""
     match = _TEXT_UNIT_TAIL_RE.match(text)
-    if match and not re.fullmatch(r"\s*[A-Za-z]\s*", match.group("u")):
+    if match and not re.fullmatch(r"\s*[A-Za-z]\s*|\s*[ap]\.?\s*m\.?\s*", match.group("u"), re.IGNORECASE):
         unit, text = match.group("u").strip().lower(), match.group("core")
     text = _unwrap(text)
     match = _UNIT_TAIL_RE.match(text)
     if match:
         unit, text = text[len(match.group("core")) :].strip().lower(), match.group("core")
+    elif match := _GLUED_UNIT_RE.match(text):
+        unit, text = match.group("u").lower(), match.group("core")
     if not percent and _PERCENT_RE.search(text):
         percent, text = True, _PERCENT_RE.sub("", text)
     text = _FRAC_SHORT_RE.sub(r"\\frac{\1}{\2}", text)

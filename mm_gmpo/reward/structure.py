@@ -24,7 +24,8 @@ _NAME_RE = re.compile(
     r"\\frac\{[A-Za-z]+\}\{[A-Za-z]+\}|\\[a-zA-Z]+|[A-Z]{1,3})\s*$"
 )
 _WORD_SPLIT_RE = re.compile(
-    r"\s+(?:and|or)\s+|\s*\\(?:text|mathrm)\{\s*(?:and|or)\s*\}\s*|(?<=[)\]}])\s*(?:and|or)\s*(?=[(\[{\\])",
+    r"\s+(?:and|or)\s+|\s*\\(?:text|mathrm)\{\s*(?:and|or)\s*\}\s*|(?<=[)\]}])\s*(?:and|or)\s*(?=[(\[{\\])"
+    r"|(?<=\d)(?:and|or)(?=[A-Za-z(\\])",  # glued: W(x)=1orW(x)=-1
     re.IGNORECASE,
 )
 
@@ -125,9 +126,37 @@ def strip_name(text: str) -> str:
     parts, ops = relation_parts(text)
     if len(parts) < 2 or any(op != "=" for op in ops) or not all(parts):
         return text
-    if len(parts) >= 3 or is_name(parts[0]):
+    if len(parts) >= 3 or is_name(parts[0]) or _is_computation(parts[0]):
         return parts[-1]
     return text
+
+
+def _is_computation(text: str) -> bool:
+    """A left side made of numbers and operators only (``0.05 \\cdot 200 = 10``): the answer is its result."""
+    letters = re.sub(r"\\(?:frac|dfrac|sqrt|cdot|times|div|left|right|\$)|\^\s*\{?\\circ\}?", "", text)
+    operator = re.search(r"[-+*/^]|\\(?:frac|sqrt|cdot|times|div)", text.strip().lstrip("+-"))  # not "7 = 11a+c"
+    return bool(operator) and any(c.isdigit() for c in text) and not re.search(r"[A-Za-z\\]", letters)
+
+
+def assignment_tuples(text: str) -> Shape | None:
+    """``p=5, q=2`` as the tuple ``(5, 2)``; ``p=5,q=2; p=7,q=2`` as the list of tuples ``(5,2), (7,2)``.
+    Every group must assign the same names in the same order (at least two)."""
+    groups = [g for g in split_top(text, ";") if g]
+    names, tuples = None, []
+    for group in groups:
+        pairs = [relation_parts(item) for item in split_top(group, ",")]
+        if any(ops != ["="] or not re.fullmatch(r"[A-Za-z](?:_\{?\w+\}?)?", parts[0]) for parts, ops in pairs):
+            return None
+        group_names = [parts[0] for parts, _ in pairs]
+        if len(group_names) < 2 or len(set(group_names)) < len(group_names) or names not in (None, group_names):
+            return None
+        names = group_names
+        tuples.append("(" + ", ".join(parts[1] for parts, _ in pairs) + ")")
+    if not tuples:
+        return None
+    if len(tuples) == 1:
+        return shape_of(tuples[0])
+    return Shape("list", tuples, text=text)
 
 
 def _expand_pm(text: str) -> list[str] | None:
@@ -143,7 +172,7 @@ def shape_of(text: str) -> Shape:
     text = text.strip()
     if parse_number(text) is not None:
         return Shape("scalar", [text], text=text)
-    m = _MATRIX_RE.match(text)
+    m = _MATRIX_RE.match(text) if text.count(r"\begin{") == 1 else None  # not "A + B" of two matrices
     if m:
         rows = [r for r in re.split(r"\\\\", m.group(2)) if r.strip() and not r.strip().startswith(r"\hline")]
         return Shape("matrix", [[c.strip() for c in r.split("&")] for r in rows], text=text)

@@ -155,8 +155,12 @@ _POINTS = (Fraction(13, 7), Fraction(-5, 11), Fraction(29, 13), Fraction(7, 3), 
 
 
 def _agree_at_points(a: sympy.Expr, b: sympy.Expr, symbols: list) -> bool | None:
-    """Agreement at up to 6 rational points (3 successes suffice); None when no point could be evaluated."""
-    tried = 0
+    """Agreement at up to 6 rational points; None when no point could be evaluated.
+
+    3 agreeing points where both sides are real suffice. A point where a side is not real (a radical of a
+    negative number) is only counted when too few real points exist: principal branches of ``(a/b)^{1/2}`` and
+    ``a^{1/2} b^{-1/2}`` differ there although the expressions are the same on their real domain."""
+    real_agree, complex_results = 0, []
     for k in range(len(_POINTS)):
         point = {s: sympy.Rational(_POINTS[(k + j) % len(_POINTS)]) for j, s in enumerate(symbols)}
         left, right = a.subs(point), b.subs(point)
@@ -165,12 +169,22 @@ def _agree_at_points(a: sympy.Expr, b: sympy.Expr, symbols: list) -> bool | None
         close = _close(left, right)
         if close is None:
             continue  # a pole or an undefined function at this point
-        if not close:
-            return False
-        tried += 1
-        if tried >= 3:
-            return True
-    return True if tried else None
+        if _is_real(left) and _is_real(right):
+            if not close:
+                return False
+            real_agree += 1
+            if real_agree >= 3:
+                return True
+        else:
+            complex_results.append(close)
+    if real_agree or complex_results:
+        return all(complex_results) if real_agree + len(complex_results) >= 3 or not real_agree else True
+    return None
+
+
+def _is_real(value: sympy.Basic) -> bool:
+    imag = value.evalf(15).as_real_imag()[1]
+    return bool(imag == 0)
 
 
 def constant_ratio(a: sympy.Expr, b: sympy.Expr) -> bool:
@@ -194,6 +208,14 @@ def constant_ratio(a: sympy.Expr, b: sympy.Expr) -> bool:
     return all(_close(r, ratios[0]) for r in ratios[1:])
 
 
+def _canonical(expr: sympy.Basic) -> sympy.Basic:
+    """The tree rebuilt with sympy's automatic ordering (the parser keeps ``F_{n-k-1} F_k`` as written). Rebuilding
+    evaluates numeric nodes, which ``_digits_bound`` has already bounded; ``doit`` (summing) is never called."""
+    if not expr.args or isinstance(expr, sympy.Number):
+        return expr
+    return expr.func(*(_canonical(arg) for arg in expr.args))
+
+
 def _undefined_as_symbols(expr: sympy.Expr) -> sympy.Expr:
     """``f(x)`` -> a symbol named ``f(x)``: undefined functions compare by name and argument."""
     return expr.replace(lambda e: isinstance(e, AppliedUndef), lambda e: sympy.Symbol(str(e)))
@@ -209,13 +231,28 @@ def expressions_equal(a: sympy.Basic, b: sympy.Basic) -> bool:
     if a.has(sympy.Float) != b.has(sympy.Float):
         return False  # a rounded literal inside an expression is not the exact expression
     if a.has(*_UNEVALUATED) or b.has(*_UNEVALUATED):
-        return False  # sums, integrals, limits with symbolic parts: equal only as written (checked above)
+        # sums, integrals, limits: equal only as written, up to the order of commutative terms and factors
+        return _canonical(a) == _canonical(b)
     if a.has(AppliedUndef) or b.has(AppliedUndef):
         a, b = _undefined_as_symbols(a), _undefined_as_symbols(b)
     symbols = sorted(a.free_symbols | b.free_symbols, key=str)
     if not symbols:
         return bool(_close(a, b))
     return bool(_agree_at_points(a, b, symbols))
+
+
+def matrix_value(text: str) -> list[list[str]] | None:
+    """Sums and products of explicit matrices (``A + B``, ``I I``, ``2A``) evaluated to rows of LaTeX entries;
+    None when ``text`` is not a matrix expression. Matrix powers are not evaluated (``A^{10^{9}}`` would hang)."""
+    expr = parse_latex(text)
+    if not isinstance(expr, sympy.MatrixExpr | sympy.MatrixBase):
+        return None
+    if any(isinstance(node, sympy.Pow | sympy.MatPow) for node in sympy.preorder_traversal(expr)):
+        return None
+    value = expr.doit()
+    if not isinstance(value, sympy.MatrixBase):
+        return None
+    return [[sympy.latex(value[r, c]) for c in range(value.cols)] for r in range(value.rows)]
 
 
 _WARMUP = (
