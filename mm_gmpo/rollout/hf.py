@@ -8,14 +8,21 @@ its log-prob under that processed distribution, and returns scores whose argmax 
 recorded log-probs are exactly those of the distribution that was sampled (whatever warpers the checkpoint's
 ``generation_config`` would otherwise add), only O(N x V) memory is used per step (no stored
 ``output_scores``), and the global torch RNG is left alone.
+
+Speed (docs/performance.md): the draw is ``torch.multinomial``'s own one-sample algorithm (an exponential race)
+written out, which gives the same tokens several times faster; and the vision tower encodes each prompt's
+images once, their embeddings shared by the prompt's n rows (``mm_encoder_outputs``), not once per row.
 """
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import logging
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from mm_gmpo.models import tokenizer_of
 from mm_gmpo.rollout.batching import (
@@ -70,11 +77,26 @@ class SampleStep(LogitsProcessor):
         else:
             logits = truncate_top_k_top_p(logits / s.temperature, s.top_k, s.top_p)
             logp = torch.log_softmax(logits, dim=-1)
-            probs = logp.exp()
-            token = torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(self.generators)])
-            token = token.unsqueeze(-1)
+            token = draw_tokens(logp.exp(), self.generators).unsqueeze(-1)
         self.logprobs.append(logp.gather(-1, token).squeeze(-1))
         return torch.full_like(logits, float("-inf")).scatter(-1, token, 0.0)
+
+
+def draw_tokens(probs: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    """[N] long: one token per row of ``probs`` [N, V], row i drawn with ``generators[i]``.
+
+    The same tokens, and the same generator states afterwards, as ``torch.multinomial(probs[i], 1, generator=g)``
+    row by row: that call's one-sample path draws E ~ Exp(1) for every vocabulary entry from the generator and
+    takes argmax(p / E) (an exponential race). Writing it out keeps one fill per row (each row has its own
+    generator) but does the division and argmax for all rows at once, and skips multinomial's per-call checks,
+    which cost several times the draw itself on a 152k vocabulary. A test pins the equality to multinomial.
+    """
+    if not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()):
+        raise RuntimeError("sampling: probability tensor contains either inf, nan or element < 0")
+    race = torch.empty_like(probs)
+    for row, generator in zip(race, generators, strict=True):
+        row.exponential_(generator=generator)
+    return (probs / race).argmax(dim=-1)
 
 
 def row_generators(sampling: SamplingParams, num_prompts: int, n: int, device) -> list[torch.Generator]:
@@ -95,6 +117,33 @@ def _expand_per_prompt(tensor: torch.Tensor | None, sizes: list[int], n: int) ->
     return torch.cat([p for part in parts for p in [part] * n])
 
 
+def _image_inputs(model: torch.nn.Module, encoded, n: int, device) -> dict:
+    """``generate``'s image inputs for n rows per prompt, the vision tower run once per prompt when possible.
+
+    Where the model's forward takes pre-encoded images (``mm_encoder_outputs``, transformers 5.x), each image is
+    encoded once and its embeddings are shared by its prompt's n rows; otherwise the pixels are copied to every
+    row and the tower encodes each image n times. Either way the rows get the same embeddings.
+    """
+    images_per_prompt = encoded.images_per_prompt.tolist()
+    pixel_values, grid = encoded.pixel_values.to(device), encoded.image_grid_thw.to(device)
+    inputs = {"image_grid_thw": _expand_per_prompt(grid, images_per_prompt, n)}
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: LoRA layers run in place
+    if "mm_encoder_outputs" not in inspect.signature(base.forward).parameters:
+        patches = grid.prod(-1).tolist()
+        ends = list(itertools.accumulate(images_per_prompt))
+        patch_sizes = [sum(patches[end - count : end]) for end, count in zip(ends, images_per_prompt, strict=True)]
+        inputs["pixel_values"] = _expand_per_prompt(pixel_values, patch_sizes, n)
+        return inputs
+    per_image = base.get_image_features(pixel_values, grid, return_dict=True).pooler_output
+    ends = list(itertools.accumulate(images_per_prompt))
+    row_images = [
+        per_image[i] for end, count in zip(ends, images_per_prompt, strict=True) for _ in range(n)
+        for i in range(end - count, end)
+    ]  # fmt: skip
+    inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=tuple(row_images))}
+    return inputs
+
+
 def hf_generate(
     model: torch.nn.Module, processor, prompts: list[Prompt], n: int, sampling: SamplingParams
 ) -> RolloutBatch:
@@ -105,14 +154,9 @@ def hf_generate(
     stops = stop_token_ids(tokenizer)
     suppressed = suppressed_token_ids(tokenizer, model_vocab_size(model))
     rows = torch.arange(len(prompts)).repeat_interleave(n)
+    num_rows = len(rows)
     inputs = {"input_ids": encoded.input_ids[rows], "attention_mask": encoded.attention_mask[rows]}
     if encoded.pixel_values is not None:
-        patches = encoded.image_grid_thw.prod(-1)
-        image_ends = torch.cumsum(encoded.images_per_prompt, 0).tolist()
-        image_starts = [e - int(c) for e, c in zip(image_ends, encoded.images_per_prompt.tolist(), strict=True)]
-        patch_sizes = [int(patches[a:b].sum()) for a, b in zip(image_starts, image_ends, strict=True)]
-        inputs["pixel_values"] = _expand_per_prompt(encoded.pixel_values, patch_sizes, n)
-        inputs["image_grid_thw"] = _expand_per_prompt(encoded.image_grid_thw, encoded.images_per_prompt.tolist(), n)
         inputs["mm_token_type_ids"] = (inputs["input_ids"] == processor.image_token_id).long()
     inputs = {k: v.to(device) for k, v in inputs.items()}
     sampler = SampleStep(sampling, suppressed.to(device), row_generators(sampling, len(prompts), n, device))
@@ -129,6 +173,8 @@ def hf_generate(
     model.eval()
     try:
         with torch.no_grad():
+            if encoded.pixel_values is not None:
+                inputs.update(_image_inputs(model, encoded, n, device))
             sequences = model.generate(
                 **inputs, generation_config=config, logits_processor=LogitsProcessorList([sampler])
             )
@@ -136,9 +182,9 @@ def hf_generate(
         model.train(was_training)
     prompt_length = encoded.input_ids.shape[1]
     generated = sequences[:, prompt_length:].cpu()
-    step_logprobs = torch.stack(sampler.logprobs, dim=1).cpu() if sampler.logprobs else torch.zeros(len(rows), 0)
+    step_logprobs = torch.stack(sampler.logprobs, dim=1).cpu() if sampler.logprobs else torch.zeros(num_rows, 0)
     responses, logprobs, reasons = [], [], []
-    for i in range(len(rows)):
+    for i in range(num_rows):
         tokens, reason = cut_at_stop(generated[i].tolist(), set(stops))
         responses.append(tokens)
         logprobs.append(step_logprobs[i, : len(tokens)].tolist())

@@ -96,17 +96,25 @@ def _token_stats(
     suppressed: torch.Tensor,  # [S] long
     temperature: float,
     with_entropy: bool,
+    entropy_grad: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-prob [M], entropy [M] or empty) of ``tokens`` under the tempered, suppressed distribution."""
+    """(log-prob [M], entropy [M] or empty) of ``tokens`` under the tempered, suppressed distribution.
+
+    ``entropy_grad=False``: the entropy is a metric only; it is computed outside autograd, so it keeps no
+    [M, V] tensors for backward and the checkpoint's recomputation stops before it (same values).
+    """
     logits = lm_head(hidden).float()
     if suppressed.numel():
         logits = logits.index_fill(-1, suppressed, float("-inf"))
-    logp = F.log_softmax(logits / temperature, dim=-1)
+    if temperature != 1.0:  # dividing by 1 changes no value: skip the [M, V] pass (and its backward)
+        logits = logits / temperature
+    logp = F.log_softmax(logits, dim=-1)
     token_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     if not with_entropy:
         return token_logp, token_logp.new_zeros(0)
-    # -sum p log p with the suppressed entries (p = 0, log p = -inf) contributing 0 instead of nan
-    entropy = -(logp.exp() * logp.masked_fill(torch.isinf(logp), 0.0)).sum(-1)
+    with torch.set_grad_enabled(torch.is_grad_enabled() and entropy_grad):
+        # -sum p log p with the suppressed entries (p = 0, log p = -inf) contributing 0 instead of nan
+        entropy = -(logp.exp() * logp.masked_fill(torch.isinf(logp), 0.0)).sum(-1)
     return token_logp, entropy
 
 
@@ -117,11 +125,13 @@ def policy_logprobs(
     temperature: float,
     chunk_size: int = 512,
     with_entropy: bool = False,
+    entropy_grad: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(log-probs [N, R], entropy [N, R] or None) of the batch's response tokens under ``model``.
 
     Values at positions outside ``response_mask`` are 0. Differentiable (the trainer backprops through it).
     ``chunk_size``: response tokens per LM-head call (peak logits memory: chunk_size x vocab x 4 bytes).
+    ``entropy_grad=False``: the entropy is returned detached (a metric; cheaper backward, less memory).
     """
     hf = _hf_model(model)
     device = next(hf.parameters()).device
@@ -138,9 +148,9 @@ def policy_logprobs(
     for start in range(0, selected.shape[0], max(chunk_size, 1)):
         args = (selected[start : start + chunk_size], tokens[start : start + chunk_size], lm_head, suppressed)
         if use_checkpoint:
-            lp, ent = checkpoint(_token_stats, *args, temperature, with_entropy, use_reentrant=False)
+            lp, ent = checkpoint(_token_stats, *args, temperature, with_entropy, entropy_grad, use_reentrant=False)
         else:
-            lp, ent = _token_stats(*args, temperature, with_entropy)
+            lp, ent = _token_stats(*args, temperature, with_entropy, entropy_grad)
         logps.append(lp)
         entropies.append(ent)
     zeros = torch.zeros(mask.shape, dtype=torch.float32, device=device)

@@ -15,12 +15,22 @@ class PolicyLogprobs(torch.nn.Module):
         super().__init__()
         self.model = model  # the Hugging Face model (generation and saving use it directly)
 
-    def forward(self, batch, temperature: float, chunk_size: int, with_entropy: bool = False):
-        """(log-probs [N, R], entropy [N, R] or None) of the batch's response tokens under the policy."""
+    def forward(
+        self, batch, temperature: float, chunk_size: int, with_entropy: bool = False, entropy_grad: bool = True
+    ):
+        """(log-probs [N, R], entropy [N, R] or None) of the batch's response tokens under the policy.
+
+        ``entropy_grad=False``: the entropy is only a metric (detached; see ``policy_logprobs``).
+        """
         from mm_gmpo.rollout import policy_logprobs
 
         return policy_logprobs(
-            self.model, batch, temperature=temperature, chunk_size=chunk_size, with_entropy=with_entropy
+            self.model,
+            batch,
+            temperature=temperature,
+            chunk_size=chunk_size,
+            with_entropy=with_entropy,
+            entropy_grad=entropy_grad,
         )
 
 

@@ -229,6 +229,7 @@ class Trainer:
                     temperature=cfg.rollout.temperature,
                     chunk_size=cfg.trainer.logprob_chunk_size,
                     with_entropy=True,
+                    entropy_grad=bool(a.entropy_coef),  # otherwise a metric: no backward through it
                 )
                 old = old_logprobs[idx] if old_logprobs is not None else logprobs.detach()
                 loss, metrics = self.loss_fn(logprobs, old, advantages[idx], mask, denominator=global_rows, **clip)
