@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 from fractions import Fraction
 
 import sympy
@@ -77,6 +78,37 @@ def _digits_bound(expr: sympy.Basic, depth: int = 0) -> float:
     return max(args) + math.log10(len(args))
 
 
+# SLL prediction cannot choose between the grammar's "letter, subscript, then superscript" alternatives: a lone
+# letter before ``^`` (``x^2``) or a subscripted letter without a superscript (``F_{k}``) makes it fail, and the
+# full-LL retry costs 5-50 ms. Spellings of the same tree that SLL parses: ``{x}^2`` and ``F_{k}^{1}`` (the power
+# 1 is removed after parsing). ``e`` is left alone (``e^x`` is exp(x), ``{e}^x`` would be the symbol e).
+_SLL_POWER_RE = re.compile(
+    r"(?<![\\A-Za-z])([A-Za-df-z]|\\(?:pi|theta|alpha|beta|delta|epsilon|lambda|mu|nu|rho|sigma|tau|phi|omega|psi|"
+    r"chi|eta|kappa|xi)(?![A-Za-z]))(?=\s*\^)"
+)
+_CALCULUS_RE = re.compile(r"\\frac\s*\{\s*d|\\partial|\\int|\\mathrm\{d\}|\bd\s*[A-Za-z]\s*\^")
+_SLL_SUBSCRIPT_RE = re.compile(r"(?<![\\A-Za-z])([A-Za-z]_(?:\{[^{}^_\\]*\}|[A-Za-z0-9]))(?!\s*\^)")
+
+
+def sll_friendly(text: str) -> tuple[str, bool]:
+    """``text`` respelled so that SLL prediction parses it, and whether powers ``^{1}`` were added (see above)."""
+    if _CALCULUS_RE.search(text):
+        return text, False  # d t^2 in a derivative is the symbol dt squared: left to the full parser
+    if "^" in text:
+        text = _SLL_POWER_RE.sub(r"{\1}", text)
+    added = 0
+    if "_" in text:
+        text, added = _SLL_SUBSCRIPT_RE.subn(r"\1^{1}", text)
+    return text, bool(added)
+
+
+def _drop_unit_powers(expr):
+    """Undo the ``^{1}`` of ``sll_friendly`` (the parser keeps ``F_k**1`` unevaluated)."""
+    if not isinstance(expr, sympy.Basic):
+        return expr
+    return expr.replace(lambda e: isinstance(e, sympy.Pow) and e.exp == 1, lambda e: e.base)
+
+
 try:  # two-stage ANTLR parsing on latex2sympy2_extended's converter (a private class: guarded)
     from antlr4.atn.PredictionMode import PredictionMode
     from latex2sympy2_extended.latex2sympy2 import _Latex2Sympy
@@ -95,9 +127,11 @@ try:  # two-stage ANTLR parsing on latex2sympy2_extended's converter (a private 
 
     def _latex_to_sympy(text: str):
         converter = _TwoStageConverter(None, None, False, config=_CONVERSION)
+        respelled, added_powers = sll_friendly(text)
         try:
-            return converter.parse(text)
-        except Exception:  # noqa: BLE001 (retry with LL, which raises the real error if any)
+            expr = converter.parse(respelled)
+            return _drop_unit_powers(expr) if added_powers else expr
+        except Exception:  # noqa: BLE001 (retry the text as written with LL, which raises the real error if any)
             converter.sll = False
             return converter.parse(text)
 
