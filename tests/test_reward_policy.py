@@ -349,3 +349,21 @@ def test_matrix_arithmetic(pred, gold, expected):
 )
 def test_symbolic_later_rules(pred, gold, expected):
     assert verify(pred, gold) is expected
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold", "expected"),
+    [
+        # an inequality chain on |x| with numeric ends is the mirrored pair of intervals (no solver)
+        (r"1\leq|z|\leq \frac{3}{2}", r"z \in [-\frac{3}{2}, -1] \cup [1, \frac{3}{2}]", True),
+        (r"|x| < 2", "(-2,2)", True),
+        (r"|x| < 2", "(-2,2]", False),
+        (r"|x| > 1", r"(-\infty,-1) \cup (1, \infty)", True),
+        (r"|x| \geq 0", r"(-\infty,\infty)", True),
+        (r"0 < |x| < 2", r"(-2,0) \cup (0,2)", True),  # a union of open intervals written as pairs
+        (r"0 < |x| < 2", "(-2,2)", False),
+        (r"(-2,0) \cup (0,3)", r"(-2,0) \cup (0,2)", False),
+    ],
+)
+def test_absolute_value_inequalities(pred, gold, expected):
+    assert verify(pred, gold) is expected

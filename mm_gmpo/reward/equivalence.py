@@ -158,7 +158,7 @@ def _as_set(shape: Shape):
             lo, hi = (to_sympy(e) for e in shape.items)
             return sympy.Interval(lo, hi, shape.brackets[0] == "(", shape.brackets[1] == ")")
         if shape.kind == "union":
-            sets = [_as_set(s) for s in shape.items]
+            sets = [_as_set(_as_interval(s, shape)) for s in shape.items]  # (-2,0) \cup (0,2): open intervals
             return None if any(s is None for s in sets) else sympy.Union(*sets)
         if shape.kind == "relation" and "=" not in shape.ops:
             simple = _simple_interval(shape)
@@ -182,15 +182,37 @@ _VARIABLE_RE = re.compile(r"[A-Za-z](?:_\{?\w+\}?)?(?:\(\s*[A-Za-z]\s*\))?")  # 
 
 
 def _simple_interval(shape: Shape):
-    r"""``x < 3``, ``3 \geq x``, ``-2 \le x < 7`` with a bare variable: the interval without solving."""
-    import sympy
-
+    r"""``x < 3``, ``3 \geq x``, ``-2 \le x < 7``, ``0 < f(x) < 1``, ``1 \le |z| \le 2`` with one variable and
+    numeric ends: the set without solving."""
     items, ops = shape.items, shape.ops
     if any(op not in _STRICT for op in ops) or len(items) not in (2, 3):
         return None
-    var_at = [k for k, item in enumerate(items) if _VARIABLE_RE.fullmatch(item.strip())]
+    var_at = [k for k, item in enumerate(items) if _VARIABLE_RE.fullmatch(item.strip().strip("|"))]
     if len(var_at) != 1 or (len(items) == 3 and var_at != [1]):
         return None
+    absolute = re.fullmatch(r"\|[^|]+\|", items[var_at[0]].strip()) is not None
+    if not absolute and "|" in items[var_at[0]]:
+        return None
+    values = _interval_of_chain(items, ops, var_at[0])
+    return _abs_preimage(values) if absolute and values is not None else values
+
+
+def _abs_preimage(values):
+    """The set of x with ``|x|`` in ``values`` (``1 \\le |z| \\le 2`` is ``[-2,-1] \\cup [1,2]``), no solving."""
+    import sympy
+
+    nonnegative = values.intersect(sympy.Interval(0, sympy.oo))
+    if not isinstance(nonnegative, sympy.Interval):
+        return None if nonnegative != sympy.S.EmptySet else nonnegative
+    mirrored = sympy.Interval(-nonnegative.end, -nonnegative.start, nonnegative.right_open, nonnegative.left_open)
+    return sympy.Union(mirrored, nonnegative)
+
+
+def _interval_of_chain(items: list[str], ops: list[str], var_index: int):
+    """The interval of the one variable item of a 2-3 part inequality chain with numeric ends."""
+    import sympy
+
+    var_at = [var_index]
     upward = {op in ("<", r"\leq") for op in ops}
     if len(upward) != 1:
         return None  # a < x > b is not an interval

@@ -86,6 +86,7 @@ _SLL_POWER_RE = re.compile(
     r"(?<![\\A-Za-z])([A-Za-df-z]|\\(?:pi|theta|alpha|beta|delta|epsilon|lambda|mu|nu|rho|sigma|tau|phi|omega|psi|"
     r"chi|eta|kappa|xi)(?![A-Za-z]))(?=\s*\^)"
 )
+_DECIMAL_TOKEN_RE = re.compile(r"\d*\.\d+|\d+\.")
 _CALCULUS_RE = re.compile(r"\\frac\s*\{\s*d|\\partial|\\int|\\mathrm\{d\}|\bd\s*[A-Za-z]\s*\^")
 _SLL_SUBSCRIPT_RE = re.compile(r"(?<![\\A-Za-z])([A-Za-z]_(?:\{[^{}^_\\]*\}|[A-Za-z0-9]))(?!\s*\^)")
 
@@ -118,6 +119,16 @@ try:  # two-stage ANTLR parsing on latex2sympy2_extended's converter (a private 
         the result is LL's (the error listener raises, so SLL never returns an error-recovered tree)."""
 
         sll = True
+
+        def parse_number(self, text):
+            """Number tokens without ``sympy.Number(str)`` (which runs sympy's string parser, ~1 ms each); the
+            same values: ``Integer`` for digits, ``Float`` for a plain decimal, the original path otherwise."""
+            digits = text.replace(",", "")
+            if digits.isdigit():
+                return sympy.Integer(int(digits))
+            if _DECIMAL_TOKEN_RE.fullmatch(digits):
+                return sympy.Float(digits)
+            return super().parse_number(text)
 
         def create_parser(self, latex_str):
             parser = super().create_parser(latex_str)
@@ -170,18 +181,26 @@ def numeric_value(expr: sympy.Basic) -> Fraction | None:
         return None
 
 
-def _close(a: sympy.Basic, b: sympy.Basic) -> bool | None:
-    """Numeric agreement of two symbol-free values (complex allowed); None when one is not a finite number."""
-    va, vb = a.evalf(_PRECISION), b.evalf(_PRECISION)
-    if not (va.is_number and vb.is_number) or va.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
+def _parts(value: sympy.Basic) -> tuple[Fraction, Fraction] | None:
+    """Real and imaginary parts of an evaluated number as Fractions; None when it is not a finite number."""
+    if not value.is_number or value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
         return None
     try:
-        ra, ia = (Fraction(str(part)) for part in va.as_real_imag())
-        rb, ib = (Fraction(str(part)) for part in vb.as_real_imag())
+        real, imag = (Fraction(str(part)) for part in value.as_real_imag())
     except (ValueError, TypeError, ZeroDivisionError):
         return None  # infinite or symbolic parts
-    scale = max(abs(ra), abs(ia), abs(rb), abs(ib))
-    return abs(ra - rb) + abs(ia - ib) <= _REL_TOL * scale
+    return real, imag
+
+
+def _agree(a: tuple[Fraction, Fraction], b: tuple[Fraction, Fraction]) -> bool:
+    scale = max(abs(a[0]), abs(a[1]), abs(b[0]), abs(b[1]))
+    return abs(a[0] - b[0]) + abs(a[1] - b[1]) <= _REL_TOL * scale
+
+
+def _close(a: sympy.Basic, b: sympy.Basic) -> bool | None:
+    """Numeric agreement of two symbol-free values (complex allowed); None when one is not a finite number."""
+    va, vb = _parts(a.evalf(_PRECISION)), _parts(b.evalf(_PRECISION))
+    return None if va is None or vb is None else _agree(va, vb)
 
 
 _UNEVALUATED = (sympy.Sum, sympy.Product, sympy.Integral, sympy.Limit, sympy.Derivative)
@@ -193,17 +212,19 @@ def _agree_at_points(a: sympy.Expr, b: sympy.Expr, symbols: list) -> bool | None
 
     3 agreeing points where both sides are real suffice. A point where a side is not real (a radical of a
     negative number) is only counted when too few real points exist: principal branches of ``(a/b)^{1/2}`` and
-    ``a^{1/2} b^{-1/2}`` differ there although the expressions are the same on their real domain."""
+    ``a^{1/2} b^{-1/2}`` differ there although the expressions are the same on their real domain. Each side is
+    evaluated with ``evalf(subs=...)`` (no substituted tree is built)."""
     real_agree, complex_results = 0, []
     for k in range(len(_POINTS)):
         point = {s: sympy.Rational(_POINTS[(k + j) % len(_POINTS)]) for j, s in enumerate(symbols)}
-        left, right = a.subs(point), b.subs(point)
+        left, right = a.evalf(_PRECISION, subs=point), b.evalf(_PRECISION, subs=point)
         if left.free_symbols or right.free_symbols:
             return None
-        close = _close(left, right)
-        if close is None:
+        va, vb = _parts(left), _parts(right)
+        if va is None or vb is None:
             continue  # a pole or an undefined function at this point
-        if _is_real(left) and _is_real(right):
+        close = _agree(va, vb)
+        if va[1] == 0 and vb[1] == 0:
             if not close:
                 return False
             real_agree += 1
@@ -214,11 +235,6 @@ def _agree_at_points(a: sympy.Expr, b: sympy.Expr, symbols: list) -> bool | None
     if real_agree or complex_results:
         return all(complex_results) if real_agree + len(complex_results) >= 3 or not real_agree else True
     return None
-
-
-def _is_real(value: sympy.Basic) -> bool:
-    imag = value.evalf(15).as_real_imag()[1]
-    return bool(imag == 0)
 
 
 def constant_ratio(a: sympy.Expr, b: sympy.Expr) -> bool:
