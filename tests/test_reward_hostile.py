@@ -155,3 +155,12 @@ def test_huge_responses_are_graded_in_linear_time():
     grades = [grade(response, "2") for response in responses]
     assert time.perf_counter() - start < 10
     assert not any(g.correct for g in grades)
+
+
+def test_matrix_products_are_bounded():
+    # products of many symbolic matrices grow exponentially: more than MAX_MATRICES are not evaluated
+    matrix = r"\begin{pmatrix}a & b & c \\ d & e & f \\ g & h & k\end{pmatrix}"
+    for count in (4, 6):
+        start = time.perf_counter()
+        assert not grade(rf"\boxed{{{matrix * count}}}", matrix).correct
+        assert time.perf_counter() - start < 2.0, count

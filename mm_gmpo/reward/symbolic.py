@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 MAX_LATEX_CHARS = 600  # longer answers are compared as strings only
 MAX_NESTING = 60  # bracket depth beyond which the parser is not called (its recursion is unbounded)
+MAX_MATRICES = 4  # matrix expressions with more matrices than this are not evaluated
 MAX_DIGITS = 20000  # no numeric node may need more digits than this
 _PRECISION = 50  # decimal digits for numeric comparison
 _REL_TOL = Fraction(1, 10**30)  # relative agreement that counts as equal for symbol-free expressions
@@ -294,6 +295,8 @@ def expressions_equal(a: sympy.Basic, b: sympy.Basic) -> bool:
 def matrix_value(text: str) -> list[list[str]] | None:
     """Sums and products of explicit matrices (``A + B``, ``I I``, ``2A``) evaluated to rows of LaTeX entries;
     None when ``text`` is not a matrix expression. Matrix powers are not evaluated (``A^{10^{9}}`` would hang)."""
+    if text.count(r"\begin{") > MAX_MATRICES:
+        return None  # products of many symbolic matrices grow exponentially
     expr = parse_latex(text)
     if not isinstance(expr, sympy.MatrixExpr | sympy.MatrixBase):
         return None
