@@ -267,6 +267,10 @@ def test_unboxed_solution_gold_is_extracted_like_a_response():
     assert verify(r"\boxed{28\%}", gold)
     assert not verify(r"\boxed{72\%}", gold)
     assert verify("not enough information", "not enough information")  # a short prose gold stays whole
+    # a long gold without such a sentence is an answer, even with prose and several math segments
+    long_gold = r"$f(x)=a x+b$, where $b$ is an arbitrary integer, and $a$ is an arbitrary positive integer with $a>0$"
+    assert extract_answer(long_gold, gold=True).answer == long_gold
+    assert verify(rf"\boxed{{{long_gold}}}", long_gold)
 
 
 @pytest.mark.parametrize(

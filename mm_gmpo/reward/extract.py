@@ -35,7 +35,7 @@ _BARE_WORDS = set(UNIT_WORDS.replace(" ", "|").split("|")) | {
     "am",
     "pm",
 }
-_GOLD_SOLUTION_CHARS = 100  # a longer gold without a box that reads as prose is a solution: extract from it
+_GOLD_SOLUTION_CHARS = 100  # a longer gold with a closing "the answer is X" sentence is a solution: X is its answer
 MAX_ANSWER_CHARS = 2000  # an extracted answer longer than this is graded as a string only
 
 
@@ -177,9 +177,9 @@ def extract_answer(response: str, *, gold: bool = False) -> Extraction:
         open_at = text.rfind(_ANSWER_OPEN, 0, close)
         if open_at >= 0:
             return Extraction(text[open_at + len(_ANSWER_OPEN) : close].strip() or None, "answer_tag")
-    if gold and (len(text) <= _GOLD_SOLUTION_CHARS or _looks_bare(text.strip())):
-        return Extraction(text.strip(), "bare")  # a gold is an answer, unless it is a whole unboxed solution
-    final = _final_answer(text)
+    final = None if gold and len(text) <= _GOLD_SOLUTION_CHARS else _final_answer(text)
+    if gold and not final:
+        return Extraction(text.strip(), "bare")  # a gold is an answer, unless a solution ending "the answer is X"
     if final:
         return Extraction(final, "final_answer")
     if _looks_bare(text.strip()):
