@@ -371,3 +371,22 @@ def test_symbolic_later_rules(pred, gold, expected):
 )
 def test_absolute_value_inequalities(pred, gold, expected):
     assert verify(pred, gold) is expected
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold", "expected"),
+    [
+        # a bracketed list is a vector when the gold is a one-column or one-row matrix (entries in order)
+        ("[0.5, 1]", r"\begin{matrix} \frac12 \\ 1 \end{matrix}", True),
+        ("[0.5, 2]", r"\begin{matrix} \frac12 \\ 1 \end{matrix}", False),
+        ("(1, 2)", r"\begin{pmatrix} 1 & 2 \end{pmatrix}", True),
+        ("(2, 1)", r"\begin{pmatrix} 1 & 2 \end{pmatrix}", False),
+        ("(1, 2, 3)", r"\begin{pmatrix} 1 & 2 \end{pmatrix}", False),
+        # a gold cut inside its box (a data error) is the text after the box opening
+        ("5", r"the value is \boxed{5", True),
+        ("6", r"\boxed{5", False),
+        ("W(x)=1orW(x)=-1", r"\\boxed{W(n) = 1 \\text{ and } W(n) = -1", True),
+    ],
+)
+def test_vectors_and_cut_golds(pred, gold, expected):
+    assert verify(pred, gold) is expected

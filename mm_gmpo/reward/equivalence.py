@@ -296,7 +296,20 @@ def _evaluated_matrix(shape: Shape, other: Shape) -> Shape:
     return shape if rows is None else Shape("matrix", rows, text=shape.text)
 
 
+def _as_vector(shape: Shape, other: Shape) -> Shape:
+    """``[0.5, 1]`` or ``(1, 2)`` is a vector when the other side is a one-row or one-column matrix."""
+    if shape.kind not in ("tuple", "interval") or other.kind != "matrix" or shape.brackets not in ("()", "[]"):
+        return shape
+    rows = other.items
+    if len(rows) == 1:
+        return Shape("matrix", [list(shape.items)], text=shape.text)
+    if all(len(row) == 1 for row in rows):
+        return Shape("matrix", [[item] for item in shape.items], text=shape.text)
+    return shape
+
+
 def _shapes_equal(pred: Shape, gold: Shape) -> tuple[bool, str]:
+    pred, gold = _as_vector(pred, gold), _as_vector(gold, pred)
     pred, gold = _as_interval(pred, gold), _as_interval(gold, pred)
     pred, gold = _evaluated_matrix(pred, gold), _evaluated_matrix(gold, pred)
     pred, gold = _assignments_as_tuples(pred, gold), _assignments_as_tuples(gold, pred)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from mm_gmpo.reward.normalize import UNIT_WORDS, clean_unicode
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b\s*")
+_UNCLOSED_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _ANSWER_OPEN, _ANSWER_CLOSE = "<answer>", "</answer>"
 _FINAL_RE = re.compile(
     r"(?:final\s+answer(?:\s+is)?|the\s+answer\s+is|\banswer\s*(?:is|:)|^\s*answer\b)\s*[:=]?\s*(?:\\\(|\\\[|\$+)?\s*",
@@ -177,6 +178,8 @@ def extract_answer(response: str, *, gold: bool = False) -> Extraction:
         open_at = text.rfind(_ANSWER_OPEN, 0, close)
         if open_at >= 0:
             return Extraction(text[open_at + len(_ANSWER_OPEN) : close].strip() or None, "answer_tag")
+    if gold and (unclosed := _UNCLOSED_BOX_RE.search(text)) and _match_braces(text, unclosed.end() - 1) < 0:
+        return Extraction(text[unclosed.end() :].strip() or None, "boxed")  # a gold cut inside its box: the rest
     final = None if gold and len(text) <= _GOLD_SOLUTION_CHARS else _final_answer(text)
     if gold and not final:
         return Extraction(text.strip(), "bare")  # a gold is an answer, unless a solution ending "the answer is X"
