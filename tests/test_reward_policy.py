@@ -382,9 +382,10 @@ def test_absolute_value_inequalities(pred, gold, expected):
         ("(1, 2)", r"\begin{pmatrix} 1 & 2 \end{pmatrix}", True),
         ("(2, 1)", r"\begin{pmatrix} 1 & 2 \end{pmatrix}", False),
         ("(1, 2, 3)", r"\begin{pmatrix} 1 & 2 \end{pmatrix}", False),
-        # a gold cut inside its box (a data error) is the text after the box opening
+        # a box never closed (a gold with a data error, a cut response) is the short text after its opening
         ("5", r"the value is \boxed{5", True),
         ("6", r"\boxed{5", False),
+        (r"so \boxed{5", "5", True),
         ("W(x)=1orW(x)=-1", r"\\boxed{W(n) = 1 \\text{ and } W(n) = -1", True),
     ],
 )

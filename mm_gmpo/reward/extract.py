@@ -178,8 +178,12 @@ def extract_answer(response: str, *, gold: bool = False) -> Extraction:
         open_at = text.rfind(_ANSWER_OPEN, 0, close)
         if open_at >= 0:
             return Extraction(text[open_at + len(_ANSWER_OPEN) : close].strip() or None, "answer_tag")
-    if gold and (unclosed := _UNCLOSED_BOX_RE.search(text)) and _match_braces(text, unclosed.end() - 1) < 0:
-        return Extraction(text[unclosed.end() :].strip() or None, "boxed")  # a gold cut inside its box: the rest
+    if (unclosed := _UNCLOSED_BOX_RE.search(text)) and _match_braces(text, unclosed.end() - 1) < 0:
+        # a box never closed (a gold with a data error, a response cut inside its box): the short rest is the
+        # answer; training scores responses cut at the length limit 0 anyway (compute_rewards zero_truncated)
+        rest = text[unclosed.end() :].strip()
+        if rest and len(rest) <= _GOLD_SOLUTION_CHARS and "\n" not in rest:
+            return Extraction(rest, "boxed")
     final = None if gold and len(text) <= _GOLD_SOLUTION_CHARS else _final_answer(text)
     if gold and not final:
         return Extraction(text.strip(), "bare")  # a gold is an answer, unless a solution ending "the answer is X"
