@@ -247,6 +247,8 @@ def test_letter_with_option_text(response, expected):
     [
         # a closing "final answer" sentence after the last box overrides that (intermediate) box
         (r"so $\boxed{255}$ of interest. Final Answer: The final answer is $10,455$.", "10,455", "final_answer"),
+        (r"\boxed{5} and so the answer is B.", "B", "final_answer"),
+        (r"so \boxed{5}. I believe the answer is correct.", "5", "boxed"),  # a judgement, not an answer
         # the last math segment or the last number, whichever comes later
         ("We get $d = 90/n$ for each divisor. Therefore there are 12 sequences in all, I think.", "12", "last_number"),
         ("Thus the error grows. We find $$\\frac{a}{b} \\geq 2.$$ So it increases by 100%.", "100", "last_number"),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from mm_gmpo.reward.normalize import UNIT_WORDS, clean_unicode
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b\s*")
+_MATHLIKE_RE = re.compile(r"[\d\\]|^\(?[A-E]\)?$")  # a digit, a LaTeX command or a choice letter
 _UNCLOSED_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _ANSWER_OPEN, _ANSWER_CLOSE = "<answer>", "</answer>"
 _FINAL_RE = re.compile(
@@ -168,7 +169,7 @@ def extract_answer(response: str, *, gold: bool = False) -> Extraction:
     boxes = find_boxes(text)
     if boxes and not gold:  # a closing "The final answer is X" after the last box overrides that box
         final = _final_answer(text, after=boxes[-1][1])
-        if final:
+        if final and _MATHLIKE_RE.search(final):  # not "I believe the answer is correct."
             return Extraction(final, "final_answer")
     if boxes:
         group = _distinct(_box_group(text, boxes))
