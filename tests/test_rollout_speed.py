@@ -109,22 +109,36 @@ def test_one_encode_per_prompt_samples_what_n_encodes_sampled(vl):
         assert torch.allclose(batch.sampler_logprobs[i, :length], expected_logprobs[i, :length], atol=1e-6)
 
 
-def test_entropy_as_a_metric_changes_no_value_and_no_gradient(vl):
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_hand_written_backward_gives_autograds_numbers(vl, temperature, monkeypatch):
+    """entropy_grad=True runs the checkpointed autograd chunks; False the hand-written backward: same numbers."""
+    import mm_gmpo.rollout.logprobs as logprobs_module
+
+    fused_calls = []
+    apply = logprobs_module._SampledTokenStats.apply
+    monkeypatch.setattr(
+        logprobs_module._SampledTokenStats, "apply", lambda *args: fused_calls.append(1) or apply(*args)
+    )
     model, processor, prompts = vl
     batch = RolloutEngine("hf", model, processor).generate(
-        prompts[:2], 2, SamplingParams(temperature=1.0, max_new_tokens=4, seed=1)
+        prompts[:2], 2, SamplingParams(temperature=temperature, max_new_tokens=4, seed=1)
     )
+    weights = torch.linspace(-1.0, 2.0, batch.response_mask.numel()).view_as(batch.response_mask)
     results = []
     for entropy_grad in (True, False):
         model.zero_grad()
         logprobs, entropy = policy_logprobs(
-            model, batch, temperature=1.0, chunk_size=5, with_entropy=True, entropy_grad=entropy_grad
+            model, batch, temperature=temperature, chunk_size=5, with_entropy=True, entropy_grad=entropy_grad
         )
-        logprobs.sum().backward()
+        (logprobs * weights).sum().backward()
         grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
         results.append((logprobs.detach(), entropy, grads))
     model.zero_grad()
     (lp_a, ent_a, grads_a), (lp_b, ent_b, grads_b) = results
+    assert len(fused_calls) == -(-int(batch.response_mask.sum()) // 5)  # every chunk of the second pass, only
     assert ent_a.requires_grad and not ent_b.requires_grad
     assert torch.equal(lp_a, lp_b) and torch.equal(ent_a.detach(), ent_b)
+    with torch.no_grad():  # the no-grad passes (old/reference log-probs, preflight): the same values again
+        lp_c, ent_c = policy_logprobs(model, batch, temperature=temperature, chunk_size=5, with_entropy=True)
+    assert torch.equal(lp_a, lp_c) and torch.equal(ent_b, ent_c)
     assert len(grads_a) == len(grads_b) > 0 and all(torch.equal(a, b) for a, b in zip(grads_a, grads_b, strict=True))

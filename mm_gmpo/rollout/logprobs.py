@@ -3,7 +3,8 @@
 One backbone forward over prompt+response (the vision tower runs once per *prompt* and its embeddings are
 copied into the prompt's n rows), then the LM head only at the response positions, in chunks of ``chunk_size``
 tokens: the full ``[B, T, V]`` logits (152k vocabulary) are never built, not even for the response. Under
-autograd each chunk is checkpointed, so only its hidden states are kept and its logits are rebuilt in backward.
+autograd each chunk keeps only its hidden states and its logits are rebuilt in backward: by a hand-written
+backward for a plain linear head (one [M, V] buffer, see :class:`_SampledTokenStats`), by a checkpoint otherwise.
 
 The distribution matches the sampler's processed one: logits in fp32, the batch's suppressed tokens at -inf,
 divided by the temperature (``temperature <= 0``, greedy, uses 1). Top-k/top-p truncation is *not* applied: the
@@ -89,6 +90,82 @@ def response_hidden_states(model: torch.nn.Module, batch: RolloutBatch) -> torch
     return out.last_hidden_state[:, batch.prompt_length - 1 :]
 
 
+def _tempered_logp(hidden: torch.Tensor, weight, bias, suppressed: torch.Tensor, temperature: float) -> torch.Tensor:
+    """[M, V] fp32 log-probs of the tempered, suppressed distribution at ``hidden`` [M, H] (no autograd use)."""
+    logits = F.linear(hidden, weight, bias).float()
+    if suppressed.numel():
+        logits.index_fill_(-1, suppressed, float("-inf"))
+    if temperature != 1.0:  # dividing by 1 changes no value: skip the [M, V] pass
+        logits.div_(temperature)
+    return F.log_softmax(logits, dim=-1)
+
+
+def _entropy_of(logp: torch.Tensor, rows_per_block: int = 64) -> torch.Tensor:
+    """[M] -sum p log p of [M, V] log-probs, suppressed entries (p = 0, log p = -inf) counting 0, not nan.
+
+    Overwrites ``logp``. Row blocks keep the temporaries at ``rows_per_block`` x V (each row's sum is the same).
+    """
+    out = []
+    for block in logp.split(rows_per_block):
+        probs = block.exp()
+        out.append(-probs.mul_(block.masked_fill_(torch.isinf(block), 0.0)).sum(-1))
+    return torch.cat(out) if out else logp.new_zeros(0)
+
+
+class _SampledTokenStats(torch.autograd.Function):
+    """(log p(token) [M], entropy [M] as a value without gradient) of one chunk of response positions.
+
+    The values and gradient of ``log_softmax(lm_head(hidden).float(), suppressed -> -inf, / T)[token]``, with the
+    backward written out: the logits are rebuilt from the saved hidden states (only [M, H] is kept per chunk, as
+    a checkpoint would) and d logits = g * (onehot(token) - softmax) / T is formed in place in one [M, V] buffer,
+    where autograd would build zeros + scatter, the log-softmax backward and a masked copy, one [M, V] tensor
+    each. The element-wise operations are those autograd performs, so the gradients are the same numbers.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, tokens, suppressed, temperature: float, with_entropy: bool):
+        logp = _tempered_logp(hidden, weight, bias, suppressed, temperature)
+        token_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        entropy = _entropy_of(logp) if with_entropy else token_logp.new_zeros(0)
+        ctx.mark_non_differentiable(entropy)
+        ctx.save_for_backward(hidden, weight, bias, tokens, suppressed)
+        ctx.temperature = temperature
+        return token_logp, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logp, grad_entropy):
+        hidden, weight, bias, tokens, suppressed = ctx.saved_tensors
+        with torch.no_grad():
+            logp = _tempered_logp(hidden, weight, bias, suppressed, ctx.temperature)
+            d_logp = torch.zeros_like(logp).scatter_(-1, tokens.unsqueeze(-1), grad_logp.float().unsqueeze(-1))
+            d_logits = torch._log_softmax_backward_data(d_logp, logp, -1, logp.dtype)  # autograd's own kernel
+            del logp, d_logp
+            if suppressed.numel():
+                d_logits.index_fill_(-1, suppressed, 0.0)
+            if ctx.temperature != 1.0:
+                d_logits.div_(ctx.temperature)
+            d_logits = d_logits.to(weight.dtype)
+            d_hidden = d_logits.mm(weight) if ctx.needs_input_grad[0] else None
+            d_weight = hidden.t().mm(d_logits).t() if ctx.needs_input_grad[1] else None  # linear's backward GEMM
+            d_bias = d_logits.sum(0) if bias is not None and ctx.needs_input_grad[2] else None
+        return d_hidden, d_weight, d_bias, None, None, None, None
+
+
+def _fused_head_ok(lm_head: torch.nn.Module) -> bool:
+    """A plain linear head with full weights that may be used without calling the module: not a ZeRO-3
+    partition, not an adapter-wrapped layer, and no forward hooks (they would be skipped)."""
+    from torch.nn.modules import module as nn_module
+
+    hooks = (lm_head._forward_hooks, lm_head._forward_pre_hooks)
+    global_hooks = (nn_module._global_forward_hooks, nn_module._global_forward_pre_hooks)
+    return (
+        type(lm_head) is torch.nn.Linear
+        and not hasattr(lm_head.weight, "ds_id")
+        and not any(hooks)
+        and not any(global_hooks)
+    )
+
+
 def _token_stats(
     hidden: torch.Tensor,  # [M, H]
     tokens: torch.Tensor,  # [M] long
@@ -98,7 +175,7 @@ def _token_stats(
     with_entropy: bool,
     entropy_grad: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-prob [M], entropy [M] or empty) of ``tokens`` under the tempered, suppressed distribution.
+    """(log-prob [M], entropy [M] or empty) of ``tokens`` under the tempered, suppressed distribution (autograd).
 
     ``entropy_grad=False``: the entropy is a metric only; it is computed outside autograd, so it keeps no
     [M, V] tensors for backward and the checkpoint's recomputation stops before it (same values).
@@ -116,6 +193,24 @@ def _token_stats(
         # -sum p log p with the suppressed entries (p = 0, log p = -inf) contributing 0 instead of nan
         entropy = -(logp.exp() * logp.masked_fill(torch.isinf(logp), 0.0)).sum(-1)
     return token_logp, entropy
+
+
+def _chunk_stats(hidden, tokens, lm_head, suppressed, temperature, with_entropy, entropy_grad):
+    """One chunk's (log-prob [M], entropy [M] or empty), by the cheapest path that gives the same numbers."""
+    fused_ok = _fused_head_ok(lm_head)
+    if not (torch.is_grad_enabled() and hidden.requires_grad):
+        if not fused_ok:
+            return _token_stats(hidden, tokens, lm_head, suppressed, temperature, with_entropy, entropy_grad)
+        with torch.no_grad():  # in place where _token_stats copies: the same values, fewer [M, V] passes
+            logp = _tempered_logp(hidden, lm_head.weight, lm_head.bias, suppressed, temperature)
+            token_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+            return token_logp, _entropy_of(logp) if with_entropy else token_logp.new_zeros(0)
+    if (entropy_grad and with_entropy) or not fused_ok:
+        args = (hidden, tokens, lm_head, suppressed, temperature, with_entropy, entropy_grad)
+        return checkpoint(_token_stats, *args, use_reentrant=False)
+    return _SampledTokenStats.apply(
+        hidden, lm_head.weight, lm_head.bias, tokens, suppressed, temperature, with_entropy
+    )
 
 
 def policy_logprobs(
@@ -143,14 +238,12 @@ def policy_logprobs(
     tokens = batch.response_ids[mask]  # [M]
     lm_head = hf.get_output_embeddings()
     suppressed = batch.suppressed_token_ids
-    use_checkpoint = torch.is_grad_enabled() and selected.requires_grad
     logps, entropies = [], []
     for start in range(0, selected.shape[0], max(chunk_size, 1)):
-        args = (selected[start : start + chunk_size], tokens[start : start + chunk_size], lm_head, suppressed)
-        if use_checkpoint:
-            lp, ent = checkpoint(_token_stats, *args, temperature, with_entropy, entropy_grad, use_reentrant=False)
-        else:
-            lp, ent = _token_stats(*args, temperature, with_entropy, entropy_grad)
+        chunk = slice(start, start + chunk_size)
+        lp, ent = _chunk_stats(
+            selected[chunk], tokens[chunk], lm_head, suppressed, temperature, with_entropy, entropy_grad
+        )
         logps.append(lp)
         entropies.append(ent)
     zeros = torch.zeros(mask.shape, dtype=torch.float32, device=device)
