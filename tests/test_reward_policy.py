@@ -393,3 +393,24 @@ def test_absolute_value_inequalities(pred, gold, expected):
 )
 def test_vectors_and_cut_golds(pred, gold, expected):
     assert verify(pred, gold) is expected
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold", "expected"),
+    [
+        # numbers written in a base compare by value in that base; the base must be written on both sides
+        ("40_0", "40_9", False),
+        ("40_{9}", "40_9", True),
+        ("040_9", "40_9", True),
+        ("36", "40_9", False),
+        ("1112122_3", "1112112_3", False),
+        ("45_3", "47_3", False),  # not valid numerals in base 3: equal only as written
+        ("a_{1}", "a_1", True),  # a subscripted symbol is not a base
+        # step functions are compared at wide points too (small points cannot tell these apart)
+        (r"\lfloor\frac{2 n-1}{7}\rfloor", r"\lfloor\frac{2 n-1}{5}\rfloor", False),
+        (r"\lfloor\frac{2n-1}{5}\rfloor", r"\left\lfloor \frac{2 n - 1}{5} \right\rfloor", True),
+        (r"\lceil x \rceil", r"\lfloor x \rfloor + 1", False),  # they differ only at integers
+    ],
+)
+def test_bases_and_step_functions(pred, gold, expected):
+    assert verify(pred, gold) is expected

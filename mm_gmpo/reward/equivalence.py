@@ -91,6 +91,9 @@ def scalar_equal(pred: str, gold: str) -> tuple[bool, str]:
         return numbers_equal(pred_num, gold_num), "number"
     if _has_words(pred) or _has_words(gold):
         return _text_key(pred) == _text_key(gold) and bool(_text_key(gold)), "text"
+    pred_base, gold_base = base_number(pred), base_number(gold)
+    if pred_base is not None or gold_base is not None:
+        return pred_base == gold_base, "number"  # 40_9 is not 40_0; a base answer needs the base written
     pred_time, gold_time = time_of_day(pred), time_of_day(gold)
     if pred_time is not None and gold_time is not None:
         return pred_time == gold_time, "time"
@@ -114,6 +117,24 @@ def scalar_equal(pred: str, gold: str) -> tuple[bool, str]:
             if verdict is not None:
                 return verdict, "number"
     return expressions_equal(pred_expr, gold_expr), "symbolic"
+
+
+_BASE_NUMBER_RE = re.compile(r"([0-9][0-9A-Za-z]*)_\{?\s*(\d{1,2})\s*\}?")
+
+
+def base_number(text: str) -> tuple[int | str, int] | None:
+    """``1112112_{3}`` / ``40_9`` / ``A3_{16}``: (value, base); None when ``text`` is not written in a base. A
+    numeral that is not valid in its base (``40_0``, ``29_2``) keeps its digits as a string: equal only to itself."""
+    m = _BASE_NUMBER_RE.fullmatch(text.strip())
+    if not m:
+        return None
+    digits, base = m.group(1), int(m.group(2))
+    if 2 <= base <= 36:
+        try:
+            return int(digits, base), base
+        except ValueError:
+            pass
+    return digits.lstrip("0").upper(), base
 
 
 _TIME_RE = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?\s*(?:\\text\{\s*)?([ap])?(?:\.?\s*m\.?)?\s*\}?", re.IGNORECASE)

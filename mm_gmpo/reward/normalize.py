@@ -62,7 +62,9 @@ _TRIG_RE = re.compile(r"\\(?:sin|cos|tan|cot|sec|csc)(?![a-z])")
 _DEGREE_NUMBER_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|°)")
 _PERCENT_RE = re.compile(r"\s*(?:\\%|%|\bpercent(?:age)?\b|\bpct\b)\s*$", re.IGNORECASE)
 _SPACING_RE = re.compile(r"(?<!\\)\\[,;:! >]|\\q?quad|~|\\displaystyle|\\(?:big|Big|bigg|Bigg)[lr]?\b")
-_LEFT_RIGHT_RE = re.compile(r"\\(?:left|right)\s*(?=[()\[\]|.]|\\\{|\\\}|\\[lr]?[vV]ert|\\langle|\\rangle)")
+_LEFT_RIGHT_RE = re.compile(
+    r"\\(?:left|right)\s*(?=[()\[\]|.]|\\\{|\\\}|\\[lr]?[vV]ert|\\langle|\\rangle|\\[lr](?:floor|ceil))"
+)
 _FRAC_SHORT_RE = re.compile(r"\\frac\s*(\d|[A-Za-z])\s*(\d|[A-Za-z])")
 _FRAC_HALF_RE = re.compile(r"\\frac\s*(\d|[A-Za-z])\s*\{")
 _FRAC_HALF2_RE = re.compile(r"\\frac\s*(\{[^{}]*\})\s*(\d|[A-Za-z])")

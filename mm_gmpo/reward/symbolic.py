@@ -208,6 +208,17 @@ _UNEVALUATED = (sympy.Sum, sympy.Product, sympy.Integral, sympy.Limit, sympy.Der
 _POINTS = (Fraction(13, 7), Fraction(-5, 11), Fraction(29, 13), Fraction(7, 3), Fraction(-17, 9), Fraction(3, 5))
 
 
+_WIDE_POINTS = (
+    Fraction(101, 7),
+    Fraction(-233, 9),
+    Fraction(1000, 3),
+    Fraction(59, 2),
+    Fraction(-77, 5),
+    Fraction(31),
+)
+_STEP_FUNCTIONS = (sympy.floor, sympy.ceiling, sympy.frac, sympy.Mod, sympy.sign)
+
+
 def _agree_at_points(a: sympy.Expr, b: sympy.Expr, symbols: list) -> bool | None:
     """Agreement at up to 6 rational points; None when no point could be evaluated.
 
@@ -215,9 +226,12 @@ def _agree_at_points(a: sympy.Expr, b: sympy.Expr, symbols: list) -> bool | None
     negative number) is only counted when too few real points exist: principal branches of ``(a/b)^{1/2}`` and
     ``a^{1/2} b^{-1/2}`` differ there although the expressions are the same on their real domain. Each side is
     evaluated with ``evalf(subs=...)`` (no substituted tree is built)."""
+    # step functions are constant on long runs: small points cannot tell floor((2n-1)/7) from floor((2n-1)/5)
+    steps = a.has(*_STEP_FUNCTIONS) or b.has(*_STEP_FUNCTIONS)
+    points, needed = (_POINTS + _WIDE_POINTS, len(_POINTS + _WIDE_POINTS)) if steps else (_POINTS, 3)
     real_agree, complex_results = 0, []
-    for k in range(len(_POINTS)):
-        point = {s: sympy.Rational(_POINTS[(k + j) % len(_POINTS)]) for j, s in enumerate(symbols)}
+    for k in range(len(points)):
+        point = {s: sympy.Rational(points[(k + j) % len(points)]) for j, s in enumerate(symbols)}
         left, right = a.evalf(_PRECISION, subs=point), b.evalf(_PRECISION, subs=point)
         if left.free_symbols or right.free_symbols:
             return None
@@ -229,7 +243,7 @@ def _agree_at_points(a: sympy.Expr, b: sympy.Expr, symbols: list) -> bool | None
             if not close:
                 return False
             real_agree += 1
-            if real_agree >= 3:
+            if real_agree >= needed:
                 return True
         else:
             complex_results.append(close)
