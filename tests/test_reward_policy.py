@@ -406,6 +406,10 @@ def test_vectors_and_cut_golds(pred, gold, expected):
         ("1112122_3", "1112112_3", False),
         ("45_3", "47_3", False),  # not valid numerals in base 3: equal only as written
         ("a_{1}", "a_1", True),  # a subscripted symbol is not a base
+        (r"\text{A5}_{71}", r"\text{A5}_{11}", False),
+        (r"\text{A5}_{11}", "A5_{11}", True),
+        ("-37_1", "-37_8", False),
+        ("-37_{8}", "-37_8", True),
         # step functions are compared at wide points too (small points cannot tell these apart)
         (r"\lfloor\frac{2 n-1}{7}\rfloor", r"\lfloor\frac{2 n-1}{5}\rfloor", False),
         (r"\lfloor\frac{2n-1}{5}\rfloor", r"\left\lfloor \frac{2 n - 1}{5} \right\rfloor", True),

@@ -119,7 +119,8 @@ def scalar_equal(pred: str, gold: str) -> tuple[bool, str]:
     return expressions_equal(pred_expr, gold_expr), "symbolic"
 
 
-_BASE_NUMBER_RE = re.compile(r"([0-9][0-9A-Za-z]*)_\{?\s*(\d{1,2})\s*\}?")
+# a numeral with a base: starts with a digit, or is 2+ capitals/digits holding a digit (A5_{11}); an optional sign
+_BASE_NUMBER_RE = re.compile(r"([+-]?)\s*([0-9][0-9A-Za-z]*|(?=[A-Z]*[0-9])[0-9A-Z]{2,})_\{?\s*(\d{1,2})\s*\}?")
 
 
 def base_number(text: str) -> tuple[int | str, int] | None:
@@ -128,13 +129,13 @@ def base_number(text: str) -> tuple[int | str, int] | None:
     m = _BASE_NUMBER_RE.fullmatch(text.strip())
     if not m:
         return None
-    digits, base = m.group(1), int(m.group(2))
+    sign, digits, base = m.group(1), m.group(2), int(m.group(3))
     if 2 <= base <= 36:
         try:
-            return int(digits, base), base
+            return int(sign + digits, base), base
         except ValueError:
             pass
-    return digits.lstrip("0").upper(), base
+    return sign + digits.lstrip("0").upper(), base
 
 
 _TIME_RE = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?\s*(?:\\text\{\s*)?([ap])?(?:\.?\s*m\.?)?\s*\}?", re.IGNORECASE)
