@@ -122,7 +122,7 @@ POWERS = ["", "", "^2", "^{3}", "^{-1}", "^{x}"]
 JOINS = ["+", "-", " ", r" \cdot ", "/"]
 
 
-@settings(max_examples=120, deadline=None, derandomize=True)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(
     st.lists(
         st.tuples(st.sampled_from(ATOMS), st.sampled_from(POWERS), st.sampled_from(JOINS)), min_size=1, max_size=6
