@@ -1,10 +1,11 @@
 """Benchmark: this verifier vs math-verify and mathruler on the same labelled rows, one process, one run.
 
-    python scripts/bench/verifier.py [--input ../shared/data/verifier/public_cases.jsonl] [--limit N]
+    python scripts/bench/verifier.py [--input ../shared/data/verifier/public_cases.jsonl] [--limit N] [--misses]
 
 Rows: ``pred``/``gold`` with a boolean ``equivalent`` (public_cases.jsonl) or ``label`` (bench_public.jsonl).
 For each verifier: accuracy, false-positive rate (wrong "correct" among rows labelled not equivalent), rows/s;
-then the throughput ratio ours / math-verify and one JSON line last.
+then the throughput ratio ours / math-verify and one JSON line last. ``--misses`` also lists the rows this
+verifier gets wrong (false positives and false negatives against the labels), before the JSON line.
 
 Fairness: every verifier first grades all rows once untimed (all share the ANTLR LaTeX parser, whose prediction
 cache warms up on first use, so the first one timed would otherwise pay for everyone), then our result caches are
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", default=str(DEFAULT_INPUT), help="labelled JSONL (pred, gold, equivalent|label)")
     parser.add_argument("--limit", type=int, default=0, help="first N rows only (0: all)")
+    parser.add_argument("--misses", action="store_true", help="list the rows this verifier gets wrong")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)  # peers log parse failures per row
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -106,10 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: missing ({exc}); pip install {'math-verify' if name == 'math-verify' else name}")
     for fn, _ in verifiers.values():  # warm-up pass (untimed), see the module docstring
         score(fn, rows)
-    results = {}
+    results, ours_verdicts = {}, []
     for name, (fn, clear) in verifiers.items():
         clear()
         verdicts, seconds = score(fn, rows)
+        if name == "ours":
+            ours_verdicts = verdicts
         correct = sum(v == label for v, (_, _, label) in zip(verdicts, rows, strict=True))
         false_pos = sum(v and not label for v, (_, _, label) in zip(verdicts, rows, strict=True))
         results[name] = {
@@ -123,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:12s} accuracy {r['accuracy']:.3f}  false positives {false_pos}/{negatives} "
             f"({r['false_positive_rate']:.3f})  {r['rows_per_s']:.0f} rows/s"
         )
+    if args.misses:
+        for line, (verdict, (pred, gold, label)) in enumerate(zip(ours_verdicts, rows, strict=False), start=1):
+            if verdict != label:
+                kind = "false positive" if verdict else "false negative"
+                print(f"{kind} line {line}: pred {pred[-160:]!r} gold {gold[-160:]!r}")
     summary = {"input": str(args.input), "rows": len(rows), "results": results}
     if "ours" in results and "math-verify" in results:
         ratio = results["ours"]["rows_per_s"] / results["math-verify"]["rows_per_s"]
