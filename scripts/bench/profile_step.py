@@ -86,7 +86,15 @@ def instrument(trainer, clock: StageClock) -> None:
     trainer.rollout.generate = clock.wrap("sampling", trainer.rollout.generate, "sampling")
     trainer_module.compute_rewards = clock.wrap("reward", trainer_module.compute_rewards, "reward")
     trainer.updater.forward = clock.wrap("update forward", trainer.updater.forward, "update forward")
-    logprobs._token_stats = clock.wrap("LM head + log-softmax chunks", logprobs._token_stats)
+    # the LM-head chunks: _chunk_stats (forward; also the no-grad passes) and the hand-written backward, or in
+    # older versions the checkpointed _token_stats (its recomputation runs under the backward phase)
+    for name in ("_chunk_stats", "_token_stats"):
+        if hasattr(logprobs, name):
+            setattr(logprobs, name, clock.wrap("LM head + log-softmax chunks", getattr(logprobs, name)))
+            break
+    if hasattr(logprobs, "_SampledTokenStats"):
+        function = logprobs._SampledTokenStats
+        function.backward = staticmethod(clock.wrap("LM head + log-softmax chunks", function.backward))
     trainer.loss_fn = clock.wrap("loss", trainer.loss_fn, "loss")
     trainer.updater.backward = clock.wrap("backward", trainer.updater.backward, "backward")
     trainer.updater.step = clock.wrap("optimizer (clip + AdamW)", trainer.updater.step, "optimizer")
@@ -121,7 +129,7 @@ def table_rows(totals: dict[str, float], step_s: float) -> list[tuple[str, float
         ("  forward: rest (embeddings, rope index)", forward - vision - backbone - max(head, 0.0)),
         ("  loss", t("loss", 0.0)),
         ("  backward", t("backward", 0.0)),
-        ("    of which LM-head recompute", t("backward: LM head + log-softmax chunks", 0.0)),
+        ("    of which in the LM-head chunk function", t("backward: LM head + log-softmax chunks", 0.0)),
         ("  optimizer (clip + AdamW)", t("optimizer (clip + AdamW)", 0.0)),
         ("metrics log", t("metrics log", 0.0)),
     ]
