@@ -234,3 +234,16 @@ def test_toy_model_builds_and_processor_counts_image_tokens(tmp_path):
     with torch.no_grad():
         logits = model(**enc).logits
     assert logits.shape == (4, enc["input_ids"].shape[1], vocab_rows) and torch.isfinite(logits).all()
+
+
+def test_count_points_draws_the_answer_number_of_separate_dots():
+    for example in generate("count_points", "test", 40):
+        meta = example.meta
+        points = meta["points"]
+        assert int(example.answer) == meta["count"] == len(points)
+        assert all(math.dist(a, b) >= 3 * meta["radius"] for i, a in enumerate(points) for b in points[i + 1 :]), (
+            "dots must not touch"
+        )
+        pixels = example.images[0].convert("L")
+        for x, y in points:  # every dot's centre is inked
+            assert pixels.getpixel((int(x), int(y))) < 64

@@ -64,6 +64,7 @@ def test_skipped_update_leaves_weights_unchanged():
         (["trainer.max_steps=5"], "multiple of trainer.updates_per_round"),
         (["trainer.save_every=3"], "trainer.save_every=3 must be a multiple"),
         (["algorithm.loss=gmop"], "did you mean 'gmpo'"),
+        (["model.tiny.toy_task=count_dots"], "model.tiny.toy_task='count_dots': not a synthetic task"),
     ],
 )
 def test_cross_field_rules(overrides, message):
@@ -71,3 +72,18 @@ def test_cross_field_rules(overrides, message):
     cfg = load_config(None, base + overrides)
     with pytest.raises(UserError, match=message):
         check_config(cfg, world_size=2)
+
+
+def test_toy_task_builds_the_toy_model(tmp_path):
+    """``model.tiny.toy_task`` makes ``tiny_if_missing`` build the small-vocabulary toy model of that task."""
+    import json
+
+    from mm_gmpo.trainer.dist import DistContext
+    from mm_gmpo.trainer.setup import ensure_model
+
+    path = tmp_path / "toy"
+    cfg = load_config(None, [f"model.path={path}", "model.tiny_if_missing=true", "model.tiny.toy_task=count_points"])
+    assert ensure_model(cfg, DistContext()) == str(path)
+    record = json.loads((path / "toy_model.json").read_text())
+    assert record["tasks"] == ["count_points"] and record["hidden"] == cfg.model.tiny.hidden
+    assert record["model_vocab_rows"] < 1024  # the toy vocabulary, not Qwen's 151,936 rows

@@ -49,6 +49,10 @@ def check_config(cfg: Config, world_size: int) -> None:
         log.warning("algorithm.loss=drgrpo usually goes with algorithm.normalize_std=false (Dr.GRPO advantages)")
     if cfg.rollout.backend == "vllm" and cfg.model.lora.enabled:
         raise UserError("rollout.backend=vllm with model.lora.enabled is not supported yet: use the hf backend")
+    from mm_gmpo.data.synthetic import TASKS
+
+    if cfg.model.tiny.toy_task and cfg.model.tiny.toy_task not in TASKS:
+        raise UserError(f"model.tiny.toy_task={cfg.model.tiny.toy_task!r}: not a synthetic task ({', '.join(TASKS)})")
 
 
 def seed_everything(seed: int) -> None:
@@ -62,12 +66,23 @@ def ensure_model(cfg: Config, ctx: DistContext) -> str:
     path = cfg.model.path
     if cfg.model.tiny_if_missing and not Path(path).exists():
         if ctx.is_main:
-            from mm_gmpo.models.tiny import TinyModelSpec, make_tiny_model
-
-            log.info("building a tiny %s model at %s", cfg.model.tiny.kind, path)
-            make_tiny_model(TinyModelSpec(**vars(cfg.model.tiny)), path)
+            _build_tiny(cfg.model.tiny, path)
         barrier(ctx)
     return path
+
+
+def _build_tiny(tiny, path: str) -> None:
+    from mm_gmpo.models.tiny import TinyModelSpec, make_tiny_model
+
+    sizes = {k: v for k, v in vars(tiny).items() if k not in ("toy_task", "tokenizer", "kind")}
+    if tiny.toy_task:
+        from mm_gmpo.models.toy_tokenizer import make_toy_model
+
+        log.info("building the toy model of task %s at %s", tiny.toy_task, path)
+        make_toy_model(path, task=tiny.toy_task, **sizes)
+        return
+    log.info("building a tiny %s model at %s", tiny.kind, path)
+    make_tiny_model(TinyModelSpec(**{k: v for k, v in vars(tiny).items() if k != "toy_task"}), path)
 
 
 def build_policy(cfg: Config, path: str):
