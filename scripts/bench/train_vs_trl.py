@@ -20,7 +20,8 @@ to ``trainer.rollout.generate``; TRL: ``TrainerCallback.on_step_begin``) until t
 side computes at any time, A B A B ...; a step's time runs from go to the next boundary (everything the loop does
 in between: sampling, reward, log-probs, backward, optimizer, logging). Peak RSS is each side's own ``VmHWM``
 (the verifier worker, the same on both sides, is not included). The first ``--warmup`` steps of each side are not
-measured. The last line printed is one JSON object.
+measured. The last line printed is one JSON object: the ratio of the median samples/s of the two sides, and
+also the median over rounds of each round's step-time ratio (steps of one round ran back to back).
 """
 
 from __future__ import annotations
@@ -381,6 +382,8 @@ def _summary(s: Settings, sides: dict[str, Side], peak: dict, ready_rss: dict) -
     import trl
 
     rate = {name: s.rows / statistics.median(side.step_s) for name, side in sides.items()}
+    # per round, the two steps ran back to back: their ratio shrugs off load that drifts over the run
+    paired = [trl / ours for ours, trl in zip(sides["ours"].step_s, sides["trl"].step_s, strict=True)]
     trainer_name = {"gmpo": "trl.experimental.gmpo.GMPOTrainer", "grpo": "trl.GRPOTrainer (its default loss)"}
     settings = {k: v for k, v in asdict(s).items() if k not in ("model_dir", "work_dir")}
     return {
@@ -389,6 +392,7 @@ def _summary(s: Settings, sides: dict[str, Side], peak: dict, ready_rss: dict) -
         "ours_samples_per_s": round(rate["ours"], 3),
         "trl_samples_per_s": round(rate["trl"], 3),
         "ratio_ours_over_trl": round(rate["ours"] / rate["trl"], 2),
+        "ratio_paired_median": round(statistics.median(paired), 2),  # median over rounds of TRL s / our s
         "ours_peak_rss_mib": round(peak["ours"], 1),
         "trl_peak_rss_mib": round(peak["trl"], 1),
         "ours_ready_rss_mib": round(ready_rss["ours"], 1),
