@@ -12,6 +12,10 @@ from mm_gmpo.errors import MissingDependency, TrainingHalted, UserError
 # subcommand -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS = {
     "train": ("mm_gmpo.trainer.cli", "train a policy with GMPO/GRPO: mm-gmpo train CONFIG.yaml [key.sub=value ...]"),
+    "sft": (
+        "mm_gmpo.trainer.sft_cli",
+        "the supervised warm start alone, saved as a model: mm-gmpo sft CONFIG --out DIR",
+    ),
     "eval": ("mm_gmpo.evaluate", "Pass@1 of a model on geometry3k:test, math500, aime24, ..."),
     "verify": ("mm_gmpo.reward.cli", "grade a response against a gold answer, or a JSONL file of them"),
     "plot": ("mm_gmpo.plot", "PNG figures of reward, entropy, length and log-ratio range from run directories"),
