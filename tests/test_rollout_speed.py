@@ -142,3 +142,17 @@ def test_hand_written_backward_gives_autograds_numbers(vl, temperature, monkeypa
         lp_c, ent_c = policy_logprobs(model, batch, temperature=temperature, chunk_size=5, with_entropy=True)
     assert torch.equal(lp_a, lp_c) and torch.equal(ent_b, ent_c)
     assert len(grads_a) == len(grads_b) > 0 and all(torch.equal(a, b) for a, b in zip(grads_a, grads_b, strict=True))
+
+
+def test_sample_step_one_hot_scores_and_invalid_logits():
+    empty = torch.tensor([], dtype=torch.long)
+    scores = torch.randn(2, 10)
+    expected_logp = torch.log_softmax(scores / 0.5, dim=-1)
+    step = SampleStep(SamplingParams(temperature=0.5), empty, _generators([0, 1]))
+    out = step(None, scores.clone())
+    token = out.argmax(dim=-1)
+    assert torch.isinf(out).sum() == 2 * 9 and out.max() == 0.0  # one-hot: generate's greedy argmax is the draw
+    assert torch.allclose(step.logprobs[0], expected_logp.gather(-1, token[:, None]).squeeze(-1), atol=1e-6)
+    scores[1, 3] = float("nan")  # multinomial refused such rows; so does the written-out draw
+    with pytest.raises(RuntimeError, match="inf, nan or element < 0"):
+        SampleStep(SamplingParams(temperature=1.0), empty, _generators([0, 1]))(None, scores)

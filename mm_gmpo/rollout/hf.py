@@ -67,22 +67,30 @@ class SampleStep(LogitsProcessor):
         self.logprobs: list[torch.Tensor] = []  # one [N] tensor per step
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        # [N, V] passes are the cost here (and each is a parallel region that stalls on a busy machine), so the
+        # step's own fp32 copy of the logits that generate hands over is edited in place where values allow
         s = self.sampling
         logits = scores.float()
         if self.suppressed.numel():
-            logits = logits.index_fill(-1, self.suppressed.to(logits.device), float("-inf"))
+            logits.index_fill_(-1, self.suppressed.to(logits.device), float("-inf"))
         if s.greedy:
             logp = torch.log_softmax(logits, dim=-1)
             token = logp.argmax(dim=-1, keepdim=True)
+            token_logp = logp.gather(-1, token).squeeze(-1)
         else:
-            logits = truncate_top_k_top_p(logits / s.temperature, s.top_k, s.top_p)
-            logp = torch.log_softmax(logits, dim=-1)
-            token = draw_tokens(logp.exp(), self.generators).unsqueeze(-1)
-        self.logprobs.append(logp.gather(-1, token).squeeze(-1))
-        return torch.full_like(logits, float("-inf")).scatter(-1, token, 0.0)
+            if s.temperature != 1.0:  # dividing by 1 changes no value
+                logits.div_(s.temperature)
+            logp = torch.log_softmax(truncate_top_k_top_p(logits, s.top_k, s.top_p), dim=-1)
+            token = draw_tokens(logp.exp(), self.generators, validate=False).unsqueeze(-1)
+            token_logp = logp.gather(-1, token).squeeze(-1)
+            # a nan or +inf logit makes its row's log-probs all nan: the drawn token's tells (multinomial's check)
+            if not bool(torch.isfinite(token_logp).all()):
+                raise RuntimeError("sampling: probability tensor contains either inf, nan or element < 0")
+        self.logprobs.append(token_logp)
+        return logits.fill_(float("-inf")).scatter_(-1, token, 0.0)
 
 
-def draw_tokens(probs: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+def draw_tokens(probs: torch.Tensor, generators: list[torch.Generator], *, validate: bool = True) -> torch.Tensor:
     """[N] long: one token per row of ``probs`` [N, V], row i drawn with ``generators[i]``.
 
     The same tokens, and the same generator states afterwards, as ``torch.multinomial(probs[i], 1, generator=g)``
@@ -90,14 +98,16 @@ def draw_tokens(probs: torch.Tensor, generators: list[torch.Generator]) -> torch
     takes argmax(p / E) (an exponential race). Writing it out keeps one fill per row (each row has its own
     generator) but does the division and argmax for all rows at once, and skips multinomial's per-call checks,
     which cost several times the draw itself on a 152k vocabulary. A test pins the equality to multinomial.
+    ``validate=False`` skips multinomial's check of ``probs`` (the caller checks the result more cheaply).
     """
-    lowest, highest = torch.aminmax(probs)  # one pass; nan fails both comparisons (multinomial's own check)
-    if not (bool(lowest >= 0) and bool(highest < float("inf"))):
-        raise RuntimeError("sampling: probability tensor contains either inf, nan or element < 0")
+    if validate:
+        lowest, highest = torch.aminmax(probs)  # one pass; nan fails both comparisons
+        if not (bool(lowest >= 0) and bool(highest < float("inf"))):
+            raise RuntimeError("sampling: probability tensor contains either inf, nan or element < 0")
     race = torch.empty_like(probs)
     for row, generator in zip(race, generators, strict=True):
         row.exponential_(generator=generator)
-    return (probs / race).argmax(dim=-1)
+    return torch.div(probs, race, out=race).argmax(dim=-1)
 
 
 def row_generators(sampling: SamplingParams, num_prompts: int, n: int, device) -> list[torch.Generator]:
