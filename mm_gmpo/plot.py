@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", help="run directories (each with metrics.jsonl)")
     parser.add_argument("--out", default="", help="output folder (default: the first run directory)")
     parser.add_argument("--labels", nargs="*", default=None, help="legend labels, one per run (default: folder names)")
+    parser.add_argument("--smooth", type=int, default=1, help="trailing moving average over N logged points (1: raw)")
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -44,12 +45,25 @@ def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in points], [float(p[1]) for p in points]
 
 
+def smooth(values: list[float], window: int) -> list[float]:
+    """Trailing moving average: point i is the mean of the last ``window`` values up to i (fewer at the start)."""
+    if window <= 1:
+        return list(values)
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if args.smooth < 1:
+        raise UserError(f"--smooth {args.smooth}: must be at least 1")
     runs = [Path(r) for r in args.runs]
     labels = args.labels or [r.name for r in runs]
     if len(labels) != len(runs):
@@ -65,10 +79,13 @@ def run(args: argparse.Namespace) -> int:
                 if isinstance(key, tuple):
                     steps, low = series(rows, key[0])
                     _, high = series(rows, key[1])
+                    low, high = smooth(low, args.smooth), smooth(high, args.smooth)
                     if steps:
                         target.fill_between(steps, low, high, alpha=0.3, label=label)
                 else:
                     steps, values = series(rows, key)
+                    if key != "val/accuracy":  # evaluations are few and each one is already a mean
+                        values = smooth(values, args.smooth)
                     if steps:
                         target.plot(steps, values, marker="." if len(steps) < 30 else None, label=label)
             target.set_title(title)

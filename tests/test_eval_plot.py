@@ -38,6 +38,22 @@ def test_plot_overlays_runs(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
 
 
+def test_smooth_is_a_trailing_mean():
+    from mm_gmpo.plot import smooth
+
+    assert smooth([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    assert smooth([1.0, 3.0, 5.0], 1) == [1.0, 3.0, 5.0]
+    assert smooth([2.0, 4.0], 10) == [2.0, 3.0]
+
+
+def test_plot_smooth_flag(tmp_path, capsys):
+    _write_run(tmp_path / "gmpo", 0.1)
+    assert main(["plot", str(tmp_path / "gmpo"), "--smooth", "3", "--out", str(tmp_path / "figs")]) == 0
+    assert (tmp_path / "figs" / "entropy.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["plot", str(tmp_path / "gmpo"), "--smooth", "0"]) == 2
+    assert "--smooth 0" in capsys.readouterr().err
+
+
 def test_plot_errors_name_the_file(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     assert main(["plot", str(tmp_path / "run")]) == 2
