@@ -18,6 +18,7 @@ import argparse
 import cProfile
 import json
 import pstats
+import shutil
 import sys
 import tempfile
 import time
@@ -191,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         trainer.close()
+        shutil.rmtree(work, ignore_errors=True)
     step_s = (boundaries[args.steps + 1] - boundaries[1]) / args.steps
     rows = table_rows({k: v / args.steps for k, v in clock.totals.items()}, step_s)
     print(f"| stage ({s.rows} samples x {s.max_new_tokens} new tokens, {s.threads} threads) | s/step | share |")
