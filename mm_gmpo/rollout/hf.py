@@ -138,15 +138,14 @@ def _image_inputs(model: torch.nn.Module, encoded, n: int, device) -> dict:
     images_per_prompt = encoded.images_per_prompt.tolist()
     pixel_values, grid = encoded.pixel_values.to(device), encoded.image_grid_thw.to(device)
     inputs = {"image_grid_thw": _expand_per_prompt(grid, images_per_prompt, n)}
+    ends = list(itertools.accumulate(images_per_prompt))  # one past each prompt's last image
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: LoRA layers run in place
     if "mm_encoder_outputs" not in inspect.signature(base.forward).parameters:
         patches = grid.prod(-1).tolist()
-        ends = list(itertools.accumulate(images_per_prompt))
         patch_sizes = [sum(patches[end - count : end]) for end, count in zip(ends, images_per_prompt, strict=True)]
         inputs["pixel_values"] = _expand_per_prompt(pixel_values, patch_sizes, n)
         return inputs
     per_image = base.get_image_features(pixel_values, grid, return_dict=True).pooler_output
-    ends = list(itertools.accumulate(images_per_prompt))
     row_images = [
         per_image[i] for end, count in zip(ends, images_per_prompt, strict=True) for _ in range(n)
         for i in range(end - count, end)

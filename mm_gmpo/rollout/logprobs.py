@@ -112,6 +112,13 @@ def _entropy_of(logp: torch.Tensor, rows_per_block: int = 64) -> torch.Tensor:
     return torch.cat(out) if out else logp.new_zeros(0)
 
 
+def _fused_stats(hidden, weight, bias, tokens, suppressed, temperature: float, with_entropy: bool):
+    """(log p(token) [M], entropy [M] or empty), no autograd: one [M, V] buffer, edited in place."""
+    logp = _tempered_logp(hidden, weight, bias, suppressed, temperature)
+    token_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return token_logp, _entropy_of(logp) if with_entropy else token_logp.new_zeros(0)
+
+
 class _SampledTokenStats(torch.autograd.Function):
     """(log p(token) [M], entropy [M] as a value without gradient) of one chunk of response positions.
 
@@ -124,9 +131,7 @@ class _SampledTokenStats(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, tokens, suppressed, temperature: float, with_entropy: bool):
-        logp = _tempered_logp(hidden, weight, bias, suppressed, temperature)
-        token_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        entropy = _entropy_of(logp) if with_entropy else token_logp.new_zeros(0)
+        token_logp, entropy = _fused_stats(hidden, weight, bias, tokens, suppressed, temperature, with_entropy)
         ctx.mark_non_differentiable(entropy)
         ctx.save_for_backward(hidden, weight, bias, tokens, suppressed)
         ctx.temperature = temperature
@@ -202,9 +207,7 @@ def _chunk_stats(hidden, tokens, lm_head, suppressed, temperature, with_entropy,
         if not fused_ok:
             return _token_stats(hidden, tokens, lm_head, suppressed, temperature, with_entropy, entropy_grad)
         with torch.no_grad():  # in place where _token_stats copies: the same values, fewer [M, V] passes
-            logp = _tempered_logp(hidden, lm_head.weight, lm_head.bias, suppressed, temperature)
-            token_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-            return token_logp, _entropy_of(logp) if with_entropy else token_logp.new_zeros(0)
+            return _fused_stats(hidden, lm_head.weight, lm_head.bias, tokens, suppressed, temperature, with_entropy)
     if (entropy_grad and with_entropy) or not fused_ok:
         args = (hidden, tokens, lm_head, suppressed, temperature, with_entropy, entropy_grad)
         return checkpoint(_token_stats, *args, use_reentrant=False)

@@ -72,15 +72,15 @@ def ensure_model(cfg: Config, ctx: DistContext) -> str:
 
 
 def _build_tiny(tiny, path: str) -> None:
-    from mm_gmpo.models.tiny import TinyModelSpec, make_tiny_model
-
-    sizes = {k: v for k, v in vars(tiny).items() if k not in ("toy_task", "tokenizer", "kind")}
     if tiny.toy_task:
         from mm_gmpo.models.toy_tokenizer import make_toy_model
 
+        sizes = {k: v for k, v in vars(tiny).items() if k not in ("toy_task", "tokenizer", "kind")}
         log.info("building the toy model of task %s at %s", tiny.toy_task, path)
         make_toy_model(path, task=tiny.toy_task, **sizes)
         return
+    from mm_gmpo.models.tiny import TinyModelSpec, make_tiny_model
+
     log.info("building a tiny %s model at %s", tiny.kind, path)
     make_tiny_model(TinyModelSpec(**{k: v for k, v in vars(tiny).items() if k != "toy_task"}), path)
 

@@ -68,3 +68,21 @@ def warm_start(
             log.info("warm start step %d/%d: nll %.3f", step + 1, steps, losses[-1])
     optimizer.zero_grad(set_to_none=True)
     return losses
+
+
+def warm_start_from_config(module, processor, prompts: list[Prompt], cfg) -> list[float]:
+    """:func:`warm_start` with the settings of a :class:`~mm_gmpo.config.Config` (``warmstart.*``, the data
+    template, the trainer's seed and log-prob chunk size): what ``mm-gmpo train`` and ``mm-gmpo sft`` both run."""
+    w = cfg.warmstart
+    return warm_start(
+        module,
+        processor,
+        prompts,
+        template=cfg.data.template,
+        reasoning=w.reasoning,
+        steps=w.steps,
+        lr=w.lr,
+        batch_size=w.batch_size,
+        seed=cfg.trainer.seed,
+        chunk_size=cfg.trainer.logprob_chunk_size,
+    )

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from mm_gmpo.trainer.data import load_prompt_sets
     from mm_gmpo.trainer.dist import DistContext
     from mm_gmpo.trainer.setup import build_policy, ensure_model, seed_everything
-    from mm_gmpo.trainer.sft import warm_start
+    from mm_gmpo.trainer.sft import warm_start_from_config
 
     cfg = load_config(args.config, args.overrides)
     w = cfg.warmstart
@@ -44,18 +44,7 @@ def run(args: argparse.Namespace) -> int:
     processor = load_processor(path, min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels)
     train, _, _ = load_prompt_sets(cfg, processor)
     policy = build_policy(cfg, path)
-    losses = warm_start(
-        policy,
-        processor,
-        train,
-        template=cfg.data.template,
-        reasoning=w.reasoning,
-        steps=w.steps,
-        lr=w.lr,
-        batch_size=w.batch_size,
-        seed=cfg.trainer.seed,
-        chunk_size=cfg.trainer.logprob_chunk_size,
-    )
+    losses = warm_start_from_config(policy, processor, train, cfg)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     policy.save_pretrained(out)

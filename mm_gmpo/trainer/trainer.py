@@ -343,21 +343,9 @@ class Trainer:
         return {"val/accuracy": tot[0] / count, "val/format": tot[1] / count, "val/response_length": tot[2] / count}
 
     def _warm_start(self, policy) -> dict[str, float]:
-        from mm_gmpo.trainer.sft import warm_start
+        from mm_gmpo.trainer.sft import warm_start_from_config
 
-        w = self.cfg.warmstart
-        losses = warm_start(
-            policy.to(self.ctx.device),
-            self.processor,
-            self.train_prompts,
-            template=self.cfg.data.template,
-            reasoning=w.reasoning,
-            steps=w.steps,
-            lr=w.lr,
-            batch_size=w.batch_size,
-            seed=self.cfg.trainer.seed,
-            chunk_size=self.cfg.trainer.logprob_chunk_size,
-        )
+        losses = warm_start_from_config(policy.to(self.ctx.device), self.processor, self.train_prompts, self.cfg)
         return {"warmstart/nll_first": losses[0], "warmstart/nll_last": losses[-1]}
 
     def _preflight(self, batch) -> None:
