@@ -93,6 +93,7 @@ class RolloutConfig:
     max_new_tokens: int = 2048  # responses cut here finish with reason "length"
     val_temperature: float = 0.0  # 0: greedy validation
     val_n: int = 1  # samples per validation prompt
+    val_also_greedy: bool = False  # with val_temperature > 0: also a greedy pass, logged as val/accuracy_greedy
     preflight: bool = True  # check trainer/sampler log-prob parity before training
     preflight_tolerance: float = 1e-5  # max abs log-prob difference allowed by the preflight (fp32 CPU)
     vllm_gpu_memory_utilization: float = 0.5  # share of GPU memory for the colocated vLLM engine

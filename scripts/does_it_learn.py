@@ -1,20 +1,21 @@
 """Issue 8, "Does it learn?": GMPO, GRPO and a blank-image GMPO control on the toy task, over several seeds.
 
-    python scripts/does_it_learn.py                      # 3 seeds x 3 arms, two runs at a time, then the summary
+    python scripts/does_it_learn.py                      # 6 seeds x 3 arms, two runs at a time, then the summary
     python scripts/does_it_learn.py --summary-only       # re-read finished runs, rewrite the table and figures
 
 Per seed, ``mm-gmpo sft`` runs the configs' warm start once (and once more on blank images for the control), then
 every arm is ``mm-gmpo train`` on configs/toy_gmpo.yaml or configs/toy_grpo.yaml (nothing else differs) from that
 model with ``warmstart.steps=0``; this is the same as letting each run warm-start itself, minus the repeated work.
-Jobs use one torch thread, so two share 2 cores. Each run writes ``val/accuracy`` on 300 held-out prompts at step 0
-and at the end, and is summarised as:
+Jobs use one torch thread, so two share 2 cores (about 45 minutes for everything). Each run writes ``val/accuracy``
+(and ``val/accuracy_greedy``) on 300 held-out prompts at step 0 and at the end, and is summarised as:
 
 - warm start: ``val/accuracy`` at step 0 (after the warm start, before any RL);
 - final: ``val/accuracy`` at the last step;
-- gain: final minus warm start, per seed (the paired difference removes the warm start's seed-to-seed spread).
+- gain: final minus warm start, per seed (the paired difference removes the warm start's seed-to-seed spread);
+- the same three for greedy accuracy, and the log-ratio range and entropy over the run (a second table).
 
 Prints a Markdown table and one JSON line last; ``--out`` gets ``results.json``, ``table.md`` and the figures made
-by ``mm-gmpo plot`` (seed 1 of every arm overlaid, and all GMPO/GRPO seeds).
+by ``mm-gmpo plot`` (seed 1 of every arm overlaid, and every seed of GMPO, and of GRPO).
 """
 
 from __future__ import annotations
@@ -92,18 +93,40 @@ def run_all(root: Path, seeds: list[int], arms: list[str], parallel: int, overri
 
 
 def accuracies(path: Path) -> dict:
-    """First and last ``val/accuracy`` of a run, with their steps, and the run's wall time when known."""
+    """First and last ``val/accuracy`` (and ``val/accuracy_greedy`` when logged) of a run, with the last step and
+    the run's wall time when known."""
     rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    val = [(r["step"], r["val/accuracy"]) for r in rows if "val/accuracy" in r]
+    val = [(r["step"], r["val/accuracy"], r.get("val/accuracy_greedy")) for r in rows if "val/accuracy" in r]
     if len(val) < 2:
         raise SystemExit(f"{path}: fewer than two val/accuracy rows (did the run finish?)")
     final = path / "final.json"
     seconds = json.loads(final.read_text())["seconds"] if final.exists() else None
-    return {"start": val[0][1], "end": val[-1][1], "end_step": val[-1][0], "seconds": seconds, "curve": val}
+    return {
+        "start": val[0][1],
+        "end": val[-1][1],
+        "greedy_start": val[0][2],
+        "greedy_end": val[-1][2],
+        "end_step": val[-1][0],
+        "seconds": seconds,
+        "curve": [list(v) for v in val],
+    }
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _paired(runs: list[dict], start: str, end: str) -> dict:
+    """Mean and spread of the start, the end and the per-seed gain (end minus start of the same seed)."""
+    starts, ends = [r[start] for r in runs], [r[end] for r in runs]
+    gains = [e - s for s, e in zip(starts, ends, strict=True)]
+    return {
+        "start_mean_sd": mean_sd(starts),
+        "end_mean_sd": mean_sd(ends),
+        "gain_mean_sd": mean_sd(gains),
+        "gain_min": min(gains),
+        "gains": gains,
+    }
 
 
 def summarise(root: Path, seeds: list[int], arms: list[str]) -> dict:
@@ -113,54 +136,97 @@ def summarise(root: Path, seeds: list[int], arms: list[str]) -> dict:
     if all(p.exists() for p in warm):
         result["warmstart_minutes"] = statistics.fmean(json.loads(p.read_text())["seconds"] for p in warm) / 60
     for arm in arms:
-        starts = [per_run[arm][s]["start"] for s in seeds]
-        ends = [per_run[arm][s]["end"] for s in seeds]
-        gains = [e - s for s, e in zip(starts, ends, strict=True)]
-        times = [per_run[arm][s]["seconds"] for s in seeds if per_run[arm][s]["seconds"] is not None]
+        runs = [per_run[arm][s] for s in seeds]
+        times = [r["seconds"] for r in runs if r["seconds"] is not None]
         result[arm] = {
-            "start_mean_sd": mean_sd(starts),
-            "end_mean_sd": mean_sd(ends),
-            "gain_mean_sd": mean_sd(gains),
-            "gain_min": min(gains),
+            **_paired(runs, "start", "end"),
             "minutes_mean": statistics.fmean(times) / 60 if times else None,
         }
+        if all(r["greedy_start"] is not None for r in runs):
+            result[arm]["greedy"] = _paired(runs, "greedy_start", "greedy_end")
+        result[arm]["dynamics"] = dynamics([run_dir(root, arm, s) for s in seeds])
     return result
+
+
+def dynamics(paths: list[Path], settle: int = 50, window: int = 40) -> dict:
+    """Over all seeds of an arm: the per-step log-ratio extremes after the first ``settle`` steps (median, 5th
+    percentile of the minimum, 95th of the maximum, and the most extreme), and the mean entropy of the first and
+    last ``window`` steps."""
+    lows, highs, first, last = [], [], [], []
+    for path in paths:
+        rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        steps = [r for r in rows if "actor/entropy" in r]
+        lows += [r["actor/log_ratio_min"] for r in steps if r["step"] > settle]
+        highs += [r["actor/log_ratio_max"] for r in steps if r["step"] > settle]
+        first.append(statistics.fmean(r["actor/entropy"] for r in steps[:window]))
+        last.append(statistics.fmean(r["actor/entropy"] for r in steps[-window:]))
+    lows.sort()
+    highs.sort()
+    tail = max(len(lows) // 20, 1)
+    return {
+        "log_ratio_min_median": statistics.median(lows),
+        "log_ratio_min_p5": lows[tail - 1],
+        "log_ratio_min_lowest": lows[0],
+        "log_ratio_max_median": statistics.median(highs),
+        "log_ratio_max_p95": highs[-tail],
+        "log_ratio_max_highest": highs[-1],
+        "entropy_first": statistics.fmean(first),
+        "entropy_last": statistics.fmean(last),
+    }
 
 
 def table(result: dict, arms: list[str]) -> str:
     names = {"gmpo": "GMPO", "grpo": "GRPO", "blank": "GMPO, blank images (control)"}
     seeds = len(result["seeds"])
-    lines = [
-        f"| run ({seeds} seeds) | val/accuracy after warm start | val/accuracy at the end | gain (paired) | RL minutes/run |",
-        "|---|---|---|---|---|",
-    ]
+    greedy = all("greedy" in result[arm] for arm in arms)
+    head = f"| run ({seeds} seeds) | val/accuracy after warm start | val/accuracy at the end | gain (paired) |"
+    rule = "|---|---|---|---|"
+    if greedy:
+        head += " greedy: after warm start | greedy: at the end | greedy gain |"
+        rule += "---|---|---|"
+    lines = [head + " RL minutes/run |", rule + "---|"]
+
+    def cells(r: dict) -> str:
+        (s, s_sd), (e, e_sd), (g, g_sd) = r["start_mean_sd"], r["end_mean_sd"], r["gain_mean_sd"]
+        return f" {s:.3f} ± {s_sd:.3f} | {e:.3f} ± {e_sd:.3f} | {g:+.3f} ± {g_sd:.3f} |"
+
     for arm in arms:
         r = result[arm]
-        (s, s_sd), (e, e_sd), (g, g_sd) = r["start_mean_sd"], r["end_mean_sd"], r["gain_mean_sd"]
         minutes = f"{r['minutes_mean']:.1f}" if r["minutes_mean"] else "-"
-        lines.append(
-            f"| {names[arm]} | {s:.3f} ± {s_sd:.3f} | {e:.3f} ± {e_sd:.3f} | {g:+.3f} ± {g_sd:.3f} | {minutes} |"
-        )
+        lines.append(f"| {names[arm]} |{cells(r)}{cells(r['greedy']) if greedy else ''} {minutes} |")
     warm = result.get("warmstart_minutes")
     note = f" The warm start (`mm-gmpo sft`) took {warm:.1f} minutes per seed." if warm else ""
-    return "\n".join(lines) + f"\n\nmean ± standard deviation over seeds; chance is 1/6 = 0.167.{note}\n"
+    lines += ["", f"mean ± standard deviation over seeds; chance is 1/6 = 0.167.{note}", ""]
+    lines += [
+        "| run | log-ratio min per step: median, 5th pct, lowest | log-ratio max per step: median, 95th pct,"
+        " highest | entropy (nats/token): first 40 steps, last 40 |",
+        "|---|---|---|---|",
+    ]
+    for arm in arms:
+        d = result[arm]["dynamics"]
+        lines.append(
+            f"| {names[arm]} | {d['log_ratio_min_median']:.2f}, {d['log_ratio_min_p5']:.2f},"
+            f" {d['log_ratio_min_lowest']:.2f} | {d['log_ratio_max_median']:.2f}, {d['log_ratio_max_p95']:.2f},"
+            f" {d['log_ratio_max_highest']:.2f} | {d['entropy_first']:.3f}, {d['entropy_last']:.3f} |"
+        )
+    return "\n".join(lines) + "\n\nlog-ratios over all seeds' steps after step 50 (the warm-up of the first rounds).\n"
 
 
 def figures(root: Path, out: Path, seeds: list[int], arms: list[str]) -> None:
+    """``out/arms``: seed 1 of every arm overlaid; ``out/<arm>``: every seed of GMPO, and of GRPO."""
     plot = [sys.executable, "-m", "mm_gmpo.cli", "plot", "--smooth", "10"]
     first = [str(run_dir(root, arm, seeds[0])) for arm in arms]
     subprocess.run([*plot, *first, "--out", str(out / "arms"), "--labels", *arms], check=True)
-    both = [a for a in ("gmpo", "grpo") if a in arms]
-    dirs = [str(run_dir(root, a, s)) for a in both for s in seeds]
-    labels = [f"{a}-seed{s}" for a in both for s in seeds]
-    subprocess.run([*plot, *dirs, "--out", str(out / "seeds"), "--labels", *labels], check=True)
+    for arm in (a for a in ("gmpo", "grpo") if a in arms):
+        dirs = [str(run_dir(root, arm, s)) for s in seeds]
+        subprocess.run([*plot, *dirs, "--out", str(out / arm), "--labels", *[f"seed {s}" for s in seeds]], check=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="runs/toy", help="where the runs go")
     parser.add_argument("--out", default="docs/does_it_learn", help="results.json, table.md and figures")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--parallel", type=int, default=2, help="runs at once (one thread each)")
     parser.add_argument("--summary-only", action="store_true", help="only summarise finished runs")

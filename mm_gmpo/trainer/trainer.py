@@ -322,25 +322,38 @@ class Trainer:
 
     # ------------------------------------------------------------------ around the loop
     def validate(self) -> dict[str, float]:
-        """Greedy (or sampled, rollout.val_temperature) accuracy on this process's share of the validation set."""
+        """Accuracy on this process's share of the validation set: greedy, or the mean over ``rollout.val_n``
+        samples at ``rollout.val_temperature`` (then also greedy as ``val/accuracy_greedy`` if
+        ``rollout.val_also_greedy``)."""
+        r = self.cfg.rollout
+        metrics = self._validate_pass(r.val_n, r.val_temperature, "val")
+        if r.val_also_greedy and r.val_temperature > 0:
+            greedy = self._validate_pass(1, 0.0, "val_greedy")
+            metrics["val/accuracy_greedy"] = greedy["val_greedy/accuracy"]
+        return metrics
+
+    def _validate_pass(self, n: int, temperature: float, prefix: str) -> dict[str, float]:
         from mm_gmpo.trainer.evaluation import evaluate_prompts
 
         mine = self.val_prompts[self.ctx.rank :: self.ctx.world_size]
-        r = self.cfg.rollout
         result = evaluate_prompts(
             self.rollout,
             mine,
             self.verifier,
-            n=r.val_n,
-            temperature=r.val_temperature,
-            max_new_tokens=r.max_new_tokens,
-            batch_size=max(r.prompts_per_round, 8),
+            n=n,
+            temperature=temperature,
+            max_new_tokens=self.cfg.rollout.max_new_tokens,
+            batch_size=max(self.cfg.rollout.prompts_per_round, 8),
             format_kind=self.cfg.reward.format,
             seed=self.cfg.trainer.seed,
         )
         tot = dist.all_reduce_sum(self.ctx, [result.correct, result.formatted, result.length_sum, result.count])
         count = tot[3] or 1.0
-        return {"val/accuracy": tot[0] / count, "val/format": tot[1] / count, "val/response_length": tot[2] / count}
+        return {
+            f"{prefix}/accuracy": tot[0] / count,
+            f"{prefix}/format": tot[1] / count,
+            f"{prefix}/response_length": tot[2] / count,
+        }
 
     def _warm_start(self, policy) -> dict[str, float]:
         from mm_gmpo.trainer.sft import warm_start_from_config
