@@ -6,7 +6,7 @@
 Per seed, ``mm-gmpo sft`` runs the configs' warm start once (and once more on blank images for the control), then
 every arm is ``mm-gmpo train`` on configs/toy_gmpo.yaml or configs/toy_grpo.yaml (nothing else differs) from that
 model with ``warmstart.steps=0``; this is the same as letting each run warm-start itself, minus the repeated work.
-Jobs use one torch thread, so two share 2 cores (about 45 minutes for everything). Each run writes ``val/accuracy``
+Jobs use one torch thread, so two share 2 cores (about 85 minutes for everything). Each run writes ``val/accuracy``
 (and ``val/accuracy_greedy``) on 300 held-out prompts at step 0 and at the end, and is summarised as:
 
 - warm start: ``val/accuracy`` at step 0 (after the warm start, before any RL);
