@@ -25,8 +25,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per generation batch")
     parser.add_argument("--source", choices=["auto", "local", "hub"], default="auto")
     parser.add_argument("--local-dir", default="", help="local data root (default: data/sample, then ../shared/data)")
-    parser.add_argument("--max-pixels", type=int, default=1003520)
-    parser.add_argument("--dtype", default="auto")
+    parser.add_argument(
+        "--min-pixels", type=int, default=None, help="image pixel budget, lower bound (default: the checkpoint's)"
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="image pixel budget, upper bound (default: the checkpoint's own, i.e. what it was trained with)",
+    )
+    parser.add_argument("--dtype", default="auto", help="auto: bf16 on a GPU, fp32 on a CPU")
+    parser.add_argument(
+        "--attn-implementation", default="auto", help="auto: flash_attention_2 when importable, else sdpa"
+    )
     parser.add_argument("--output", default="", help="folder for items-<set>.jsonl and summary.json")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -37,10 +48,13 @@ def run(args: argparse.Namespace) -> int:
     from mm_gmpo.models import load_model, load_processor
     from mm_gmpo.reward import VerifierPool
     from mm_gmpo.rollout import RolloutEngine
+    from mm_gmpo.trainer.dist import local_device
     from mm_gmpo.trainer.evaluation import evaluate_prompts
 
-    processor = load_processor(args.model, max_pixels=args.max_pixels)
-    model = load_model(args.model, args.dtype).eval()
+    device = local_device()
+    processor = load_processor(args.model, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+    pixels = _pixel_budget(processor)
+    model = load_model(args.model, args.dtype, args.attn_implementation).to(device).eval()
     engine = RolloutEngine(args.backend, model, processor, config=RolloutConfig(backend=args.backend))
     out_dir = Path(args.output) if args.output else None
     if out_dir:
@@ -58,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
                 template=template,
                 show_choices=args.show_choices,
                 max_prompt_length=1 << 20,
-                min_pixels=3136,
-                max_pixels=args.max_pixels,
+                min_pixels=pixels[0],
+                max_pixels=pixels[1],
             )
             start = time.perf_counter()
             result = evaluate_prompts(
@@ -73,10 +87,13 @@ def run(args: argparse.Namespace) -> int:
                 format_kind="boxed",
                 seed=args.seed,
             )
+            finish = [r for item in result.items for r in item["finish_reasons"]]
             summary[spec] = {
                 "pass@1": result.accuracy,
                 "problems": result.count,
                 "mean_length": result.length_sum / max(result.count, 1),
+                "truncated_frac": sum(r == "length" for r in finish) / max(len(finish), 1),
+                "template": template,
                 "seconds": time.perf_counter() - start,
             }
             if out_dir:
@@ -87,8 +104,36 @@ def run(args: argparse.Namespace) -> int:
     if summary:
         summary["average"] = {"pass@1": sum(v["pass@1"] for v in summary.values()) / len(summary)}
     if out_dir:
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        record = {
+            "model": args.model,
+            "data": list(args.data),
+            "source": args.source,
+            "local_dir": args.local_dir,
+            "limit": args.limit,
+            "sampling": {
+                "n": args.n,
+                "temperature": args.temperature,
+                "top_p": 1.0,
+                "top_k": 0,
+                "max_new_tokens": args.max_new_tokens,
+                "seed": args.seed,
+            },
+            "backend": args.backend,
+            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+            "device": str(device),
+            "min_pixels": pixels[0],
+            "max_pixels": pixels[1],
+            **summary,  # one entry per dataset spec, and "average"
+        }
+        (out_dir / "summary.json").write_text(json.dumps(record, indent=1))
     print(f"{'benchmark':<22}{'pass@1':>8}{'problems':>10}")
     for spec, row in summary.items():
         print(f"{spec:<22}{100 * row['pass@1']:>8.1f}{row.get('problems', ''):>10}")
     return 0
+
+
+def _pixel_budget(processor) -> tuple[int, int]:
+    """(min, max) pixels per image of the processor (the checkpoint's own unless overridden); text models: the
+    defaults, unused."""
+    size = getattr(getattr(processor, "image_processor", None), "size", None) or {}
+    return int(size.get("shortest_edge", 3136)), int(size.get("longest_edge", 1003520))

@@ -104,14 +104,14 @@ def test_gmpo_ablations_hand_values():
     assert m["clip_frac"] == 0.0
     loss, _ = gmpo_nonorm_loss(logprobs, old, adv, mask)  # token clip as GMPO, exp of the sum
     assert loss.item() == pytest.approx((-math.exp(-0.3) + 2.0 * math.exp(0.3)) / 4, rel=1e-12)
-    # Sequence clip: row 0 mean -0.1/3 is inside; row 1 mean 0.1 is inside; with clip 0.05 row 1 (A < 0)
-    # is not clipped from above (only A > 0 clips high), row 0 (A > 0) is not clipped from below.
+    # Sequence clip (the paper's code: the log-ratio *sum* is clipped, then divided by |o|): row 0 (A > 0, sum
+    # -0.1) is not clipped from below, row 1 (A < 0, sum 0.2) is not clipped from above.
     loss, m = gmpo_seqclip_loss(logprobs, old, adv, mask, clip_low=0.02, clip_high=0.02)
     assert loss.item() == pytest.approx((-math.exp(-0.1 / 3) + 2.0 * math.exp(0.1)) / 4, rel=1e-12)
     assert m["clip_frac"] == 0.0
-    flipped = -adv  # row 0 now A = -1 (mean -1/30 < -0.02: clipped), row 1 A = +2 (mean 0.1 > 0.02: clipped)
+    flipped = -adv  # row 0 now A = -1 (sum -0.1 < -0.02: clipped), row 1 A = +2 (sum 0.2 > 0.02: clipped)
     loss, m = gmpo_seqclip_loss(logprobs, old, flipped, mask, clip_low=0.02, clip_high=0.02)
-    assert loss.item() == pytest.approx((math.exp(-0.02) - 2.0 * math.exp(0.02)) / 4, rel=1e-12)
+    assert loss.item() == pytest.approx((math.exp(-0.02 / 3) - 2.0 * math.exp(0.02 / 2)) / 4, rel=1e-12)
     assert m["clip_frac_low"] == pytest.approx(3 / 7) and m["clip_frac_high"] == pytest.approx(2 / 7)
     loss.backward()
     assert torch.count_nonzero(logprobs.grad) == 0  # both sequences clipped, rows 2-3 contribute nothing

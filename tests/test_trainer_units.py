@@ -46,13 +46,16 @@ def test_skipped_update_leaves_weights_unchanged():
     updater = TorchUpdater(DistContext(), model, lr=0.1, betas=[0.9, 0.95], weight_decay=0.0, grad_clip=1.0, warmup=0)
     before = [p.detach().clone() for p in model.parameters()]
     updater.backward(model(torch.ones(1, 3)).sum())
-    updater.step(skip=True)
+    assert updater.step(skip=True)[1] is False
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     updater.backward(model(torch.ones(1, 3)).sum() * float("nan"))
-    norm = updater.step(skip=False)  # a non-finite gradient is never applied
-    assert norm != norm and all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    norm, applied = updater.step(skip=False)  # a non-finite gradient is never applied
+    assert norm != norm and not applied
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert updater.optimizer.state == {}  # AdamW's moments never saw the dropped gradients
+    assert updater.scheduler.last_epoch == 0  # nor did the schedule move
     updater.backward(model(torch.ones(1, 3)).sum())
-    updater.step(skip=False)
+    assert updater.step(skip=False)[1] is True
     assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 

@@ -32,7 +32,7 @@ import torch
 from mm_gmpo.algorithms.aggregate import as_bool_mask, masked_count, masked_mean, masked_sum
 from mm_gmpo.algorithms.diagnostics import LOG_RATIO_LIMIT, loss_metrics
 
-ClipMode = Literal["token", "sequence", "none"]
+ClipMode = Literal["token", "sequence", "sequence_sum", "none"]
 
 GMPO_CLIP = 0.4  # log space: token log-ratios clipped to [-0.4, 0.4], i.e. ratios in [e^-0.4, e^0.4]
 GRPO_CLIP = 0.2  # ratio space: [1 - 0.2, 1 + 0.2]
@@ -96,8 +96,10 @@ def gmpo_loss(
       A_i > 0: c_t = min(x_t, clamp(x_t, -clip_low, clip_high));  A_i < 0: c_t = max(x_t, clamp(...)).
       So only x_t > clip_high clips when A_i > 0, and only x_t < -clip_low when A_i < 0; a clipped token's
       log-ratio is replaced by the constant bound (zero gradient).
-    - ``clip_mode="sequence"`` (ablation): c_t = x_t, and the same sign-aware clip is applied to the exponent
-      m_i below instead of to each token.
+    - ``clip_mode="sequence_sum"`` (the paper's sequence-clip ablation, as its code does it): c_t = x_t, and the
+      same sign-aware clip is applied to the sequence's log-ratio *sum* S_i = sum_t x_t, before the division by
+      |o_i| below.
+    - ``clip_mode="sequence"`` (GSPO's): c_t = x_t, and the clip is applied to the exponent m_i (the mean).
     - ``clip_mode="none"`` (ablation): c_t = x_t.
 
     m_i = sum_t c_t / |o_i| (``length_norm=False``, ablation: sum_t c_t), clamped to [-20, 20];
@@ -107,8 +109,8 @@ def gmpo_loss(
     Gradient (token clip, length-normalised): d l_i / d logprobs_t = -A_i * ratio_i / |o_i| for unclipped
     tokens and 0 for clipped ones; on-policy (ratio 1) that is -A_i / |o_i|, GRPO's direction.
     """
-    if clip_mode not in ("token", "sequence", "none"):
-        raise ValueError(f"clip_mode must be 'token', 'sequence' or 'none', got {clip_mode!r}")
+    if clip_mode not in ("token", "sequence", "sequence_sum", "none"):
+        raise ValueError(f"clip_mode must be 'token', 'sequence', 'sequence_sum' or 'none', got {clip_mode!r}")
     _check_clip(clip_low, clip_high)
     log_ratio, mask, adv, lengths = _prepare(logprobs, old_logprobs, advantages, response_mask, denominator)
     positive, negative = adv > 0, adv < 0  # [B]
@@ -121,12 +123,19 @@ def gmpo_loss(
     else:
         log_ratio_used = log_ratio
     exponent = masked_sum(log_ratio_used, mask, dim=-1)  # [B]
+
+    def clip_sequences(value: torch.Tensor) -> torch.Tensor:
+        nonlocal clipped_low, clipped_high
+        seq_high, seq_low = positive & (value > clip_high), negative & (value < -clip_low)
+        clipped_high, clipped_low = mask & seq_high[:, None], mask & seq_low[:, None]
+        return torch.where(seq_high, clip_high, torch.where(seq_low, -clip_low, value))
+
+    if clip_mode == "sequence_sum":  # callsys/GMPO clips the sum of the sequence's log-ratios, then divides
+        exponent = clip_sequences(exponent)
     if length_norm:
         exponent = exponent / lengths.clamp(min=1).to(exponent.dtype)
     if clip_mode == "sequence":
-        seq_high, seq_low = positive & (exponent > clip_high), negative & (exponent < -clip_low)
-        exponent = torch.where(seq_high, clip_high, torch.where(seq_low, -clip_low, exponent))
-        clipped_high, clipped_low = mask & seq_high[:, None], mask & seq_low[:, None]
+        exponent = clip_sequences(exponent)
     seq_ratio = torch.exp(exponent.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT))  # [B]
     valid = lengths > 0
     per_sequence = torch.where(valid, -adv * seq_ratio, torch.zeros((), dtype=adv.dtype, device=adv.device))
@@ -159,10 +168,11 @@ def gmpo_seqclip_loss(
     clip_high: float = GMPO_CLIP,
     denominator: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """GMPO with sequence-level clipping (paper ablation): m_i = mean_t x_t, sign-aware clip of m_i to
-    [-clip_low, clip_high] (A > 0: min(m, clamp(m)); A < 0: max), l_i = -A_i * exp(m_i)."""
+    """GMPO with sequence-level clipping (paper ablation, as in the paper's code): S_i = sum_t x_t, sign-aware
+    clip of S_i to [-clip_low, clip_high] (A > 0: min(S, clamp(S)); A < 0: max), m_i = S_i / |o_i|,
+    l_i = -A_i * exp(m_i)."""
     return gmpo_loss(
-        logprobs, old_logprobs, advantages, response_mask, clip_low, clip_high, denominator, clip_mode="sequence"
+        logprobs, old_logprobs, advantages, response_mask, clip_low, clip_high, denominator, clip_mode="sequence_sum"
     )
 
 

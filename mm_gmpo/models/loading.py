@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -22,13 +23,25 @@ def resolve_dtype(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
-def load_model(path: str | Path, dtype: str = "auto", attn_implementation: str | None = None):
-    """The causal LM (text) or image-text-to-text model (Qwen2.5-VL) at ``path``, in ``dtype``."""
+def resolve_attn_implementation(name: str | None) -> str | None:
+    """``auto``: flash-attention 2 on a GPU where ``flash_attn`` is importable (variable lengths, the recipes'
+    sequence lengths), else PyTorch's sdpa. Any other name goes to transformers as it is; empty: its default."""
+    if name != "auto":
+        return name or None
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def load_model(path: str | Path, dtype: str | torch.dtype = "auto", attn_implementation: str | None = None):
+    """The causal LM (text) or image-text-to-text model (Qwen2.5-VL) at ``path``, in ``dtype`` (a name or a
+    torch dtype), with ``attn_implementation`` (see :func:`resolve_attn_implementation`)."""
     path = str(path)
     if not Path(path).exists() and Path(path).is_absolute():
         raise UserError(f"model.path={path} does not exist")
     cls = AutoModelForImageTextToText if is_vision_model(path) else AutoModelForCausalLM
-    kwargs = {"dtype": resolve_dtype(dtype)}
+    kwargs = {"dtype": dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype)}
+    attn_implementation = resolve_attn_implementation(attn_implementation)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     return cls.from_pretrained(path, **kwargs)

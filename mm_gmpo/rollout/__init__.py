@@ -8,7 +8,9 @@ from mm_gmpo.rollout.preflight import (
     ParityReport,
     assert_parity,
     check_logprob_parity,
+    default_tolerances,
     measure_logprob_parity,
+    parity_report,
 )
 from mm_gmpo.rollout.types import RolloutBatch, SamplingParams
 
@@ -20,7 +22,9 @@ __all__ = [
     "SamplingParams",
     "assert_parity",
     "check_logprob_parity",
+    "default_tolerances",
     "measure_logprob_parity",
+    "parity_report",
     "policy_logprobs",
     "rollout_metrics",
     "suppressed_token_ids",

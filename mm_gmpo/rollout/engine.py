@@ -41,12 +41,14 @@ def rollout_metrics(batch: RolloutBatch, seconds: float | None = None) -> dict[s
 class RolloutEngine:
     """Samples ``n`` responses per prompt with the chosen backend (``hf`` or ``vllm``)."""
 
-    def __init__(self, backend: str, model: torch.nn.Module, processor, *, config: Any = None):
+    def __init__(self, backend: str, model: torch.nn.Module, processor, *, config: Any = None, synced: bool = False):
+        """``synced``: the policy's parameters are partitioned over processes (ZeRO-3); see ``hf_generate``."""
         if backend not in BACKENDS:
             raise UserError(f"rollout.backend={backend!r} is not one of {', '.join(BACKENDS)}")
         self.backend = backend
         self.model = model
         self.processor = processor
+        self.synced = synced
         self._vllm = None
         if backend == "vllm":
             from mm_gmpo.rollout.vllm_backend import VLLMRollout
@@ -68,7 +70,7 @@ class RolloutEngine:
         if self._vllm is not None:
             batch = self._vllm.generate(prompts, n, sampling)
         else:
-            batch = hf_generate(self.model, self.processor, prompts, n, sampling)
+            batch = hf_generate(self.model, self.processor, prompts, n, sampling, synced=self.synced)
         batch.generation_seconds = time.perf_counter() - start
         log.debug("rolled out %d rows in %.2f s", batch.num_rows, batch.generation_seconds)
         return batch

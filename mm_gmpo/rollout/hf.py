@@ -155,9 +155,20 @@ def _image_inputs(model: torch.nn.Module, encoded, n: int, device) -> dict:
 
 
 def hf_generate(
-    model: torch.nn.Module, processor, prompts: list[Prompt], n: int, sampling: SamplingParams
+    model: torch.nn.Module,
+    processor,
+    prompts: list[Prompt],
+    n: int,
+    sampling: SamplingParams,
+    *,
+    synced: bool = False,
 ) -> RolloutBatch:
-    """``n`` responses per prompt with ``model.generate``, as a :class:`RolloutBatch` (rows grouped by prompt)."""
+    """``n`` responses per prompt with ``model.generate``, as a :class:`RolloutBatch` (rows grouped by prompt).
+
+    ``synced``: the parameters are partitioned over processes (ZeRO-3), so every decode step's forward is a
+    collective; a process whose rows have all stopped keeps stepping (``synced_gpus``) until every process's have,
+    or its next collective would meet another process's all-gathers. Every process must call this equally often.
+    """
     tokenizer = tokenizer_of(processor)
     device = next(model.parameters()).device
     encoded = encode_prompts(processor, prompts)
@@ -186,7 +197,10 @@ def hf_generate(
             if encoded.pixel_values is not None:
                 inputs.update(_image_inputs(model, encoded, n, device))
             sequences = model.generate(
-                **inputs, generation_config=config, logits_processor=LogitsProcessorList([sampler])
+                **inputs,
+                generation_config=config,
+                logits_processor=LogitsProcessorList([sampler]),
+                synced_gpus=synced,
             )
     finally:
         model.train(was_training)

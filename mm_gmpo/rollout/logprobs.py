@@ -224,12 +224,15 @@ def policy_logprobs(
     chunk_size: int = 512,
     with_entropy: bool = False,
     entropy_grad: bool = True,
+    min_chunks: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(log-probs [N, R], entropy [N, R] or None) of the batch's response tokens under ``model``.
 
     Values at positions outside ``response_mask`` are 0. Differentiable (the trainer backprops through it).
     ``chunk_size``: response tokens per LM-head call (peak logits memory: chunk_size x vocab x 4 bytes).
     ``entropy_grad=False``: the entropy is returned detached (a metric; cheaper backward, less memory).
+    ``min_chunks``: call the LM head at least this often (empty chunks after the real ones). Under ZeRO-3 each call
+    gathers the head's weight in a collective, so every process must make the same number of calls.
     """
     hf = _hf_model(model)
     device = next(hf.parameters()).device
@@ -242,7 +245,9 @@ def policy_logprobs(
     lm_head = hf.get_output_embeddings()
     suppressed = batch.suppressed_token_ids
     logps, entropies = [], []
-    for start in range(0, selected.shape[0], max(chunk_size, 1)):
+    chunk_size = max(chunk_size, 1)
+    num_chunks = max(-(-selected.shape[0] // chunk_size), min_chunks)
+    for start in range(0, num_chunks * chunk_size, chunk_size):
         chunk = slice(start, start + chunk_size)
         lp, ent = _chunk_stats(
             selected[chunk], tokens[chunk], lm_head, suppressed, temperature, with_entropy, entropy_grad

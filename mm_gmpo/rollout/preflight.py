@@ -1,11 +1,13 @@
 """Preflight: does the trainer's forward reproduce the sampler's log-probs on a real rollout batch?
 
-Run once before training. A mismatch here means every importance ratio of the run is biased (the pain list's
+Run on the first round before training on it, and measured on every round whose trainer log-probs are
+computed (``rollout/logprob_diff_*``). A mismatch here means every importance ratio of the run is biased (the pain list's
 "on-policy ratio far from 1": wrong mrope positions, padding side, temperature not applied, top-p truncation).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -34,23 +36,60 @@ class TokenDiff:
         return abs(self.sampler_logprob - self.trainer_logprob)
 
 
+# Default gates on (mean, p99) of |trainer - sampler| log-prob by compute dtype. A broken setup (wrong rope
+# positions, padding side, temperature not applied) is off by 0.1-1 nats on most tokens; bf16 rounding gives a
+# mean near 1e-2 with a tail of single tokens far out, which is why the maximum is reported but not gated.
+PREFLIGHT_TOLERANCES = {
+    torch.float32: (1e-5, 1e-4),
+    torch.bfloat16: (0.05, 0.5),
+    torch.float16: (0.02, 0.2),
+}
+
+
+def default_tolerances(dtype: torch.dtype) -> tuple[float, float]:
+    """(mean, p99) gates for a run computing in ``dtype``."""
+    return PREFLIGHT_TOLERANCES.get(dtype, PREFLIGHT_TOLERANCES[torch.bfloat16])
+
+
 @dataclass
 class ParityReport:
     max_abs_diff: float  # over all response tokens (0 when there are none)
     mean_abs_diff: float
+    p99_abs_diff: float  # 99th percentile of |diff| over response tokens
     num_tokens: int  # response tokens compared
-    tolerance: float
+    mean_tolerance: float
+    p99_tolerance: float
+    max_tolerance: float = math.inf  # gated only when a caller asks (small fp32 checks)
     worst: list[TokenDiff] = field(default_factory=list)  # largest differences first
     note: str = ""  # a known reason for a mismatch (e.g. top-p truncation), when there is one
 
     @property
+    def tolerance(self) -> float:
+        return self.max_tolerance
+
+    @property
     def ok(self) -> bool:
-        return self.max_abs_diff <= self.tolerance
+        return (
+            self.mean_abs_diff <= self.mean_tolerance
+            and self.p99_abs_diff <= self.p99_tolerance
+            and self.max_abs_diff <= self.max_tolerance
+        )
+
+    def metrics(self) -> dict[str, float]:
+        """``rollout/logprob_diff_{mean,p99,max}``: logged every round whose trainer log-probs were computed."""
+        return {
+            "rollout/logprob_diff_mean": self.mean_abs_diff,
+            "rollout/logprob_diff_p99": self.p99_abs_diff,
+            "rollout/logprob_diff_max": self.max_abs_diff,
+        }
 
     def describe(self) -> str:
+        gates = f"tolerance mean {self.mean_tolerance:.1e}, p99 {self.p99_tolerance:.1e}"
+        if math.isfinite(self.max_tolerance):
+            gates += f", max {self.max_tolerance:.1e}"
         lines = [
-            f"trainer/sampler log-prob max abs diff {self.max_abs_diff:.3e} (mean {self.mean_abs_diff:.3e}) over "
-            f"{self.num_tokens} response tokens, tolerance {self.tolerance:.1e}"
+            f"trainer/sampler log-prob |diff| mean {self.mean_abs_diff:.3e}, p99 {self.p99_abs_diff:.3e}, max "
+            f"{self.max_abs_diff:.3e} over {self.num_tokens} response tokens ({gates})"
         ]
         for d in self.worst:
             lines.append(
@@ -62,20 +101,20 @@ class ParityReport:
         return "\n".join(lines)
 
 
-def measure_logprob_parity(
-    model: torch.nn.Module,
+def parity_report(
+    trainer_logprobs: torch.Tensor,
     batch: RolloutBatch,
     *,
     temperature: float,
-    tolerance: float,
+    mean_tolerance: float,
+    p99_tolerance: float,
+    max_tolerance: float = math.inf,
     tokenizer=None,
     top: int = 5,
-    chunk_size: int = 512,
 ) -> ParityReport:
-    """Compare ``batch.sampler_logprobs`` with :func:`policy_logprobs` on every response token; never raises."""
-    with torch.no_grad():
-        trainer, _ = policy_logprobs(model, batch, temperature=temperature, chunk_size=chunk_size)
-    trainer = trainer.cpu().double()
+    """Compare the trainer's log-probs [N, R] (computed by the caller, e.g. in the update's micro-batches) with
+    ``batch.sampler_logprobs`` on every response token. Pure; never raises."""
+    trainer = trainer_logprobs.detach().cpu().double()
     sampler = batch.sampler_logprobs.cpu().double()
     mask = batch.response_mask.cpu()
     diff = torch.where(mask, (trainer - sampler).abs(), torch.zeros_like(trainer))
@@ -112,10 +151,48 @@ def measure_logprob_parity(
     return ParityReport(
         max_abs_diff=float(diff.max()) if count else 0.0,
         mean_abs_diff=float(diff.sum() / count) if count else 0.0,
+        p99_abs_diff=float(torch.quantile(diff[mask], 0.99)) if count else 0.0,
         num_tokens=count,
-        tolerance=tolerance,
+        mean_tolerance=mean_tolerance,
+        p99_tolerance=p99_tolerance,
+        max_tolerance=max_tolerance,
         worst=worst,
         note=note,
+    )
+
+
+def measure_logprob_parity(
+    model: torch.nn.Module,
+    batch: RolloutBatch,
+    *,
+    temperature: float,
+    tolerance: float | None = None,
+    mean_tolerance: float | None = None,
+    p99_tolerance: float | None = None,
+    tokenizer=None,
+    top: int = 5,
+    chunk_size: int = 512,
+) -> ParityReport:
+    """:func:`parity_report` on one no-grad forward of the whole batch (small batches: tests, the vLLM check).
+
+    ``tolerance`` gates the maximum, and the mean and p99 unless they are given; without any, the gates are the
+    defaults of the model's dtype. The trainer computes its log-probs in micro-batches and calls
+    :func:`parity_report` itself.
+    """
+    with torch.no_grad():
+        trainer, _ = policy_logprobs(model, batch, temperature=temperature, chunk_size=chunk_size)
+    default_mean, default_p99 = default_tolerances(next(model.parameters()).dtype)
+    fallback_mean = tolerance if tolerance is not None else default_mean
+    fallback_p99 = tolerance if tolerance is not None else default_p99
+    return parity_report(
+        trainer,
+        batch,
+        temperature=temperature,
+        mean_tolerance=mean_tolerance if mean_tolerance is not None else fallback_mean,
+        p99_tolerance=p99_tolerance if p99_tolerance is not None else fallback_p99,
+        max_tolerance=tolerance if tolerance is not None else math.inf,
+        tokenizer=tokenizer,
+        top=top,
     )
 
 
@@ -124,11 +201,11 @@ def check_logprob_parity(
     batch: RolloutBatch,
     *,
     temperature: float,
-    tolerance: float,
+    tolerance: float | None = None,
     processor=None,
     raise_on_failure: bool = True,
 ) -> ParityReport:
-    """:func:`measure_logprob_parity`, raising :class:`LogprobParityError` (naming the tokens) over ``tolerance``."""
+    """:func:`measure_logprob_parity`, raising :class:`LogprobParityError` (naming the tokens) over a gate."""
     tokenizer = tokenizer_of(processor) if processor is not None else None
     report = measure_logprob_parity(model, batch, temperature=temperature, tolerance=tolerance, tokenizer=tokenizer)
     if raise_on_failure:
@@ -137,9 +214,10 @@ def check_logprob_parity(
 
 
 def assert_parity(report: ParityReport) -> None:
-    """Raise :class:`LogprobParityError` with the worst tokens when ``report`` is over its tolerance."""
+    """Raise :class:`LogprobParityError` with the worst tokens when ``report`` is over a gate."""
     if not report.ok:
         raise LogprobParityError(
             "preflight failed: " + report.describe() + "\n(training refuses to start; raise "
-            "rollout.preflight_tolerance or set rollout.preflight=false to override)"
+            "rollout.preflight_mean_tolerance / rollout.preflight_p99_tolerance or set rollout.preflight=false "
+            "to override)"
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,16 +35,20 @@ class DistContext:
         return self.rank == 0
 
 
+def local_device(local_rank: int = 0) -> torch.device:
+    """This process's GPU when there is one (made current), else the CPU."""
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
 def init_distributed(use_deepspeed: bool) -> DistContext:
     """Join the process group set up by torchrun/deepspeed (gloo on CPU, nccl on GPU), or run alone."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
+    device = local_device(local_rank)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if use_deepspeed and not dist.is_initialized():
         if world_size == 1:  # DeepSpeed wants a process group even alone (else it tries MPI discovery)
@@ -121,8 +126,15 @@ class TorchUpdater:
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
 
-    def step(self, skip: bool) -> float:
-        """Apply the accumulated gradients (or drop them when ``skip``); returns the global grad norm."""
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+    partitioned = False  # every process holds every parameter
+
+    def step(self, skip: bool) -> tuple[float, bool]:
+        """Apply the accumulated gradients, or drop them when ``skip`` or when their norm is not finite (then
+        neither the parameters, nor AdamW's moments, nor the schedule move). Returns (global grad norm, applied)."""
         if self.ctx.world_size > 1:
             for p in self.params:
                 if p.grad is None:
@@ -130,11 +142,12 @@ class TorchUpdater:
                 dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
         max_norm = self.grad_clip if self.grad_clip > 0 else float("inf")
         norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
-        if not skip and torch.isfinite(torch.tensor(norm)):
+        applied = not skip and math.isfinite(norm)
+        if applied:
             self.optimizer.step()
-        self.scheduler.step()
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return norm
+        return norm, applied
 
     @property
     def lr(self) -> float:
@@ -165,7 +178,9 @@ class TorchUpdater:
 class DeepSpeedUpdater:
     """A DeepSpeed engine (ZeRO-2/3); micro-batches accumulate, the engine reduces and steps at the boundary."""
 
-    def __init__(self, ctx, model, ds_config_path: str, *, lr, betas, weight_decay, grad_clip, warmup, micro_batches):
+    def __init__(
+        self, ctx, model, ds_config_path: str, *, lr, betas, weight_decay, grad_clip, warmup, micro_batches, bf16=False
+    ):
         deepspeed = require("deepspeed", "trainer.deepspeed", "pip install deepspeed")
         config = load_deepspeed_config(
             ds_config_path,
@@ -175,6 +190,7 @@ class DeepSpeedUpdater:
             grad_clip=grad_clip,
             micro_batches=micro_batches,
             world_size=ctx.world_size,
+            bf16=bf16,
         )
         self.ctx = ctx
         self.micro_batches = micro_batches
@@ -190,6 +206,15 @@ class DeepSpeedUpdater:
     def forward(self, *args, **kwargs):
         return self.engine(*args, **kwargs)  # through the engine: ZeRO-3 prepares gradient accumulation here
 
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+    @property
+    def partitioned(self) -> bool:
+        """Parameters split over processes (ZeRO-3): every module call is a collective."""
+        return self.zero_stage == 3 and self.ctx.world_size > 1
+
     def backward(self, loss: torch.Tensor) -> None:
         # The engine averages gradients over processes; the loss is already normalised by the global batch,
         # so scale by the world size to turn that average into the sum.
@@ -198,18 +223,19 @@ class DeepSpeedUpdater:
         if self._micro < self.micro_batches:
             self.engine.step()  # not a boundary (the engine counts micro-steps against gradient_accumulation_steps)
 
-    def step(self, skip: bool) -> float:
-        if skip:  # gradients cannot be dropped inside ZeRO: apply a zero learning rate for this step
-            saved = [g["lr"] for g in self.optimizer.param_groups]
-            for g in self.optimizer.param_groups:
-                g["lr"] = 0.0
+    def step(self, skip: bool) -> tuple[float, bool]:
+        """The engine's step at the accumulation boundary. A step to drop (``skip``) has NaN gradients (see
+        trainer.update), and ZeRO's overflow check drops it before the optimizer runs (bf16: with
+        ``check_grad_overflow``, set in our JSONs; fp32: always), as it does any non-finite gradient.
+        Returns (global grad norm, applied)."""
+        skipped_before = self.engine.skipped_steps
         self.engine.step()
-        if skip:
-            for g, lr in zip(self.optimizer.param_groups, saved, strict=True):
-                g["lr"] = lr
         self._micro = 0
+        applied = self.engine.skipped_steps == skipped_before
+        if skip and applied:
+            raise RuntimeError("DeepSpeed applied a step whose gradients were NaN: enable bf16.check_grad_overflow")
         norm = self.engine.get_global_grad_norm()
-        return float(norm) if norm is not None else float("nan")
+        return (float(norm) if norm is not None else float("nan")), applied
 
     @property
     def lr(self) -> float:
@@ -235,8 +261,14 @@ def _warmup_schedule(optimizer, warmup: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
 
 
-def load_deepspeed_config(path: str, *, lr, betas, weight_decay, grad_clip, micro_batches, world_size) -> dict:
-    """Read a DeepSpeed JSON and fill the values our config owns (batch sizes, clipping, precision on CPU)."""
+def load_deepspeed_config(
+    path: str, *, lr, betas, weight_decay, grad_clip, micro_batches, world_size, bf16: bool = False
+) -> dict:
+    """Read a DeepSpeed JSON and fill the values our config owns (batch sizes, clipping, precision).
+
+    ``bf16``: the policy computes in bf16 (``model.dtype``), so on a GPU DeepSpeed's bf16 mode is switched on
+    whatever the JSON says: bf16 parameters without DeepSpeed's fp32 masters would train almost nothing at 1e-6.
+    """
     file = Path(path)
     if not file.is_file():
         raise UserError(f"trainer.deepspeed={path}: file not found")
@@ -252,5 +284,8 @@ def load_deepspeed_config(path: str, *, lr, betas, weight_decay, grad_clip, micr
     config.pop("scheduler", None)
     if not torch.cuda.is_available():  # fp32 on CPU
         config.pop("bf16", None)
+        config.pop("fp16", None)
+    elif bf16:  # fp32 master weights and optimizer states inside ZeRO, bf16 compute; drop non-finite steps
+        config["bf16"] = {**config.get("bf16", {}), "enabled": True, "check_grad_overflow": True}
         config.pop("fp16", None)
     return config

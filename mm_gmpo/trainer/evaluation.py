@@ -31,9 +31,14 @@ def evaluate_prompts(
     batch_size: int,
     format_kind: str,
     seed: int,
+    num_scored: int | None = None,
 ) -> EvalResult:
+    """Sample ``n`` responses per prompt and grade them. ``num_scored``: only the first that many prompts count
+    (the rest pad a process's share to the size of the others', so that every process generates equally often,
+    which ZeRO-3 needs; they are generated and dropped)."""
     from mm_gmpo.rollout import SamplingParams
 
+    scored = len(prompts) if num_scored is None else num_scored
     result = EvalResult()
     sampling = SamplingParams(temperature=temperature, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens, seed=seed)
     for start in range(0, len(prompts), batch_size):
@@ -44,6 +49,8 @@ def evaluate_prompts(
         )
         lengths = batch.response_mask.sum(dim=1).tolist()
         for p, prompt in enumerate(chunk):
+            if start + p >= scored:
+                break
             rows = range(p * n, (p + 1) * n)
             correct = sum(bool(grades[r].correct) for r in rows) / n
             formatted = sum(format_reward(batch.response_text[r], format_kind) for r in rows) / n
@@ -59,6 +66,9 @@ def evaluate_prompts(
                     "answer": prompt.example.answer,
                     "responses": [batch.response_text[r] for r in rows],
                     "extracted": [grades[r].extracted for r in rows],
+                    "verdicts": [bool(grades[r].correct) for r in rows],
+                    "finish_reasons": [batch.finish_reason[r] for r in rows],
+                    "response_lengths": [int(lengths[r]) for r in rows],
                     "correct": correct,
                 }
             )

@@ -16,7 +16,13 @@ class PolicyLogprobs(torch.nn.Module):
         self.model = model  # the Hugging Face model (generation and saving use it directly)
 
     def forward(
-        self, batch, temperature: float, chunk_size: int, with_entropy: bool = False, entropy_grad: bool = True
+        self,
+        batch,
+        temperature: float,
+        chunk_size: int,
+        with_entropy: bool = False,
+        entropy_grad: bool = True,
+        min_chunks: int = 0,
     ):
         """(log-probs [N, R], entropy [N, R] or None) of the batch's response tokens under the policy.
 
@@ -31,6 +37,7 @@ class PolicyLogprobs(torch.nn.Module):
             chunk_size=chunk_size,
             with_entropy=with_entropy,
             entropy_grad=entropy_grad,
+            min_chunks=min_chunks,
         )
 
 

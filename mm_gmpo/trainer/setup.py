@@ -12,6 +12,7 @@ import torch
 from mm_gmpo.config import Config
 from mm_gmpo.errors import UserError, require
 from mm_gmpo.trainer.dist import DeepSpeedUpdater, DistContext, TorchUpdater, barrier
+from mm_gmpo.trainer.precision import Precision
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +86,23 @@ def _build_tiny(tiny, path: str) -> None:
     make_tiny_model(TinyModelSpec(**{k: v for k, v in vars(tiny).items() if k != "toy_task"}), path)
 
 
-def build_policy(cfg: Config, path: str):
+def build_policy(cfg: Config, path: str, precision: Precision):
+    """The trainable policy in ``precision.param_dtype`` (fp32 masters unless DeepSpeed holds them), gradient
+    checkpointing and LoRA as configured. Still on the CPU: the optimizer wrapper moves it."""
     from mm_gmpo.models import load_model
 
-    model = load_model(path, cfg.model.dtype, cfg.model.attn_implementation or None)
+    model = load_model(path, precision.param_dtype, cfg.model.attn_implementation)
+    log.info(
+        "policy: %s parameters, compute %s, attention %s, gradient checkpointing %s",
+        str(precision.param_dtype).removeprefix("torch."),
+        str(precision.compute_dtype).removeprefix("torch."),
+        getattr(model.config, "_attn_implementation", "default"),
+        "on" if cfg.model.gradient_checkpointing else "off",
+    )
     if cfg.model.gradient_checkpointing:
+        # the layers checkpoint only in train mode (module.training): the update switches it on
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
     if cfg.model.lora.enabled:
         peft = require("peft", "model.lora", "pip install peft")
         lora = cfg.model.lora
@@ -103,20 +115,21 @@ def build_policy(cfg: Config, path: str):
     return model
 
 
-def build_reference(cfg: Config, path: str, device: torch.device):
-    """The frozen reference policy, only when the KL term is on."""
+def build_reference(cfg: Config, path: str, device: torch.device, precision: Precision):
+    """The frozen reference policy, only when the KL term is on: in the compute dtype (it never steps)."""
     if cfg.algorithm.kl_coef <= 0:
         return None
     from mm_gmpo.models import load_model
 
-    ref = load_model(path, cfg.model.dtype, cfg.model.attn_implementation or None).to(device)
+    ref = load_model(path, precision.compute_dtype, cfg.model.attn_implementation).to(device)
     ref.eval().requires_grad_(False)
     return ref
 
 
-def build_updater(cfg: Config, ctx: DistContext, model, micro_batches: int):
+def build_updater(cfg: Config, ctx: DistContext, model, micro_batches: int, precision: Precision):
     t = cfg.trainer
     common = dict(lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, grad_clip=t.grad_clip, warmup=t.warmup_steps)
     if t.deepspeed:
-        return DeepSpeedUpdater(ctx, model, t.deepspeed, micro_batches=micro_batches, **common)
+        bf16 = precision.param_dtype == torch.bfloat16
+        return DeepSpeedUpdater(ctx, model, t.deepspeed, micro_batches=micro_batches, bf16=bf16, **common)
     return TorchUpdater(ctx, model.to(ctx.device), **common)

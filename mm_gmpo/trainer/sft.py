@@ -41,7 +41,8 @@ def warm_start(
     seed: int,
     chunk_size: int,
 ) -> list[float]:
-    """``steps`` supervised AdamW steps on a plain module (before any DeepSpeed wrapping) on seeded random batches.
+    """``steps`` supervised AdamW steps on a plain module (before any DeepSpeed wrapping) on seeded random batches,
+    on the module's device, in train mode (the caller holds the autocast context of a bf16 run).
 
     Every process runs the same steps from the same seed; the optimizer wrappers then broadcast rank 0's weights.
     Returns the losses.
@@ -50,12 +51,15 @@ def warm_start(
 
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # on the CPU: the same batches on any device
+    device = next(module.parameters()).device
+    module.train()  # gradient checkpointing (and any dropout) act only in train mode
     losses = []
     for step in range(steps):
         idx = torch.randint(len(prompts), (batch_size,), generator=generator).tolist()
         chosen = [prompts[i] for i in idx]
-        batch = teacher_forced_batch(processor, chosen, [target_response(p, template, reasoning) for p in chosen])
+        targets = [target_response(p, template, reasoning) for p in chosen]
+        batch = teacher_forced_batch(processor, chosen, targets).to(device)
         logprobs, _ = policy_logprobs(module, batch, temperature=1.0, chunk_size=chunk_size)
         mask = batch.response_mask.to(logprobs.dtype)
         loss = -(logprobs * mask).sum() / mask.sum().clamp(min=1.0)

@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from mm_gmpo.errors import UserError
     from mm_gmpo.models import load_processor
     from mm_gmpo.trainer.data import load_prompt_sets
-    from mm_gmpo.trainer.dist import DistContext
+    from mm_gmpo.trainer.dist import DistContext, local_device
+    from mm_gmpo.trainer.precision import resolve_precision
     from mm_gmpo.trainer.setup import build_policy, ensure_model, seed_everything
     from mm_gmpo.trainer.sft import warm_start_from_config
 
@@ -40,11 +41,14 @@ def run(args: argparse.Namespace) -> int:
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     seed_everything(cfg.trainer.seed)
-    path = ensure_model(cfg, DistContext())
+    device = local_device()
+    path = ensure_model(cfg, DistContext(device=device))
     processor = load_processor(path, min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels)
     train, _, _ = load_prompt_sets(cfg, processor)
-    policy = build_policy(cfg, path)
-    losses = warm_start_from_config(policy, processor, train, cfg)
+    precision = resolve_precision(cfg.model.dtype, deepspeed=False, device=device)
+    policy = build_policy(cfg, path, precision).to(device)
+    with precision.autocast():
+        losses = warm_start_from_config(policy, processor, train, cfg)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     policy.save_pretrained(out)

@@ -2,12 +2,15 @@
 
 One rollout round, top to bottom in :meth:`Trainer.fit`:
 prompts -> rollouts (n per prompt) -> rewards (verifier workers, time-bounded) -> group advantages ->
-old log-probs (recomputed; skipped when the round has one update, which is exactly on-policy) -> reference
-log-probs (only with KL) -> K optimizer steps over strided mini-batches -> metrics -> validation -> checkpoint.
+old log-probs (recomputed in the update's micro-batches when the round has several updates, on the first round
+for the preflight, and every round with vLLM for the sampler/trainer log-prob gap; with one update the loss uses
+the policy's own detached log-probs, exactly on-policy) -> reference log-probs (only with KL) -> K optimizer steps
+over strided mini-batches (:mod:`mm_gmpo.trainer.update`) -> metrics -> validation -> checkpoint.
 
 Where it departs from the paper's description: the loss is normalised by the number of sequences in the global
 mini-batch (all micro-batches of all processes), so one global batch gives the same update on any number of
-processes; under DeepSpeed a non-finite update is applied with a learning rate of 0 (ZeRO cannot drop gradients).
+processes; a non-finite loss or gradient drops the step before anything is applied (DeepSpeed's own overflow
+check under ZeRO).
 """
 
 from __future__ import annotations
@@ -20,16 +23,19 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mm_gmpo.algorithms import add_kl_penalty, get_policy_loss, group_advantages, masked_mean
+from mm_gmpo.algorithms import get_policy_loss, group_advantages
 from mm_gmpo.config import Config, save_config, to_dict
 from mm_gmpo.errors import TrainingHalted
 from mm_gmpo.reward import VerifierPool, compute_rewards
-from mm_gmpo.rollout import RolloutEngine, SamplingParams, check_logprob_parity, policy_logprobs
+from mm_gmpo.rollout import RolloutEngine, SamplingParams, assert_parity, default_tolerances, parity_report
+from mm_gmpo.rollout.preflight import ParityReport
 from mm_gmpo.trainer import dist
+from mm_gmpo.trainer.batch import TrainBatch
 from mm_gmpo.trainer.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from mm_gmpo.trainer.data import load_prompt_sets
 from mm_gmpo.trainer.logger import MetricsLogger
 from mm_gmpo.trainer.policy import PolicyLogprobs
+from mm_gmpo.trainer.precision import resolve_precision
 from mm_gmpo.trainer.setup import (
     build_policy,
     build_reference,
@@ -38,7 +44,8 @@ from mm_gmpo.trainer.setup import (
     ensure_model,
     seed_everything,
 )
-from mm_gmpo.trainer.state import TrainState, minibatch_rows, next_prompt_indices, reduce_metric_rows, timed
+from mm_gmpo.trainer.state import TrainState, next_prompt_indices, timed
+from mm_gmpo.trainer.update import UpdateSettings, no_grad_logprobs, update_round
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +72,38 @@ class Trainer:
         micro_batches = math.ceil(
             self.rows_per_process // cfg.trainer.updates_per_round / cfg.trainer.micro_batch_size
         )
-        policy = build_policy(cfg, model_path)
+        self.precision = resolve_precision(
+            cfg.model.dtype, deepspeed=bool(cfg.trainer.deepspeed), device=self.ctx.device
+        )
+        policy = build_policy(cfg, model_path, self.precision)
         self.warmstart_metrics = {}
         if cfg.warmstart.steps and not cfg.trainer.resume_from:
             self.warmstart_metrics = self._warm_start(policy)
-        self.updater = build_updater(cfg, self.ctx, PolicyLogprobs(policy), micro_batches)
+        self.updater = build_updater(cfg, self.ctx, PolicyLogprobs(policy), micro_batches, self.precision)
         self.policy = self.updater.module.model  # the Hugging Face model: generation, no-grad passes, saving
-        self.reference = build_reference(cfg, model_path, self.ctx.device)
-        self.rollout = RolloutEngine(cfg.rollout.backend, self.policy, self.processor, config=cfg.rollout)
+        self.reference = build_reference(cfg, model_path, self.ctx.device, self.precision)
+        self.rollout = RolloutEngine(
+            cfg.rollout.backend, self.policy, self.processor, config=cfg.rollout, synced=self.updater.partitioned
+        )
         options = {"max_response_length": cfg.rollout.max_new_tokens} if cfg.algorithm.loss == "drgrpo" else {}
         self.loss_fn = get_policy_loss(cfg.algorithm.loss, **options)
+        a, k = cfg.algorithm, cfg.trainer.updates_per_round
+        self.update_settings = UpdateSettings(
+            temperature=cfg.rollout.temperature,
+            chunk_size=cfg.trainer.logprob_chunk_size,
+            micro_batch_size=cfg.trainer.micro_batch_size,
+            updates_per_round=k,
+            sequences_per_step=self.rows_per_process * self.ctx.world_size // k,
+            clip={key: v for key, v in (("clip_low", a.clip_low), ("clip_high", a.clip_high)) if v is not None},
+            kl_coef=a.kl_coef,
+            entropy_coef=a.entropy_coef,
+            sync_chunks=self.updater.partitioned,
+        )
+        default_mean, default_p99 = default_tolerances(self.precision.compute_dtype)
+        self.preflight_tolerances = (
+            cfg.rollout.preflight_mean_tolerance or default_mean,
+            cfg.rollout.preflight_p99_tolerance or default_p99,
+        )
         self.verifier = VerifierPool(
             workers=cfg.reward.workers, timeout=cfg.reward.timeout, memory_mb=cfg.reward.memory_mb
         )
@@ -94,7 +123,6 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> TrainState:
         cfg, state = self.cfg, self.state
-        k = cfg.trainer.updates_per_round
         val_metrics = self.validate() if state.step == 0 and self.val_prompts else {}
         if state.step == 0:
             self.logger.log(0, {**self.data_metrics, **self.warmstart_metrics, **val_metrics})
@@ -105,16 +133,13 @@ class Trainer:
             dynamic_ncols=True,
             disable=not (self.ctx.is_main and cfg.trainer.progress),
         )
-        preflight_due = cfg.rollout.preflight
+        preflight_due = cfg.rollout.preflight and state.step == 0
         try:
             while state.step < cfg.trainer.max_steps:
                 timings: dict[str, float] = {}
                 round_start = time.perf_counter()
-                with timed(timings, "rollout"):
+                with timed(timings, "rollout"), self.precision.autocast():
                     batch = self.rollout.generate(self._next_prompts(), cfg.rollout.n, self._sampling(state.round))
-                if preflight_due:
-                    self._preflight(batch)
-                    preflight_due = False
                 with timed(timings, "reward"):
                     scores = compute_rewards(
                         batch.response_text,
@@ -132,17 +157,29 @@ class Trainer:
                     cfg.rollout.n,
                     normalize_std=cfg.algorithm.normalize_std,
                 )
-                with timed(timings, "old_logprobs"):
-                    old_logprobs = self._logprobs(self.policy, batch) if k > 1 else None
-                    ref_logprobs = self._logprobs(self.reference, batch) if self.reference is not None else None
+                with timed(timings, "old_logprobs"), self.precision.autocast():
+                    old_logprobs, ref_logprobs, parity_metrics = self._old_and_ref_logprobs(batch, preflight_due)
+                    preflight_due = False
                 self.rollout.sleep()  # vLLM frees its memory during the update (no-op for hf); sync_weights wakes it
                 with timed(timings, "update"):
-                    step_rows = self._update(batch, advantages, old_logprobs, ref_logprobs)
+                    train_batch = TrainBatch(batch, advantages, old_logprobs, ref_logprobs)
+                    step_rows = update_round(
+                        self.ctx,
+                        self.updater,
+                        self.loss_fn,
+                        train_batch,
+                        self.update_settings,
+                        self.precision.autocast,
+                    )
+                    for row in step_rows:
+                        state.step += 1
+                        self._count_nonfinite(row["actor/skipped"] > 0)
                 self.rollout.sync_weights(self.policy)
                 state.round += 1
                 round_metrics = self._round_metrics(
                     batch, scores, advantages, timings, time.perf_counter() - round_start
                 )
+                round_metrics.update(parity_metrics)
                 val_metrics = {}
                 if self.val_prompts and cfg.trainer.val_every and state.round % cfg.trainer.val_every == 0:
                     val_metrics = self.validate()
@@ -194,67 +231,6 @@ class Trainer:
             first_prompt=self.ctx.rank * share,
         )
 
-    def _logprobs(self, model, batch) -> torch.Tensor:
-        """Log-probs of the sampled tokens under ``model``, without gradients, micro-batch by micro-batch."""
-        out = torch.zeros_like(batch.sampler_logprobs)
-        size = self.cfg.trainer.micro_batch_size
-        with torch.no_grad():
-            for start in range(0, batch.num_rows, size):
-                rows = list(range(start, min(start + size, batch.num_rows)))
-                logprobs, _ = policy_logprobs(
-                    model,
-                    batch.select(rows),
-                    temperature=self.cfg.rollout.temperature,
-                    chunk_size=self.cfg.trainer.logprob_chunk_size,
-                )
-                out[rows] = logprobs.to(out.dtype)
-        return out
-
-    def _update(self, batch, advantages, old_logprobs, ref_logprobs) -> list[dict[str, float]]:
-        """K optimizer steps over strided mini-batches; one metrics dict per step."""
-        cfg, a = self.cfg, self.cfg.algorithm
-        k = cfg.trainer.updates_per_round
-        global_rows = self.rows_per_process * self.ctx.world_size // k  # sequences per optimizer step, all processes
-        clip = {key: v for key, v in (("clip_low", a.clip_low), ("clip_high", a.clip_high)) if v is not None}
-        rows_out = []
-        for update in range(k):
-            rows = minibatch_rows(batch.num_rows, k, update)
-            micro_metrics, skip = [], False
-            for start in range(0, len(rows), cfg.trainer.micro_batch_size):
-                idx = rows[start : start + cfg.trainer.micro_batch_size]
-                sub = batch.select(idx)
-                mask = sub.response_mask
-                logprobs, entropy = self.updater.forward(
-                    sub,
-                    temperature=cfg.rollout.temperature,
-                    chunk_size=cfg.trainer.logprob_chunk_size,
-                    with_entropy=True,
-                    entropy_grad=bool(a.entropy_coef),  # otherwise a metric: no backward through it
-                )
-                old = old_logprobs[idx] if old_logprobs is not None else logprobs.detach()
-                loss, metrics = self.loss_fn(logprobs, old, advantages[idx], mask, denominator=global_rows, **clip)
-                if ref_logprobs is not None:
-                    loss, kl_metrics = add_kl_penalty(loss, logprobs, ref_logprobs[idx], mask, a.kl_coef, global_rows)
-                    metrics.update(kl_metrics)
-                if a.entropy_coef:
-                    loss = loss - a.entropy_coef * masked_mean(entropy, mask, dim=-1).sum() / global_rows
-                finite = dist.all_reduce_max(self.ctx, [0.0 if torch.isfinite(loss) else 1.0])[0] == 0.0
-                if not finite:
-                    skip = True
-                    loss = (torch.where(torch.isfinite(logprobs), logprobs, 0.0) * 0.0).sum()
-                self.updater.backward(loss)
-                metrics["entropy"] = float(masked_mean(entropy.detach(), mask))
-                metrics["loss"] = float(loss.detach()) * global_rows / max(len(idx), 1)  # with KL/entropy terms
-                micro_metrics.append(metrics)
-            grad_norm = self.updater.step(skip=skip)
-            skip = skip or not math.isfinite(grad_norm)
-            self.state.step += 1
-            self._count_nonfinite(skip)
-            row = {f"actor/{key}": v for key, v in self._reduce(micro_metrics).items()}
-            row.update({"actor/grad_norm": grad_norm, "actor/lr": self.updater.lr, "actor/skipped": float(skip)})
-            rows_out.append(row)
-        return rows_out
-
     def _count_nonfinite(self, skipped: bool) -> None:
         self.state.nonfinite_in_a_row = self.state.nonfinite_in_a_row + 1 if skipped else 0
         if skipped:
@@ -264,28 +240,6 @@ class Trainer:
                 f"{self.state.nonfinite_in_a_row} non-finite updates in a row (step {self.state.step}): "
                 "lower trainer.lr, check the data, or raise trainer.max_nonfinite_steps"
             )
-
-    def _reduce(self, micro_metrics: list[dict[str, float]]) -> dict[str, float]:
-        """Micro-batch metrics -> one dict, then over processes (token-weighted means, global min/max)."""
-        local = reduce_metric_rows(micro_metrics)
-        if self.ctx.world_size == 1:
-            return local
-        keys = sorted(local)
-        weight = local.get("num_tokens", 1.0)
-        sums = dist.all_reduce_sum(self.ctx, [local[k] * (1.0 if k.startswith("num_") else weight) for k in keys])
-        total = dist.all_reduce_sum(self.ctx, [weight])[0] or 1.0
-        maxes = dist.all_reduce_max(self.ctx, [local[k] if not k.endswith("_min") else -local[k] for k in keys])
-        out = {}
-        for i, key in enumerate(keys):
-            if key.endswith("_max"):
-                out[key] = maxes[i]
-            elif key.endswith("_min"):
-                out[key] = -maxes[i]
-            elif key.startswith("num_"):
-                out[key] = sums[i]
-            else:
-                out[key] = sums[i] / total
-        return out
 
     def _round_metrics(self, batch, scores, advantages, timings, seconds) -> dict[str, float]:
         n = self.cfg.rollout.n
@@ -333,20 +287,13 @@ class Trainer:
         return metrics
 
     def _validate_pass(self, n: int, temperature: float, prefix: str) -> dict[str, float]:
-        from mm_gmpo.trainer.evaluation import evaluate_prompts
-
-        mine = self.val_prompts[self.ctx.rank :: self.ctx.world_size]
-        result = evaluate_prompts(
-            self.rollout,
-            mine,
-            self.verifier,
-            n=n,
-            temperature=temperature,
-            max_new_tokens=self.cfg.rollout.max_new_tokens,
-            batch_size=max(self.cfg.rollout.prompts_per_round, 8),
-            format_kind=self.cfg.reward.format,
-            seed=self.cfg.trainer.seed,
-        )
+        world = self.ctx.world_size
+        mine = self.val_prompts[self.ctx.rank :: world]
+        share = -(-len(self.val_prompts) // world)  # every process generates as often (ZeRO-3 collectives)
+        scored = len(mine)
+        mine = mine + [self.val_prompts[0]] * (share - scored)  # pads: generated, not scored
+        with self.precision.autocast():
+            result = self._evaluate(mine, n, temperature, scored)
         tot = dist.all_reduce_sum(self.ctx, [result.correct, result.formatted, result.length_sum, result.count])
         count = tot[3] or 1.0
         return {
@@ -355,24 +302,65 @@ class Trainer:
             f"{prefix}/response_length": tot[2] / count,
         }
 
+    def _evaluate(self, prompts, n: int, temperature: float, scored: int):
+        from mm_gmpo.trainer.evaluation import evaluate_prompts
+
+        return evaluate_prompts(
+            self.rollout,
+            prompts,
+            self.verifier,
+            n=n,
+            temperature=temperature,
+            max_new_tokens=self.cfg.rollout.max_new_tokens,
+            batch_size=max(self.cfg.rollout.prompts_per_round, 8),
+            format_kind=self.cfg.reward.format,
+            seed=self.cfg.trainer.seed,
+            num_scored=scored,
+        )
+
     def _warm_start(self, policy) -> dict[str, float]:
         from mm_gmpo.trainer.sft import warm_start_from_config
 
-        losses = warm_start_from_config(policy.to(self.ctx.device), self.processor, self.train_prompts, self.cfg)
+        with self.precision.autocast():
+            losses = warm_start_from_config(policy.to(self.ctx.device), self.processor, self.train_prompts, self.cfg)
         return {"warmstart/nll_first": losses[0], "warmstart/nll_last": losses[-1]}
 
-    def _preflight(self, batch) -> None:
-        report = check_logprob_parity(
-            self.policy,
-            batch,
-            temperature=self.cfg.rollout.temperature,
-            tolerance=self.cfg.rollout.preflight_tolerance,
-        )
-        log.info(
-            "preflight: trainer/sampler log-prob max abs diff %.2e (tolerance %.0e)",
-            report.max_abs_diff,
-            self.cfg.rollout.preflight_tolerance,
-        )
+    def _old_and_ref_logprobs(self, batch, preflight: bool):
+        """(old log-probs or None, reference log-probs or None, rollout/logprob_diff_* metrics) of the round.
+
+        The policy's no-grad pass runs when the round has several updates (the ratio's denominator), for the
+        preflight, and with vLLM (the sampler/trainer gap is worth watching every round); with one update the loss
+        uses the policy's own detached log-probs instead, which is exactly on-policy.
+        """
+        old, ref, metrics = None, None, {}
+        k = self.cfg.trainer.updates_per_round
+        if k > 1 or preflight or self.cfg.rollout.backend == "vllm":
+            trainer_logprobs = no_grad_logprobs(self.ctx, self.policy, batch, self.update_settings)
+            report = self._parity(batch, trainer_logprobs)
+            metrics = report.metrics()
+            if preflight:
+                log.info("preflight: %s", report.describe().splitlines()[0])
+                assert_parity(report)
+            old = trainer_logprobs if k > 1 else None
+        if self.reference is not None:
+            ref = no_grad_logprobs(self.ctx, self.reference, batch, self.update_settings)
+        return old, ref, metrics
+
+    def _parity(self, batch, trainer_logprobs: torch.Tensor) -> ParityReport:
+        """Trainer vs sampler log-probs over every process's response tokens: global mean, the largest p99 of any
+        process, global max."""
+        mean_tol, p99_tol = self.preflight_tolerances
+        local = parity_report(
+            trainer_logprobs, batch, temperature=self.cfg.rollout.temperature, mean_tolerance=mean_tol,
+            p99_tolerance=p99_tol,
+        )  # fmt: skip
+        if self.ctx.world_size == 1:
+            return local
+        total, count = dist.all_reduce_sum(self.ctx, [local.mean_abs_diff * local.num_tokens, local.num_tokens])
+        p99, largest = dist.all_reduce_max(self.ctx, [local.p99_abs_diff, local.max_abs_diff])
+        local.mean_abs_diff, local.num_tokens = total / max(count, 1.0), int(count)
+        local.p99_abs_diff, local.max_abs_diff = p99, largest
+        return local
 
     def save(self) -> Path:
         return save_checkpoint(

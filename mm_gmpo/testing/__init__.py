@@ -1,0 +1,1 @@
+"""Test support that ships with the package (device emulation for CPU-only checks of GPU code paths)."""

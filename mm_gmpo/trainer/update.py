@@ -1,0 +1,166 @@
+"""The policy update of one rollout round, and the no-grad log-prob passes that feed it.
+
+``update_round``: K optimizer steps over strided mini-batches of the round's rows; each step accumulates
+micro-batches of ``micro_batch_size`` rows. Per micro-batch, in this order: take the rows of everything (one
+``TrainBatch.select``), move them to the policy's device (one ``to``), forward with gradients in train mode (so
+gradient checkpointing recomputes), the loss (:func:`micro_batch_loss`, pure), one collective to agree whether the
+loss is finite everywhere, backward. A non-finite loss is replaced by one whose gradients are NaN, so the step is
+dropped before anything is applied: by :class:`~mm_gmpo.trainer.dist.TorchUpdater` itself, and by DeepSpeed's own
+overflow check under ZeRO (AdamW's moments never see the bad gradients).
+
+Under ZeRO-3 every forward of a module gathers its parameters in a collective, so every process must call each
+module the same number of times: the LM head runs in chunks of response tokens, and processes whose micro-batch
+has fewer tokens run empty chunks up to the largest count (``sync_chunks``).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+
+from mm_gmpo.algorithms import add_kl_penalty, masked_mean
+from mm_gmpo.rollout import policy_logprobs
+from mm_gmpo.rollout.types import RolloutBatch
+from mm_gmpo.trainer import dist
+from mm_gmpo.trainer.batch import TrainBatch
+from mm_gmpo.trainer.state import minibatch_rows, reduce_metric_rows
+
+
+@dataclass(frozen=True)
+class UpdateSettings:
+    """What the update needs from the config, resolved once."""
+
+    temperature: float  # the sampling temperature (log-probs of the tempered distribution)
+    chunk_size: int  # response tokens per LM-head call
+    micro_batch_size: int  # rows per forward/backward
+    updates_per_round: int  # optimizer steps per round (K)
+    sequences_per_step: int  # rows of one optimizer step over all processes: every loss's denominator
+    clip: dict[str, float] = field(default_factory=dict)  # clip_low/clip_high when the config sets them
+    kl_coef: float = 0.0
+    entropy_coef: float = 0.0
+    sync_chunks: bool = False  # ZeRO-3 with several processes: equal LM-head calls on every process
+
+
+def micro_batches(rows: list[int], size: int) -> list[list[int]]:
+    """``rows`` cut into consecutive pieces of at most ``size``."""
+    return [rows[start : start + size] for start in range(0, len(rows), max(size, 1))]
+
+
+def lm_head_chunks(ctx: dist.DistContext, batch: RolloutBatch, chunk_size: int, sync: bool) -> int:
+    """LM-head calls this micro-batch makes: its own count, or the largest over processes when ``sync``."""
+    own = math.ceil(int(batch.response_mask.sum()) / max(chunk_size, 1))
+    return int(dist.all_reduce_max(ctx, [float(own)])[0]) if sync else own
+
+
+def no_grad_logprobs(
+    ctx: dist.DistContext,
+    model: torch.nn.Module,
+    batch: RolloutBatch,
+    settings: UpdateSettings,
+) -> torch.Tensor:
+    """[N, R] float32 on the CPU: log-probs of the sampled tokens under ``model`` (eval mode, no gradients),
+    in the update's micro-batches, each moved to the model's device."""
+    device = next(model.parameters()).device
+    out = torch.zeros(batch.sampler_logprobs.shape, dtype=torch.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for rows in micro_batches(list(range(batch.num_rows)), settings.micro_batch_size):
+                sub = batch.select(rows).to(device)
+                chunks = lm_head_chunks(ctx, sub, settings.chunk_size, settings.sync_chunks)
+                logprobs, _ = policy_logprobs(
+                    model, sub, temperature=settings.temperature, chunk_size=settings.chunk_size, min_chunks=chunks
+                )
+                out[rows] = logprobs.float().cpu()
+    finally:
+        model.train(was_training)
+    return out
+
+
+def micro_batch_loss(
+    loss_fn, logprobs: torch.Tensor, entropy: torch.Tensor, batch: TrainBatch, s: UpdateSettings
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The micro-batch's share of the step's loss (policy loss, KL, entropy bonus) and its metrics.
+
+    ``logprobs``/``entropy`` [B, R] from the policy; ``batch`` on their device. Pure: no collectives.
+    """
+    mask = batch.response_mask
+    old = batch.old_logprobs if batch.old_logprobs is not None else logprobs.detach()
+    denominator = s.sequences_per_step
+    loss, metrics = loss_fn(logprobs, old, batch.advantages, mask, denominator=denominator, **s.clip)
+    if batch.ref_logprobs is not None:
+        loss, kl_metrics = add_kl_penalty(loss, logprobs, batch.ref_logprobs, mask, s.kl_coef, denominator)
+        metrics.update(kl_metrics)
+    if s.entropy_coef:
+        loss = loss - s.entropy_coef * masked_mean(entropy, mask, dim=-1).sum() / denominator
+    metrics["entropy"] = float(masked_mean(entropy.detach(), mask))
+    metrics["loss"] = float(loss.detach()) * denominator / max(batch.num_rows, 1)  # with KL/entropy terms
+    return loss, metrics
+
+
+def optimizer_step(ctx, updater, loss_fn, batch: TrainBatch, rows: list[int], s: UpdateSettings) -> dict:
+    """One optimizer step over ``rows`` of ``batch`` (micro-batch by micro-batch); its metrics."""
+    device = updater.device
+    updater.module.train()  # gradient checkpointing (and any dropout) act only in train mode
+    micro_metrics, nonfinite = [], False
+    for idx in micro_batches(rows, s.micro_batch_size):
+        sub = batch.select(idx).to(device)
+        logprobs, entropy = updater.forward(
+            sub.rollout,
+            temperature=s.temperature,
+            chunk_size=s.chunk_size,
+            with_entropy=True,
+            entropy_grad=bool(s.entropy_coef),  # otherwise a metric: no backward through it
+            min_chunks=lm_head_chunks(ctx, sub.rollout, s.chunk_size, s.sync_chunks),
+        )
+        loss, metrics = micro_batch_loss(loss_fn, logprobs, entropy, sub, s)
+        finite = dist.all_reduce_max(ctx, [0.0 if torch.isfinite(loss) else 1.0])[0] == 0.0
+        if not finite:  # NaN gradients: the step is dropped before it is applied (see the module docstring)
+            nonfinite = True
+            loss = logprobs.sum() * float("nan")
+        updater.backward(loss)
+        micro_metrics.append(metrics)
+    grad_norm, applied = updater.step(skip=nonfinite)
+    row = {f"actor/{key}": v for key, v in reduce_step_metrics(ctx, micro_metrics).items()}
+    row.update({"actor/grad_norm": grad_norm, "actor/lr": updater.lr, "actor/skipped": float(not applied)})
+    return row
+
+
+def update_round(ctx, updater, loss_fn, batch: TrainBatch, s: UpdateSettings, autocast=nullcontext) -> list[dict]:
+    """K optimizer steps over strided mini-batches of ``batch`` (on any device); one metrics dict per step."""
+    rows_out = []
+    with autocast():
+        for update in range(s.updates_per_round):
+            rows = minibatch_rows(batch.num_rows, s.updates_per_round, update)
+            rows_out.append(optimizer_step(ctx, updater, loss_fn, batch, rows, s))
+    return rows_out
+
+
+def reduce_step_metrics(ctx: dist.DistContext, micro_metrics: list[dict[str, float]]) -> dict[str, float]:
+    """Micro-batch metrics -> one dict, then over processes by name: ``*_min``/``*_max`` global extremes,
+    ``num_*`` sums, everything else the token-weighted mean."""
+    local = reduce_metric_rows(micro_metrics)
+    if ctx.world_size == 1:
+        return local
+    keys = sorted(local)
+    weight = local.get("num_tokens", 1.0)
+    weighted = [local[k] * (1.0 if k.startswith("num_") else weight) for k in keys]
+    sums = dict(zip(keys, dist.all_reduce_sum(ctx, weighted), strict=True))
+    total = dist.all_reduce_sum(ctx, [weight])[0] or 1.0
+    signed = [-local[k] if k.endswith("_min") else local[k] for k in keys]  # one MAX reduces both extremes
+    maxes = dict(zip(keys, dist.all_reduce_max(ctx, signed), strict=True))
+    out = {}
+    for key in keys:
+        if key.endswith("_max"):
+            out[key] = maxes[key]
+        elif key.endswith("_min"):
+            out[key] = -maxes[key]
+        elif key.startswith("num_"):
+            out[key] = sums[key]
+        else:
+            out[key] = sums[key] / total
+    return out
