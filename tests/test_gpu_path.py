@@ -15,38 +15,13 @@ import pytest
 import torch
 
 from mm_gmpo.algorithms import get_policy_loss
-from mm_gmpo.data import build_prompts, load_examples
 from mm_gmpo.models import load_model, load_processor
-from mm_gmpo.rollout import teacher_forced_batch
+from mm_gmpo.testing.batches import sample_prompts, sample_train_batch
 from mm_gmpo.testing.device_emulation import EMULATED, DeviceMismatch, emulated_device, is_emulated, to_emulated
 from mm_gmpo.trainer.batch import TrainBatch
 from mm_gmpo.trainer.dist import DistContext, TorchUpdater
 from mm_gmpo.trainer.policy import PolicyLogprobs
 from mm_gmpo.trainer.update import UpdateSettings, no_grad_logprobs, update_round
-from mm_gmpo.types import Prompt
-
-RESPONSES = ["<think>\nLook.\n</think>\n\\boxed{3}", "\\boxed{12}", "<think>\nThe angle is 30.\n</think>\n\\boxed{30}"]
-
-
-def _prompts(processor, count: int, with_images: bool) -> list[Prompt]:
-    """Real prompts from the shipped samples: Geometry3K diagrams of different sizes, or MATH text."""
-    spec, template = ("geometry3k:train", "geo3k") if with_images else ("math_lvl3to5", "qwen_math")
-    examples, _ = load_examples(spec, split_limit=count)
-    prompts, _ = build_prompts(
-        examples, processor, template=template, show_choices=False, max_prompt_length=4096, min_pixels=3136,
-        max_pixels=12544,
-    )  # fmt: skip
-    assert len(prompts) == count
-    return prompts
-
-
-def _train_batch(processor, with_images: bool) -> TrainBatch:
-    prompts = _prompts(processor, 6, with_images)
-    rollout = teacher_forced_batch(processor, prompts, [RESPONSES[i % 3] for i in range(6)])
-    n, width = rollout.num_rows, rollout.response_length
-    generator = torch.Generator().manual_seed(0)
-    old = torch.randn(n, width, generator=generator) * 0.1 - 2.0
-    return TrainBatch(rollout, torch.randn(n, generator=generator), old * rollout.response_mask, old * 0.0)
 
 
 def _settings(**kw) -> UpdateSettings:
@@ -61,7 +36,7 @@ def vl(tiny_vl_dir):
 
 def test_the_emulation_raises_where_cuda_would(vl):
     folder, processor = vl
-    batch = _train_batch(processor, with_images=True)
+    batch = sample_train_batch(processor, with_images=True)
     with emulated_device():
         logprobs = torch.zeros(batch.response_mask.shape, device="cuda")
         assert is_emulated(logprobs) and logprobs.device == EMULATED
@@ -75,7 +50,7 @@ def test_the_emulation_raises_where_cuda_would(vl):
 @pytest.mark.parametrize("kind", ["vl", "text"])
 def test_update_and_no_grad_passes_keep_everything_on_the_model_device(kind, vl, tiny_text_dir):
     folder, processor = vl if kind == "vl" else (tiny_text_dir, load_processor(tiny_text_dir))
-    batch = _train_batch(processor, with_images=kind == "vl")
+    batch = sample_train_batch(processor, with_images=kind == "vl")
     model = load_model(folder, "float32", "eager")  # sdpa would pick CUDA-only kernels for an emulated tensor
     ctx = DistContext(device=EMULATED)
     with emulated_device() as mode:
@@ -110,7 +85,7 @@ def test_warm_start_keeps_everything_on_the_model_device(vl):
     with emulated_device():
         to_emulated(model)
         losses = warm_start(
-            model, processor, _prompts(processor, 4, True), template="geo3k", reasoning="Look.", steps=2, lr=1e-3,
+            model, processor, sample_prompts(processor, 4, True), template="geo3k", reasoning="Look.", steps=2, lr=1e-3,
             batch_size=2, seed=0, chunk_size=8,
         )  # fmt: skip
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))

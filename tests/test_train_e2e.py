@@ -134,6 +134,9 @@ def test_single_process_run(straight, model_dir):
         "actor/grad_norm",
         "perf/step_s",
         "perf/tokens_per_s",
+        "rollout/logprob_diff_mean",  # trainer vs sampler, every round with old log-probs (2 updates per round)
+        "rollout/logprob_diff_p99",
+        "rollout/logprob_diff_max",
     ]
     train_rows = [r for r in rows if "actor/pg_loss" in r]
     assert [r["step"] for r in train_rows] == [1, 2, 3, 4]  # one row per optimizer step
@@ -143,6 +146,7 @@ def test_single_process_run(straight, model_dir):
             assert isinstance(row[key], float) and math.isfinite(row[key]), (key, row[key])
     assert "val/accuracy" in rows[-1] and rows[-1]["step"] == 4  # final validation
     assert any(r["reward/std"] > 0 for r in train_rows)  # mixed rewards: the updates are informative
+    assert all(r["rollout/logprob_diff_max"] < 1e-4 for r in train_rows)  # fp32: the sampler is the trainer
     # the second update of a round is off-policy: its log-ratios are not all zero
     assert any(r["actor/log_ratio_max"] - r["actor/log_ratio_min"] > 0 for r in train_rows)
     # parameters changed
@@ -201,6 +205,60 @@ def test_two_process_deepspeed_matches_one_process(tmp_path, model_dir, stage):
     assert r1[-1]["reward/mean"] == pytest.approx(r2[-1]["reward/mean"])
     start = load_file(model_dir / "model.safetensors")
     assert _max_diff({k: start[k] for k in w2}, w2) > 0
+
+
+def _zero3_partition_everything(tmp: Path) -> Path:
+    """configs/deepspeed/zero3.json with every parameter partitioned (persistence threshold 0), as a 7B model's are:
+    the default threshold leaves every tiny-model tensor but the embedding whole, which hides the collectives."""
+    config = json.loads((REPO / "configs/deepspeed/zero3.json").read_text())
+    config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    path = tmp / "zero3-partitioned.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_zero3_two_processes_with_unequal_lengths_finishes(tmp_path, model_dir):
+    """Issue 19's repro: 2 processes, ZeRO-3 with everything partitioned, responses that stop at different lengths
+    on each rank (warm-started model), LM-head chunks of 4 tokens (unequal chunk counts per rank) and a validation
+    set of 3 prompts (unequal shards). Before the fix gloo aborted at the first step ("Received data size doesn't
+    match expected size")."""
+    ds = _zero3_partition_everything(tmp_path)
+    run = _train(
+        tmp_path,
+        "z3",
+        model_dir,
+        "trainer.max_steps=2",
+        f"trainer.deepspeed={ds}",
+        "trainer.logprob_chunk_size=4",
+        "data.val_limit=3",
+        "rollout.max_new_tokens=24",
+        nproc=2,
+    )
+    rows = _metrics(run)
+    train_rows = [r for r in rows if "actor/pg_loss" in r]
+    assert [r["step"] for r in train_rows] == [1, 2]
+    assert train_rows[0]["response_length/max"] > train_rows[0]["response_length/mean"]  # unequal lengths
+    assert "val/accuracy" in rows[0] and "val/accuracy" in rows[-1]
+    assert all(r["actor/skipped"] == 0.0 for r in train_rows)
+
+
+def test_zero3_two_processes_text_model_finishes(tmp_path):
+    """The second repro: math_tiny after its warm start (responses of different lengths), 2 processes, ZeRO-3."""
+    ds = _zero3_partition_everything(tmp_path)
+    out = tmp_path / "math-z3"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_port", str(29500 + (os.getpid() + 7) % 1000), "-m", "mm_gmpo", "train",
+        str(REPO / "configs/math_tiny.yaml"), f"trainer.output_dir={out}", f"model.path={tmp_path / 'tiny-text'}",
+        f"trainer.deepspeed={ds}", "trainer.max_steps=2", "trainer.save_every=0", "warmstart.steps=20",
+        "rollout.prompts_per_round=2", "rollout.max_new_tokens=16", "data.val_limit=3", "data.train_limit=20",
+        "trainer.num_threads=1", "trainer.progress=false", "trainer.tensorboard=false", "trainer.logprob_chunk_size=4",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = [r for r in _metrics(out) if "actor/pg_loss" in r]
+    assert [r["step"] for r in rows] == [1, 2]
 
 
 def test_text_math_run(tmp_path):

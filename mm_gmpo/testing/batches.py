@@ -1,0 +1,36 @@
+"""Small real batches for tests and scripts: prompts from the shipped samples and teacher-forced responses of
+different lengths, with advantages and old/reference log-probs, all on the CPU as the loaders make them."""
+
+from __future__ import annotations
+
+import torch
+
+from mm_gmpo.data import build_prompts, load_examples
+from mm_gmpo.rollout import teacher_forced_batch
+from mm_gmpo.trainer.batch import TrainBatch
+from mm_gmpo.types import Prompt
+
+RESPONSES = ["<think>\nLook.\n</think>\n\\boxed{3}", "\\boxed{12}", "<think>\nThe angle is 30.\n</think>\n\\boxed{30}"]
+
+
+def sample_prompts(processor, count: int, with_images: bool) -> list[Prompt]:
+    """Real prompts from the shipped samples: Geometry3K diagrams of different sizes, or MATH text."""
+    spec, template = ("geometry3k:train", "geo3k") if with_images else ("math_lvl3to5", "qwen_math")
+    examples, _ = load_examples(spec, split_limit=count)
+    prompts, _ = build_prompts(
+        examples, processor, template=template, show_choices=False, max_prompt_length=4096, min_pixels=3136,
+        max_pixels=12544,
+    )  # fmt: skip
+    if len(prompts) != count:
+        raise ValueError(f"{spec}: {len(prompts)} prompts built, {count} asked")
+    return prompts
+
+
+def sample_train_batch(processor, with_images: bool) -> TrainBatch:
+    """6 rows (3 response lengths), random advantages, old log-probs near -2, reference equal to 0."""
+    prompts = sample_prompts(processor, 6, with_images)
+    rollout = teacher_forced_batch(processor, prompts, [RESPONSES[i % 3] for i in range(6)])
+    n, width = rollout.num_rows, rollout.response_length
+    generator = torch.Generator().manual_seed(0)
+    old = torch.randn(n, width, generator=generator) * 0.1 - 2.0
+    return TrainBatch(rollout, torch.randn(n, generator=generator), old * rollout.response_mask, old * 0.0)

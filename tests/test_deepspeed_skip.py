@@ -1,0 +1,60 @@
+"""Under DeepSpeed a step whose gradients are not finite is dropped by ZeRO before the optimizer runs: weights,
+AdamW's moments and the schedule stay as they were (issue 19: the old lr=0 step let NaN into the moments)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+SCRIPT = r"""
+import json, sys, torch
+from mm_gmpo.trainer.dist import DeepSpeedUpdater, init_distributed
+ctx = init_distributed(True)
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+updater = DeepSpeedUpdater(ctx, model, sys.argv[1], lr=1e-2, betas=[0.9, 0.95], weight_decay=0.0, grad_clip=1.0,
+                           warmup=0, micro_batches=2)
+x = torch.ones(3, 4)
+def weights():  # ZeRO-3 holds partitions: gather the full tensors to compare
+    import deepspeed
+    params = list(updater.module.parameters())
+    with deepspeed.zero.GatheredParameters(params, enabled=updater.zero_stage == 3):
+        return [p.detach().clone() for p in params]
+out = []
+for poison in (False, True, False):
+    before = weights()
+    for _ in range(2):
+        loss = updater.forward(x).pow(2).mean()
+        updater.backward(loss * float("nan") if poison else loss)
+    norm, applied = updater.step(skip=poison)
+    moved = any(not torch.equal(a, b) for a, b in zip(before, weights()))
+    finite = all(torch.isfinite(w).all() for w in weights())
+    out.append({"applied": applied, "moved": moved, "finite": bool(finite), "skipped": updater.engine.skipped_steps})
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_drops_a_nan_step_before_applying_it(tmp_path, stage):
+    config = json.loads((REPO / f"configs/deepspeed/zero{stage}.json").read_text())
+    config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps(config))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}
+    env["MASTER_PORT"] = str(29700 + (os.getpid() + stage) % 200)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(ds)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [s["applied"] for s in steps] == [True, False, True]
+    assert [s["moved"] for s in steps] == [True, False, True]  # the NaN step moved nothing, the next one trains
+    assert all(s["finite"] for s in steps) and steps[-1]["skipped"] == 1
