@@ -36,6 +36,9 @@ class TinyModelSpec:
     intermediate: int = 128  # MLP width
     vision_hidden: int = 64  # vision tower width
     vision_layers: int = 2  # vision tower depth
+    vision_intermediate: int = 0  # vision MLP width; 0: 2 x vision_hidden
+    vision_heads: int = 0  # vision attention heads; 0: vision_hidden / 16
+    rope_theta: float = 0.0  # rotary base of the text decoder; 0: 1e6 for Qwen2.5-VL, transformers' default for Qwen2
     seed: int = 0  # weight initialisation seed
     tokenizer: str = ""  # folder of a tokenizer to use instead of the Qwen vocabulary (e.g. a toy BPE)
 
@@ -109,7 +112,8 @@ def _decoder_fields(spec: TinyModelSpec, tokenizer) -> dict:
 
 
 def _text_config(spec: TinyModelSpec, tokenizer) -> Qwen2Config:
-    return Qwen2Config(**_decoder_fields(spec, tokenizer), tie_word_embeddings=True)
+    rope = {"rope_parameters": {"rope_type": "default", "rope_theta": spec.rope_theta}} if spec.rope_theta else {}
+    return Qwen2Config(**_decoder_fields(spec, tokenizer), tie_word_embeddings=True, **rope)
 
 
 def _tiny_vl_model(spec: TinyModelSpec, tokenizer):
@@ -120,15 +124,17 @@ def _tiny_vl_model(spec: TinyModelSpec, tokenizer):
     config = Qwen2_5_VLConfig(
         text_config=dict(
             **_decoder_fields(spec, tokenizer),
-            rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=_mrope_section(head_dim)),
+            rope_parameters=dict(
+                rope_type="default", rope_theta=spec.rope_theta or 1e6, mrope_section=_mrope_section(head_dim)
+            ),
         ),
         vision_config=dict(
             depth=spec.vision_layers,
             hidden_size=spec.vision_hidden,
-            intermediate_size=spec.vision_hidden * 2,
-            num_heads=max(1, spec.vision_hidden // 16),
+            intermediate_size=spec.vision_intermediate or spec.vision_hidden * 2,
+            num_heads=spec.vision_heads or max(1, spec.vision_hidden // 16),
             out_hidden_size=spec.hidden,
-            fullatt_block_indexes=[spec.vision_layers - 1],
+            fullatt_block_indexes=_full_attention_blocks(spec.vision_layers),
         ),
         image_token_id=ids("<|image_pad|>"),
         video_token_id=ids("<|video_pad|>"),
@@ -137,6 +143,11 @@ def _tiny_vl_model(spec: TinyModelSpec, tokenizer):
         tie_word_embeddings=True,
     )
     return Qwen2_5_VLForConditionalGeneration(config)
+
+
+def _full_attention_blocks(depth: int) -> list[int]:
+    """Qwen2.5-VL's vision tower attends globally in every 8th block (7, 15, 23, 31 at depth 32), else the last."""
+    return [i for i in range(7, depth, 8)] or [depth - 1]
 
 
 def _vl_processor(tokenizer) -> ImageOnlyQwen2_5_VLProcessor:

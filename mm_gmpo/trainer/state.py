@@ -81,7 +81,13 @@ def all_finite(values: dict[str, float]) -> bool:
 
 
 @contextmanager
-def timed(timings: dict[str, float], name: str) -> Iterator[None]:
+def timed(timings: dict[str, float], name: str, peaks: dict[str, float] | None = None) -> Iterator[None]:
+    """Add the block's seconds to ``timings[name]``; on a GPU also its peak allocated memory (GiB) to ``peaks``."""
+    on_gpu = peaks is not None and torch.cuda.is_available()
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     yield
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+    if on_gpu:
+        peaks[name] = max(peaks.get(name, 0.0), torch.cuda.max_memory_allocated() / 2**30)

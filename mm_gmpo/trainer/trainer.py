@@ -137,8 +137,9 @@ class Trainer:
         try:
             while state.step < cfg.trainer.max_steps:
                 timings: dict[str, float] = {}
+                peaks: dict[str, float] = {}  # GiB, GPU only
                 round_start = time.perf_counter()
-                with timed(timings, "rollout"), self.precision.autocast():
+                with timed(timings, "rollout", peaks), self.precision.autocast():
                     batch = self.rollout.generate(self._next_prompts(), cfg.rollout.n, self._sampling(state.round))
                 with timed(timings, "reward"):
                     scores = compute_rewards(
@@ -157,11 +158,11 @@ class Trainer:
                     cfg.rollout.n,
                     normalize_std=cfg.algorithm.normalize_std,
                 )
-                with timed(timings, "old_logprobs"), self.precision.autocast():
+                with timed(timings, "old_logprobs", peaks), self.precision.autocast():
                     old_logprobs, ref_logprobs, parity_metrics = self._old_and_ref_logprobs(batch, preflight_due)
                     preflight_due = False
                 self.rollout.sleep()  # vLLM frees its memory during the update (no-op for hf); sync_weights wakes it
-                with timed(timings, "update"):
+                with timed(timings, "update", peaks):
                     train_batch = TrainBatch(batch, advantages, old_logprobs, ref_logprobs)
                     step_rows = update_round(
                         self.ctx,
@@ -180,6 +181,7 @@ class Trainer:
                     batch, scores, advantages, timings, time.perf_counter() - round_start
                 )
                 round_metrics.update(parity_metrics)
+                round_metrics.update({f"perf/{name}_peak_gib": value for name, value in peaks.items()})
                 val_metrics = {}
                 if self.val_prompts and cfg.trainer.val_every and state.round % cfg.trainer.val_every == 0:
                     val_metrics = self.validate()
@@ -255,6 +257,7 @@ class Trainer:
             float(len(groups)),
             float(scores.timeouts + scores.errors),
             float(batch.response_mask.sum()),
+            float(batch.attention_mask.sum()),
         ]
         tot = dist.all_reduce_sum(self.ctx, local)
         count = tot[4] or 1.0
@@ -269,6 +272,7 @@ class Trainer:
             "perf/step_s": seconds / self.cfg.trainer.updates_per_round,
             "perf/round_s": seconds,
             "perf/tokens_per_s": tot[8] / seconds,
+            "perf/round_tokens": tot[9],  # prompt + response tokens of the round, all processes
             **{f"perf/{name}_s": value for name, value in timings.items()},
         }
         metrics.update(self.rollout.metrics(batch))
