@@ -41,8 +41,18 @@ def rollout_metrics(batch: RolloutBatch, seconds: float | None = None) -> dict[s
 class RolloutEngine:
     """Samples ``n`` responses per prompt with the chosen backend (``hf`` or ``vllm``)."""
 
-    def __init__(self, backend: str, model: torch.nn.Module, processor, *, config: Any = None, synced: bool = False):
-        """``synced``: the policy's parameters are partitioned over processes (ZeRO-3); see ``hf_generate``."""
+    def __init__(
+        self,
+        backend: str,
+        model: torch.nn.Module,
+        processor,
+        *,
+        config: Any = None,
+        synced: bool = False,
+        dtype: torch.dtype | None = None,
+    ):
+        """``synced``: the policy's parameters are partitioned over processes (ZeRO-3); see ``hf_generate``.
+        ``dtype``: the compute dtype (vLLM's engine dtype; HF generation runs in the caller's autocast)."""
         if backend not in BACKENDS:
             raise UserError(f"rollout.backend={backend!r} is not one of {', '.join(BACKENDS)}")
         self.backend = backend
@@ -58,6 +68,7 @@ class RolloutEngine:
                 processor,
                 gpu_memory_utilization=getattr(config, "vllm_gpu_memory_utilization", 0.5),
                 enable_sleep=getattr(config, "vllm_sleep", True),
+                dtype=dtype,
             )
 
     def generate(self, prompts: list[Prompt], n: int, sampling: SamplingParams) -> RolloutBatch:

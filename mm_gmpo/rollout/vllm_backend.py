@@ -104,7 +104,10 @@ class VLLMRollout:
         enable_sleep: bool = True,
         max_model_len: int | None = None,
         max_images_per_prompt: int = 4,
+        dtype: torch.dtype | None = None,
     ):
+        """``dtype``: the engine's (the policy's compute dtype: bf16 for a run whose fp32 master weights stay in the
+        trainer); default the parameters' dtype."""
         on_cuda = torch.cuda.is_available()
         if not on_cuda:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -120,7 +123,7 @@ class VLLMRollout:
             _patch_image_only_processor(path)
         self.sleep_enabled = enable_sleep and on_cuda
         self.asleep = False
-        dtype = next(model.parameters()).dtype
+        dtype = dtype or next(model.parameters()).dtype
         config_len = getattr(model.config.get_text_config(), "max_position_embeddings", 8192)
         kwargs = dict(
             model=str(path),

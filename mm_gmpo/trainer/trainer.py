@@ -83,7 +83,12 @@ class Trainer:
         self.policy = self.updater.module.model  # the Hugging Face model: generation, no-grad passes, saving
         self.reference = build_reference(cfg, model_path, self.ctx.device, self.precision)
         self.rollout = RolloutEngine(
-            cfg.rollout.backend, self.policy, self.processor, config=cfg.rollout, synced=self.updater.partitioned
+            cfg.rollout.backend,
+            self.policy,
+            self.processor,
+            config=cfg.rollout,
+            synced=self.updater.partitioned,
+            dtype=self.precision.compute_dtype,
         )
         options = {"max_response_length": cfg.rollout.max_new_tokens} if cfg.algorithm.loss == "drgrpo" else {}
         self.loss_fn = get_policy_loss(cfg.algorithm.loss, **options)
