@@ -149,7 +149,10 @@ class TrainerConfig:
     grad_clip: float = 1.0  # max global grad norm; 0: off
     warmup_steps: int = 0  # linear warm-up, then constant
     updates_per_round: int = 1  # optimizer steps per rollout round (mini-batches of the round's responses)
-    micro_batch_size: int = 4  # sequences per forward/backward per process
+    micro_batch_size: int = 4  # sequences per forward/backward per process (when max_tokens_per_micro_batch is 0)
+    # > 0: micro-batches of rows of similar length, each at most this many padded tokens (rows x its longest row,
+    # prompt + response), each trimmed to its own longest row; 0: micro_batch_size rows each
+    max_tokens_per_micro_batch: int = 0
     logprob_chunk_size: int = 512  # response tokens per LM-head chunk (never full [B, T, V] logits)
     val_every: int = 0  # rounds between validations; 0: only before training and at the end
     max_nonfinite_steps: int = 3  # consecutive skipped non-finite updates before the run stops

@@ -30,9 +30,10 @@ def weights():  # ZeRO-3 holds partitions: gather the full tensors to compare
 out = []
 for poison in (False, True, False):
     before = weights()
-    for _ in range(2):
+    for micro in range(2):
+        updater.begin_micro_batch(last=micro == 1)
         loss = updater.forward(x).pow(2).mean()
-        updater.backward(loss * float("nan") if poison else loss)
+        updater.backward(loss * float("nan") if poison else loss, last=micro == 1)
     norm, applied = updater.step(skip=poison)
     moved = any(not torch.equal(a, b) for a, b in zip(before, weights()))
     finite = all(torch.isfinite(w).all() for w in weights())

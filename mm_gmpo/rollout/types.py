@@ -140,6 +140,31 @@ class RolloutBatch:
             examples=[self.examples[i] for i in idx_list],
         )
 
+    def padded_width(self) -> tuple[int, int]:
+        """(prompt columns, response columns) that the rows need: the longest prompt and the longest response."""
+        if self.num_rows == 0:
+            return 0, 0
+        prompt = int(self.attention_mask[:, : self.prompt_length].sum(dim=1).max())
+        response = int(self.response_mask.sum(dim=1).max())
+        return prompt, max(response, 1)
+
+    def trimmed(self) -> RolloutBatch:
+        """The same rows without the columns that are padding in every row: left prompt padding beyond the
+        longest prompt, response padding beyond the longest response. Log-probs are unchanged (positions come from
+        the attention mask), and a micro-batch computes only what its own rows need."""
+        prompt, response = self.padded_width()
+        start, end = self.prompt_length - prompt, self.prompt_length + response
+        if start == 0 and end == self.input_ids.shape[1]:
+            return self
+        return replace(
+            self,
+            input_ids=self.input_ids[:, start:end],
+            attention_mask=self.attention_mask[:, start:end],
+            response_mask=self.response_mask[:, :response],
+            sampler_logprobs=self.sampler_logprobs[:, :response],
+            prompt_length=prompt,
+        )
+
     def to(self, device: torch.device | str) -> RolloutBatch:
         """The batch with every tensor on ``device`` (lists and ints unchanged)."""
 

@@ -54,6 +54,16 @@ class TrainBatch:
 
         return TrainBatch(rollout, take(self.advantages), take(self.old_logprobs), take(self.ref_logprobs))
 
+    def trimmed(self) -> TrainBatch:
+        """Without the columns that are padding in every row (see ``RolloutBatch.trimmed``)."""
+        rollout = self.rollout.trimmed()
+        width = rollout.response_length
+
+        def cut(t: torch.Tensor | None) -> torch.Tensor | None:
+            return t[:, :width] if t is not None else None
+
+        return TrainBatch(rollout, self.advantages, cut(self.old_logprobs), cut(self.ref_logprobs))
+
     def to(self, device: torch.device | str) -> TrainBatch:
         """Every tensor on ``device``."""
 

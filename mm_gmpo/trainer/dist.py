@@ -123,7 +123,10 @@ class TorchUpdater:
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
 
-    def backward(self, loss: torch.Tensor) -> None:
+    def begin_micro_batch(self, last: bool) -> None:
+        pass  # gradients accumulate in .grad until step()
+
+    def backward(self, loss: torch.Tensor, last: bool = True) -> None:
         loss.backward()
 
     @property
@@ -193,8 +196,6 @@ class DeepSpeedUpdater:
             bf16=bf16,
         )
         self.ctx = ctx
-        self.micro_batches = micro_batches
-        self._micro = 0
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
@@ -215,13 +216,18 @@ class DeepSpeedUpdater:
         """Parameters split over processes (ZeRO-3): every module call is a collective."""
         return self.zero_stage == 3 and self.ctx.world_size > 1
 
-    def backward(self, loss: torch.Tensor) -> None:
+    def begin_micro_batch(self, last: bool) -> None:
+        """Before the micro-batch's forward. ``last``: the step's last micro-batch (the accumulation boundary).
+        Steps may have different numbers of micro-batches (token-budget micro-batches), so the boundary is set
+        explicitly rather than counted against gradient_accumulation_steps."""
+        self.engine.set_gradient_accumulation_boundary(last)
+
+    def backward(self, loss: torch.Tensor, last: bool = True) -> None:
         # The engine averages gradients over processes; the loss is already normalised by the global batch,
         # so scale by the world size to turn that average into the sum.
-        self._micro += 1
         self.engine.backward(loss * self.ctx.world_size, scale_wrt_gas=False)
-        if self._micro < self.micro_batches:
-            self.engine.step()  # not a boundary (the engine counts micro-steps against gradient_accumulation_steps)
+        if not last:
+            self.engine.step()  # not a boundary: the engine only counts the micro-step
 
     def step(self, skip: bool) -> tuple[float, bool]:
         """The engine's step at the accumulation boundary. A step to drop (``skip``) has NaN gradients (see
@@ -229,8 +235,8 @@ class DeepSpeedUpdater:
         ``check_grad_overflow``, set in our JSONs; fp32: always), as it does any non-finite gradient.
         Returns (global grad norm, applied)."""
         skipped_before = self.engine.skipped_steps
+        self.engine.set_gradient_accumulation_boundary(True)
         self.engine.step()
-        self._micro = 0
         applied = self.engine.skipped_steps == skipped_before
         if skip and applied:
             raise RuntimeError("DeepSpeed applied a step whose gradients were NaN: enable bf16.check_grad_overflow")

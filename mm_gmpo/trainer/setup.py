@@ -26,6 +26,10 @@ def check_config(cfg: Config, world_size: int) -> None:
             "trainer.updates_per_round, trainer.max_steps, trainer.micro_batch_size, rollout.n and "
             "rollout.prompts_per_round must be positive"
         )
+    if t.max_tokens_per_micro_batch < 0:
+        raise UserError(
+            f"trainer.max_tokens_per_micro_batch={t.max_tokens_per_micro_batch} must be 0 (off) or positive"
+        )
     if r.prompts_per_round % world_size:
         raise UserError(
             f"rollout.prompts_per_round={r.prompts_per_round} must be divisible by the {world_size} processes"

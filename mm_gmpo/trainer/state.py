@@ -55,14 +55,24 @@ def minibatch_rows(num_rows: int, updates_per_round: int, update: int) -> list[i
     return list(range(update, num_rows, updates_per_round))
 
 
+# Means over sequences (one value per response), combined by sequence count; every other mean is per token.
+SEQUENCE_MEANS = frozenset({"pg_loss", "loss", "kl_ref", "advantage_mean", "advantage_std", "advantage_frac_zero"})
+
+
+def metric_weight(key: str, row: dict[str, float]) -> float:
+    """What a micro-batch's mean ``key`` is weighted by when micro-batches are combined."""
+    return row.get("num_sequences", 1.0) if key in SEQUENCE_MEANS else row.get("num_tokens", 1.0)
+
+
 def reduce_metric_rows(rows: list[dict[str, float]], weight_key: str = "num_tokens") -> dict[str, float]:
-    """Combine per-micro-batch metric dicts: min of *_min, max of *_max, counts summed, others weighted means."""
+    """Combine per-micro-batch metric dicts: min of *_min, max of *_max, counts summed, per-token means weighted
+    by tokens and per-sequence means (SEQUENCE_MEANS) by sequences, so the result does not depend on how the
+    rows were cut into micro-batches."""
     non_empty = [r for r in rows if r.get(weight_key, 1.0) > 0]  # an empty micro-batch reports 0.0 for min/max
     rows = non_empty or rows[:1]
     if not rows:
         return {}
     out: dict[str, float] = {}
-    total = sum(r.get(weight_key, 1.0) for r in rows) or 1.0
     for key in rows[0]:
         values = [r[key] for r in rows if key in r]
         if key.endswith("_min"):
@@ -72,7 +82,8 @@ def reduce_metric_rows(rows: list[dict[str, float]], weight_key: str = "num_toke
         elif key.startswith("num_"):
             out[key] = sum(values)
         else:
-            out[key] = sum(r[key] * r.get(weight_key, 1.0) for r in rows if key in r) / total
+            total = sum(metric_weight(key, r) for r in rows if key in r) or 1.0
+            out[key] = sum(r[key] * metric_weight(key, r) for r in rows if key in r) / total
     return out
 
 

@@ -103,6 +103,7 @@ class Trainer:
             kl_coef=a.kl_coef,
             entropy_coef=a.entropy_coef,
             sync_chunks=self.updater.partitioned,
+            max_tokens_per_micro_batch=cfg.trainer.max_tokens_per_micro_batch,
         )
         default_mean, default_p99 = default_tolerances(self.precision.compute_dtype)
         self.preflight_tolerances = (

@@ -1,8 +1,10 @@
 """The policy update of one rollout round, and the no-grad log-prob passes that feed it.
 
 ``update_round``: K optimizer steps over strided mini-batches of the round's rows; each step accumulates
-micro-batches of ``micro_batch_size`` rows. Per micro-batch, in this order: take the rows of everything (one
-``TrainBatch.select``), move them to the policy's device (one ``to``), forward with gradients in train mode (so
+micro-batches of ``micro_batch_size`` rows, or, with ``trainer.max_tokens_per_micro_batch``, of rows of similar
+length packed up to a padded-token budget. Per micro-batch, in this order: take the rows of everything (one
+``TrainBatch.select``), drop the columns that are padding in all of them (``trimmed``: each micro-batch is as wide
+as its own longest row, not the round's), move them to the policy's device (one ``to``), forward with gradients in train mode (so
 gradient checkpointing recomputes), the loss (:func:`micro_batch_loss`, pure), one collective to agree whether the
 loss is finite everywhere, backward. A non-finite loss is replaced by one whose gradients are NaN, so the step is
 dropped before anything is applied: by :class:`~mm_gmpo.trainer.dist.TorchUpdater` itself, and by DeepSpeed's own
@@ -26,7 +28,7 @@ from mm_gmpo.rollout import policy_logprobs
 from mm_gmpo.rollout.types import RolloutBatch
 from mm_gmpo.trainer import dist
 from mm_gmpo.trainer.batch import TrainBatch
-from mm_gmpo.trainer.state import minibatch_rows, reduce_metric_rows
+from mm_gmpo.trainer.state import metric_weight, minibatch_rows, reduce_metric_rows
 
 
 @dataclass(frozen=True)
@@ -42,11 +44,62 @@ class UpdateSettings:
     kl_coef: float = 0.0
     entropy_coef: float = 0.0
     sync_chunks: bool = False  # ZeRO-3 with several processes: equal LM-head calls on every process
+    max_tokens_per_micro_batch: int = 0  # > 0: micro-batches by padded-token budget instead of by row count
 
 
 def micro_batches(rows: list[int], size: int) -> list[list[int]]:
     """``rows`` cut into consecutive pieces of at most ``size``."""
     return [rows[start : start + size] for start in range(0, len(rows), max(size, 1))]
+
+
+def token_budget_bins(lengths: list[int], budget: int) -> list[list[int]]:
+    """Indices of ``lengths`` in bins whose padded cost (rows x longest row) stays within ``budget`` tokens.
+
+    Longest first, so each bin's rows are of similar length (little padding once the bin is trimmed); a row longer
+    than the budget gets a bin of its own. Pure.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    bins: list[list[int]] = []
+    for i in order:
+        if bins and (len(bins[-1]) + 1) * lengths[bins[-1][0]] <= budget:
+            bins[-1].append(i)
+        else:
+            bins.append([i])
+    return bins
+
+
+def split_to_count(bins: list[list[int]], count: int) -> list[list[int]]:
+    """``bins`` split (the largest first) until there are ``count`` of them; every process then runs the same
+    number of forwards and backwards. Pure; needs at least ``count`` items."""
+    bins = [list(b) for b in bins]
+    while len(bins) < count:
+        largest = max(range(len(bins)), key=lambda j: len(bins[j]))
+        if len(bins[largest]) < 2:
+            raise ValueError(f"cannot make {count} micro-batches of {sum(map(len, bins))} rows")
+        half = len(bins[largest]) // 2
+        bins[largest : largest + 1] = [bins[largest][:half], bins[largest][half:]]
+    return bins
+
+
+def plan_micro_batches(ctx, batch: RolloutBatch, rows: list[int], s: UpdateSettings) -> list[list[int]]:
+    """The micro-batches of ``rows``: by count (``micro_batch_size``), or by the padded-token budget
+    ``max_tokens_per_micro_batch``; with several processes, as many on each process as on the busiest."""
+    if not s.max_tokens_per_micro_batch:
+        return micro_batches(rows, s.micro_batch_size)
+    lengths = batch.attention_mask[rows].sum(dim=1).tolist()
+    bins = [[rows[i] for i in b] for b in token_budget_bins(lengths, s.max_tokens_per_micro_batch)]
+    if ctx.world_size > 1:
+        bins = split_to_count(bins, int(dist.all_reduce_max(ctx, [float(len(bins))])[0]))
+    return bins
+
+
+def padding_stats(batch: RolloutBatch, plan: list[list[int]]) -> tuple[float, float]:
+    """(computed tokens, real tokens) of ``plan``'s micro-batches, each trimmed to its own longest row."""
+    computed = 0
+    for rows in plan:
+        prompt, response = batch.select(rows).padded_width()
+        computed += len(rows) * (prompt + response)
+    return float(computed), float(batch.attention_mask[[r for rows in plan for r in rows]].sum())
 
 
 def lm_head_chunks(ctx: dist.DistContext, batch: RolloutBatch, chunk_size: int, sync: bool) -> int:
@@ -62,20 +115,20 @@ def no_grad_logprobs(
     settings: UpdateSettings,
 ) -> torch.Tensor:
     """[N, R] float32 on the CPU: log-probs of the sampled tokens under ``model`` (eval mode, no gradients),
-    in the update's micro-batches, each moved to the model's device."""
+    in micro-batches planned as the update's, each trimmed to its own rows and moved to the model's device."""
     device = next(model.parameters()).device
     out = torch.zeros(batch.sampler_logprobs.shape, dtype=torch.float32)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for rows in micro_batches(list(range(batch.num_rows)), settings.micro_batch_size):
-                sub = batch.select(rows).to(device)
+            for rows in plan_micro_batches(ctx, batch, list(range(batch.num_rows)), settings):
+                sub = batch.select(rows).trimmed().to(device)
                 chunks = lm_head_chunks(ctx, sub, settings.chunk_size, settings.sync_chunks)
                 logprobs, _ = policy_logprobs(
                     model, sub, temperature=settings.temperature, chunk_size=settings.chunk_size, min_chunks=chunks
                 )
-                out[rows] = logprobs.float().cpu()
+                out[rows, : logprobs.shape[1]] = logprobs.float().cpu()
     finally:
         model.train(was_training)
     return out
@@ -107,8 +160,11 @@ def optimizer_step(ctx, updater, loss_fn, batch: TrainBatch, rows: list[int], s:
     device = updater.device
     updater.module.train()  # gradient checkpointing (and any dropout) act only in train mode
     micro_metrics, nonfinite = [], False
-    for idx in micro_batches(rows, s.micro_batch_size):
-        sub = batch.select(idx).to(device)
+    plan = plan_micro_batches(ctx, batch.rollout, rows, s)
+    for position, idx in enumerate(plan):
+        last = position == len(plan) - 1
+        updater.begin_micro_batch(last)
+        sub = batch.select(idx).trimmed().to(device)
         logprobs, entropy = updater.forward(
             sub.rollout,
             temperature=s.temperature,
@@ -122,11 +178,14 @@ def optimizer_step(ctx, updater, loss_fn, batch: TrainBatch, rows: list[int], s:
         if not finite:  # NaN gradients: the step is dropped before it is applied (see the module docstring)
             nonfinite = True
             loss = logprobs.sum() * float("nan")
-        updater.backward(loss)
+        updater.backward(loss, last=last)
         micro_metrics.append(metrics)
     grad_norm, applied = updater.step(skip=nonfinite)
     row = {f"actor/{key}": v for key, v in reduce_step_metrics(ctx, micro_metrics).items()}
     row.update({"actor/grad_norm": grad_norm, "actor/lr": updater.lr, "actor/skipped": float(not applied)})
+    computed, real = dist.all_reduce_sum(ctx, list(padding_stats(batch.rollout, plan)))
+    row["perf/padding_frac"] = 1.0 - real / max(computed, 1.0)  # pad tokens / computed tokens, all processes
+    row["perf/micro_batches"] = float(len(plan))  # per process (equal on every process)
     return row
 
 
@@ -142,15 +201,16 @@ def update_round(ctx, updater, loss_fn, batch: TrainBatch, s: UpdateSettings, au
 
 def reduce_step_metrics(ctx: dist.DistContext, micro_metrics: list[dict[str, float]]) -> dict[str, float]:
     """Micro-batch metrics -> one dict, then over processes by name: ``*_min``/``*_max`` global extremes,
-    ``num_*`` sums, everything else the token-weighted mean."""
+    ``num_*`` sums, means weighted by tokens or by sequences (``state.metric_weight``)."""
     local = reduce_metric_rows(micro_metrics)
     if ctx.world_size == 1:
         return local
     keys = sorted(local)
-    weight = local.get("num_tokens", 1.0)
-    weighted = [local[k] * (1.0 if k.startswith("num_") else weight) for k in keys]
-    sums = dict(zip(keys, dist.all_reduce_sum(ctx, weighted), strict=True))
-    total = dist.all_reduce_sum(ctx, [weight])[0] or 1.0
+    weights = [1.0 if k.startswith("num_") else metric_weight(k, local) for k in keys]
+    sums = dict(
+        zip(keys, dist.all_reduce_sum(ctx, [local[k] * w for k, w in zip(keys, weights, strict=True)]), strict=True)
+    )
+    totals = dict(zip(keys, dist.all_reduce_sum(ctx, weights), strict=True))
     signed = [-local[k] if k.endswith("_min") else local[k] for k in keys]  # one MAX reduces both extremes
     maxes = dict(zip(keys, dist.all_reduce_max(ctx, signed), strict=True))
     out = {}
@@ -162,5 +222,5 @@ def reduce_step_metrics(ctx: dist.DistContext, micro_metrics: list[dict[str, flo
         elif key.startswith("num_"):
             out[key] = sums[key]
         else:
-            out[key] = sums[key] / total
+            out[key] = sums[key] / (totals[key] or 1.0)
     return out

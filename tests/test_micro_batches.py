@@ -1,0 +1,78 @@
+"""Micro-batches by token budget, each trimmed to its own rows: the same update as one big batch (issue 15)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mm_gmpo.algorithms import get_policy_loss
+from mm_gmpo.models import load_model, load_processor
+from mm_gmpo.testing.batches import sample_train_batch
+from mm_gmpo.trainer.batch import TrainBatch
+from mm_gmpo.trainer.dist import DistContext, TorchUpdater
+from mm_gmpo.trainer.policy import PolicyLogprobs
+from mm_gmpo.trainer.update import (
+    UpdateSettings,
+    no_grad_logprobs,
+    padding_stats,
+    plan_micro_batches,
+    split_to_count,
+    token_budget_bins,
+    update_round,
+)
+
+
+def test_token_budget_bins_by_hand():
+    lengths = [10, 50, 12, 48, 11, 30]
+    # longest first: 50, 48 (2 x 50 = 100 <= 100), then 30, 12, 11 (3 x 30 = 90), then 10 alone? 4 x 30 > 100
+    assert token_budget_bins(lengths, 100) == [[1, 3], [5, 2, 4], [0]]
+    assert token_budget_bins([500, 5], 100) == [[0], [1]]  # a row over the budget gets a bin of its own
+    assert split_to_count([[1, 3], [5, 2, 4], [0]], 4) == [[1, 3], [5], [2, 4], [0]]
+    with pytest.raises(ValueError, match="cannot make"):
+        split_to_count([[0], [1]], 3)
+
+
+@pytest.mark.parametrize("kind", ["text", "vl"])
+def test_token_budget_update_equals_one_big_batch(kind, tiny_text_dir, tiny_vl_dir):
+    folder = tiny_text_dir if kind == "text" else tiny_vl_dir
+    processor = load_processor(folder, min_pixels=3136, max_pixels=12544)
+    batch = sample_train_batch(processor, with_images=kind == "vl")
+    batch = batch.select(list(range(6)) * 2)  # 12 rows of 3 response lengths (and 6 image sizes for vl)
+    ctx = DistContext()
+    one = UpdateSettings(
+        temperature=1.0, chunk_size=512, micro_batch_size=12, updates_per_round=2, sequences_per_step=6
+    )
+    widest = max(
+        batch.rollout.select([i]).padded_width()[0] + batch.rollout.select([i]).padded_width()[1] for i in range(12)
+    )
+    budget = UpdateSettings(**{**one.__dict__, "micro_batch_size": 1, "max_tokens_per_micro_batch": 2 * widest})
+    results = []
+    for settings in (one, budget):
+        model = load_model(folder, "float32")
+        old = no_grad_logprobs(ctx, model, batch.rollout, settings)
+        updater = TorchUpdater(
+            ctx, PolicyLogprobs(model), lr=1e-3, betas=[0.9, 0.95], weight_decay=0.0, grad_clip=0.0, warmup=0
+        )
+        rows = update_round(
+            ctx, updater, get_policy_loss("gmpo"), TrainBatch(batch.rollout, batch.advantages, old, None), settings
+        )
+        results.append((old, {n: p.detach().clone() for n, p in model.named_parameters()}, rows))
+    (old_a, params_a, rows_a), (old_b, params_b, rows_b) = results
+    assert torch.allclose(old_a, old_b, atol=1e-5)  # trimmed micro-batches, the same log-probs
+    assert rows_b[0]["perf/micro_batches"] > rows_a[0]["perf/micro_batches"] == 1
+    assert rows_b[0]["perf/padding_frac"] < rows_a[0]["perf/padding_frac"]
+    for name, value in params_a.items():
+        assert torch.allclose(value, params_b[name], atol=1e-5), name
+    assert rows_a[1]["actor/pg_loss"] == pytest.approx(rows_b[1]["actor/pg_loss"], abs=1e-5)
+
+
+def test_padding_stats_count_each_micro_batch_at_its_own_width(tiny_text_dir):
+    batch = sample_train_batch(load_processor(tiny_text_dir), with_images=False).rollout
+    real = float(batch.attention_mask.sum())
+    computed, counted = padding_stats(batch, [list(range(batch.num_rows))])
+    assert counted == real and computed == batch.num_rows * sum(batch.padded_width())
+    settings = UpdateSettings(
+        temperature=1.0, chunk_size=8, micro_batch_size=1, updates_per_round=1, sequences_per_step=6
+    )
+    plan = plan_micro_batches(DistContext(), batch, list(range(batch.num_rows)), settings)
+    assert padding_stats(batch, plan) == (real, real)  # one row each: no padding at all
