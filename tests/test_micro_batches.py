@@ -23,10 +23,12 @@ from mm_gmpo.trainer.update import (
 
 
 def test_token_budget_bins_by_hand():
-    lengths = [10, 50, 12, 48, 11, 30]
-    # longest first: 50, 48 (2 x 50 = 100 <= 100), then 30, 12, 11 (3 x 30 = 90), then 10 alone? 4 x 30 > 100
-    assert token_budget_bins(lengths, 100) == [[1, 3], [5, 2, 4], [0]]
-    assert token_budget_bins([500, 5], 100) == [[0], [1]]  # a row over the budget gets a bin of its own
+    prompts, responses = [5, 20, 6, 28, 6, 10], [5, 30, 6, 20, 5, 20]
+    # longest first: rows 1 (50) and 3 (48) together cost 2 x (28 + 30) = 116 > 100 (the maxima of prompt and
+    # response add up), so 3 opens a bin; 5 joins it (2 x 48); 2, 4 and 0 fill a third (3 x 12)
+    assert token_budget_bins(prompts, responses, 100) == [[1], [3, 5], [2, 4, 0]]
+    assert token_budget_bins(prompts, responses, 120) == [[1, 3], [5, 2, 4, 0]]
+    assert token_budget_bins([500, 2], [10, 3], 100) == [[0], [1]]  # a row over the budget gets a bin of its own
     assert split_to_count([[1, 3], [5, 2, 4], [0]], 4) == [[1, 3], [5], [2, 4], [0]]
     with pytest.raises(ValueError, match="cannot make"):
         split_to_count([[0], [1]], 3)

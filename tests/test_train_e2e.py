@@ -207,6 +207,23 @@ def test_two_process_deepspeed_matches_one_process(tmp_path, model_dir, stage):
     assert _max_diff({k: start[k] for k in w2}, w2) > 0
 
 
+def test_token_budget_on_two_processes_matches_one_big_batch(tmp_path, model_dir):
+    """Issue 15: token-budget micro-batches (each trimmed to its own rows) on 2 processes give the update of one
+    micro-batch per step on 1 process."""
+    ds = f"trainer.deepspeed={REPO}/configs/deepspeed/zero2.json"
+    one = _train(tmp_path, "one", model_dir, "trainer.max_steps=2", ds, "trainer.micro_batch_size=8")
+    two = _train(
+        tmp_path, "two", model_dir, "trainer.max_steps=2", ds, "trainer.max_tokens_per_micro_batch=200", nproc=2
+    )
+    assert _max_diff(_weights(one, 2), _weights(two, 2)) <= 1e-5
+    rows_one = [r for r in _metrics(one) if "actor/pg_loss" in r]
+    rows_two = [r for r in _metrics(two) if "actor/pg_loss" in r]
+    assert all(r["perf/micro_batches"] == 1 for r in rows_one)
+    assert all(r["perf/micro_batches"] >= 1 for r in rows_two)
+    assert rows_two[0]["perf/padding_frac"] <= rows_one[0]["perf/padding_frac"]
+    assert rows_two[-1]["actor/pg_loss"] == pytest.approx(rows_one[-1]["actor/pg_loss"], abs=1e-5)
+
+
 def _zero3_partition_everything(tmp: Path) -> Path:
     """configs/deepspeed/zero3.json with every parameter partitioned (persistence threshold 0), as a 7B model's are:
     the default threshold leaves every tiny-model tensor but the embedding whole, which hides the collectives."""

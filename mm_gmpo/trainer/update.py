@@ -45,6 +45,7 @@ class UpdateSettings:
     entropy_coef: float = 0.0
     sync_chunks: bool = False  # ZeRO-3 with several processes: equal LM-head calls on every process
     max_tokens_per_micro_batch: int = 0  # > 0: micro-batches by padded-token budget instead of by row count
+    trim: bool = True  # each micro-batch as wide as its own rows; False: as wide as the round (benchmarks only)
 
 
 def micro_batches(rows: list[int], size: int) -> list[list[int]]:
@@ -52,19 +53,24 @@ def micro_batches(rows: list[int], size: int) -> list[list[int]]:
     return [rows[start : start + size] for start in range(0, len(rows), max(size, 1))]
 
 
-def token_budget_bins(lengths: list[int], budget: int) -> list[list[int]]:
-    """Indices of ``lengths`` in bins whose padded cost (rows x longest row) stays within ``budget`` tokens.
+def token_budget_bins(prompt_lengths: list[int], response_lengths: list[int], budget: int) -> list[list[int]]:
+    """Indices of the rows in bins whose padded cost stays within ``budget`` tokens. A trimmed micro-batch is
+    rows x (its longest prompt + its longest response): prompts are left-padded and responses right-padded, so
+    the two maxima add up even when no single row has both.
 
-    Longest first, so each bin's rows are of similar length (little padding once the bin is trimmed); a row longer
-    than the budget gets a bin of its own. Pure.
+    Longest rows first, so each bin's rows are of similar length; a row over the budget gets a bin of its own. Pure.
     """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    order = sorted(range(len(prompt_lengths)), key=lambda i: -(prompt_lengths[i] + response_lengths[i]))
     bins: list[list[int]] = []
+    longest = (0, 0)  # the open bin's longest prompt and response
     for i in order:
-        if bins and (len(bins[-1]) + 1) * lengths[bins[-1][0]] <= budget:
+        grown = (max(longest[0], prompt_lengths[i]), max(longest[1], response_lengths[i]))
+        if bins and (len(bins[-1]) + 1) * sum(grown) <= budget:
             bins[-1].append(i)
+            longest = grown
         else:
             bins.append([i])
+            longest = (prompt_lengths[i], response_lengths[i])
     return bins
 
 
@@ -86,19 +92,21 @@ def plan_micro_batches(ctx, batch: RolloutBatch, rows: list[int], s: UpdateSetti
     ``max_tokens_per_micro_batch``; with several processes, as many on each process as on the busiest."""
     if not s.max_tokens_per_micro_batch:
         return micro_batches(rows, s.micro_batch_size)
-    lengths = batch.attention_mask[rows].sum(dim=1).tolist()
-    bins = [[rows[i] for i in b] for b in token_budget_bins(lengths, s.max_tokens_per_micro_batch)]
+    prompt = batch.attention_mask[rows, : batch.prompt_length].sum(dim=1).tolist()
+    response = batch.response_mask[rows].sum(dim=1).tolist()
+    bins = [[rows[i] for i in b] for b in token_budget_bins(prompt, response, s.max_tokens_per_micro_batch)]
     if ctx.world_size > 1:
         bins = split_to_count(bins, int(dist.all_reduce_max(ctx, [float(len(bins))])[0]))
     return bins
 
 
-def padding_stats(batch: RolloutBatch, plan: list[list[int]]) -> tuple[float, float]:
-    """(computed tokens, real tokens) of ``plan``'s micro-batches, each trimmed to its own longest row."""
+def padding_stats(batch: RolloutBatch, plan: list[list[int]], trim: bool = True) -> tuple[float, float]:
+    """(computed tokens, real tokens) of ``plan``'s micro-batches, each trimmed to its own longest row (or, with
+    ``trim=False``, as wide as the whole batch)."""
     computed = 0
     for rows in plan:
-        prompt, response = batch.select(rows).padded_width()
-        computed += len(rows) * (prompt + response)
+        width = sum(batch.select(rows).padded_width()) if trim else batch.input_ids.shape[1]
+        computed += len(rows) * width
     return float(computed), float(batch.attention_mask[[r for rows in plan for r in rows]].sum())
 
 
@@ -123,7 +131,8 @@ def no_grad_logprobs(
     try:
         with torch.no_grad():
             for rows in plan_micro_batches(ctx, batch, list(range(batch.num_rows)), settings):
-                sub = batch.select(rows).trimmed().to(device)
+                sub = batch.select(rows)
+                sub = (sub.trimmed() if settings.trim else sub).to(device)
                 chunks = lm_head_chunks(ctx, sub, settings.chunk_size, settings.sync_chunks)
                 logprobs, _ = policy_logprobs(
                     model, sub, temperature=settings.temperature, chunk_size=settings.chunk_size, min_chunks=chunks
@@ -164,7 +173,8 @@ def optimizer_step(ctx, updater, loss_fn, batch: TrainBatch, rows: list[int], s:
     for position, idx in enumerate(plan):
         last = position == len(plan) - 1
         updater.begin_micro_batch(last)
-        sub = batch.select(idx).trimmed().to(device)
+        sub = batch.select(idx)
+        sub = (sub.trimmed() if s.trim else sub).to(device)
         logprobs, entropy = updater.forward(
             sub.rollout,
             temperature=s.temperature,
@@ -183,7 +193,7 @@ def optimizer_step(ctx, updater, loss_fn, batch: TrainBatch, rows: list[int], s:
     grad_norm, applied = updater.step(skip=nonfinite)
     row = {f"actor/{key}": v for key, v in reduce_step_metrics(ctx, micro_metrics).items()}
     row.update({"actor/grad_norm": grad_norm, "actor/lr": updater.lr, "actor/skipped": float(not applied)})
-    computed, real = dist.all_reduce_sum(ctx, list(padding_stats(batch.rollout, plan)))
+    computed, real = dist.all_reduce_sum(ctx, list(padding_stats(batch.rollout, plan, s.trim)))
     row["perf/padding_frac"] = 1.0 - real / max(computed, 1.0)  # pad tokens / computed tokens, all processes
     row["perf/micro_batches"] = float(len(plan))  # per process (equal on every process)
     return row
