@@ -22,7 +22,7 @@ from mm_gmpo.reward.normalize import Normalized, Number, compact, decimal_comma,
 from mm_gmpo.reward.structure import Shape, assignment_tuples, shape_of, strip_name
 
 MIN_DECIMAL_DIGITS = 6  # significant digits a decimal needs to stand for an exact (irrational/repeating) gold
-_LETTER_RE = re.compile(r"^\(?\s*([A-Ea-e])\s*\)?\s*[.:]?$")
+_LETTER_RE = re.compile(r"^(?:(?:option|choice)\s*:?\s*)?\(?\s*([A-Ea-e])\s*\)?\s*[.:]?$", re.IGNORECASE)
 _WORD_RE = re.compile(r"(?<!\\)\b[A-Za-z]{3,}\b")
 _STRING_ONLY_RE = re.compile(r":|'|\\prime")
 
@@ -179,6 +179,12 @@ def _as_set(shape: Shape):
         if shape.kind == "interval":
             lo, hi = (to_sympy(e) for e in shape.items)
             return sympy.Interval(lo, hi, shape.brackets[0] == "(", shape.brackets[1] == ")")
+        if shape.kind == "difference":  # a set (interval, union) without a finite set of points
+            whole, removed = shape.items
+            whole_set = _as_set(whole)
+            if whole_set is None or removed.kind != "set":
+                return None
+            return sympy.Complement(whole_set, sympy.FiniteSet(*(to_sympy(item) for item in removed.items)))
         if shape.kind == "union":
             sets = [_as_set(_as_interval(s, shape)) for s in shape.items]  # (-2,0) \cup (0,2): open intervals
             return None if any(s is None for s in sets) else sympy.Union(*sets)
@@ -199,6 +205,7 @@ def _as_set(shape: Shape):
     return None
 
 
+_SET_KINDS = {"interval", "union", "relation", "difference"}  # shapes compared as sets of reals
 _STRICT = {"<": True, ">": True, r"\leq": False, r"\geq": False}
 _VARIABLE_RE = re.compile(r"[A-Za-z](?:_\{?\w+\}?)?(?:\(\s*[A-Za-z]\s*\))?")  # x, x_{1}, f(x): 0 < f(x) < 1 is a range
 
@@ -287,7 +294,7 @@ def _equation_equal(pred: Shape, gold: Shape) -> bool:
 
 def _as_interval(shape: Shape, other: Shape) -> Shape:
     """``(a, b)`` is an open interval when the other side is an interval, union or inequality."""
-    if shape.kind == "tuple" and len(shape.items) == 2 and other.kind in ("interval", "union", "relation"):
+    if shape.kind == "tuple" and len(shape.items) == 2 and other.kind in _SET_KINDS:
         return Shape("interval", shape.items, brackets=shape.brackets, text=shape.text)
     return shape
 
@@ -340,11 +347,7 @@ def _shapes_equal(pred: Shape, gold: Shape) -> tuple[bool, str]:
         return _matching(_dedupe_items(pred.items), _dedupe_items(gold.items)), "structure"
     if gold.kind in ("list", "set") or pred.kind in ("list", "set"):
         return False, "structure"
-    if (
-        kinds <= {"interval", "union", "relation"}
-        and kinds != {"relation"}
-        or (kinds == {"relation"} and "=" not in pred.ops + gold.ops)
-    ):
+    if kinds <= _SET_KINDS and kinds != {"relation"} or (kinds == {"relation"} and "=" not in pred.ops + gold.ops):
         if pred.kind == gold.kind == "interval":
             if pred.brackets != gold.brackets:
                 return False, "structure"
@@ -392,7 +395,7 @@ def _prepared(text: str) -> tuple[Normalized, str, Shape, Shape]:
 def answers_equal(pred: str, gold: str) -> tuple[bool, str]:
     """Equality of two extracted answers (either may be a list, tuple, interval, equation...)."""
     pred_norm, pred_body, pred_shape, pred_raw = _prepared(pred)
-    gold_norm, gold_body, gold_shape, _ = _prepared(gold)
+    gold_norm, gold_body, gold_shape, gold_raw = _prepared(gold)
     if not pred_body or not gold_body:
         return False, "none"
     if pred_norm.unit and gold_norm.unit and pred_norm.unit.rstrip("s") != gold_norm.unit.rstrip("s"):
@@ -401,7 +404,11 @@ def answers_equal(pred: str, gold: str) -> tuple[bool, str]:
         return True, "string"
     if gold_shape.kind == "relation" and pred_raw.kind == "relation":
         return _shapes_equal(pred_raw, gold_shape)  # an equation gold: compare equations (y=2x+1 vs 2x-y+1=0)
+    if pred_shape.kind == "relation" and gold_raw.kind == "relation" and pred_shape.ops == gold_raw.ops == ["="]:
+        return _shapes_equal(pred_shape, gold_raw)  # an equation answer for a named gold: 2y=4x+2 vs y=2x+1
     if gold_shape.kind == "scalar" and pred_shape.kind == "scalar":
+        if pred_norm.degrees != gold_norm.degrees and (radians := _radians_vs_degrees(pred_norm, gold_norm)):
+            return scalar_equal(*radians)  # 45° and \frac{\pi}{4} are one angle
         ok, method = scalar_equal(pred_body, gold_body)
         if not ok and (pred_norm.percent or gold_norm.percent):
             ok = _percent_equal(pred_body, pred_norm.percent, gold_body, gold_norm.percent)
@@ -422,6 +429,18 @@ def answers_equal(pred: str, gold: str) -> tuple[bool, str]:
     return _shapes_equal(pred_shape, gold_shape)
 
 
+def _radians_vs_degrees(pred: Normalized, gold: Normalized) -> tuple[str, str] | None:
+    """An angle with a degree sign against one in radians written with π: both in degrees. Without a degree sign
+    on either side nothing is converted (``45`` is not ``\\frac{\\pi}{4}``)."""
+    degrees, radians = (pred, gold) if pred.degrees else (gold, pred)
+    if r"\pi" not in radians.text or r"\pi" in degrees.text:
+        return None
+    as_degrees = rf"\left({strip_name(radians.text)}\right) \cdot \frac{{180}}{{\pi}}"
+    as_degrees = normalize(as_degrees).text
+    body = strip_name(degrees.text)
+    return (body, as_degrees) if pred.degrees else (as_degrees, body)
+
+
 def _percent_equal(pred: str, pred_percent: bool, gold: str, gold_percent: bool) -> bool:
     """``10\\%`` equals ``10`` and ``0.1``."""
     pred_num, gold_num = parse_number(pred), parse_number(gold)
@@ -433,6 +452,21 @@ def _percent_equal(pred: str, pred_percent: bool, gold: str, gold_percent: bool)
     if gold_percent and not pred_percent:
         return gold_num.value * scale == pred_num.value
     return False
+
+
+_CAPITAL_LETTER_RE = re.compile(r"^(?:(?i:option|choice)\s*:?\s*)?\(?\s*([A-E])\s*\)?\s*[.:]?$")
+_LETTER_WITH_TEXT_RE = re.compile(r"^(?:(?i:option|choice)\s*:?\s*)?(?:\(([A-E])\)\s*|([A-E])\s*[.:)]\s*)\S")
+
+
+def choice_letter(answer: str, *, with_text: bool = False) -> str | None:
+    """The capital choice letter an answer names when the options are not known: ``B``, ``(B)``, ``B)``, ``B.``,
+    ``\\text{(B)}``, ``Option B``; with ``with_text`` also ``(B) 15`` and ``B. 15`` (the letter decides)."""
+    text = normalize(answer).text
+    if m := _CAPITAL_LETTER_RE.match(text):
+        return m.group(1)
+    if with_text and (m := _LETTER_WITH_TEXT_RE.match(text)):
+        return m.group(1) or m.group(2)
+    return None
 
 
 def choice_text(answer: str, choices: list[str] | None) -> str | None:
