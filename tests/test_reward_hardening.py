@@ -285,3 +285,35 @@ def test_expensive_answers_are_decided_by_cheap_checks(pred, gold, expected, met
     result = grade(pred, gold)
     assert result.correct is expected
     assert method is None or result.method == method
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold", "expected"),
+    [
+        ("a-b+c", "c-b+a", True),
+        ("a-b+c", "c+b-a", False),
+        (r"2\cdot -3+1", r"1+2\cdot -3", True),  # a sign after an operator is unary: one term
+        (r"2\cdot -3+1", r"-3+1+2\cdot", False),  # a term cannot end with an operator
+        ("x^{a+b}+c", "c+x^{b+a}", False),  # terms compare as written: the parser decides the rest
+        ("a+b", "a+b+0", False),
+        ("|a|+b", "b+|a|", False),  # bars have no depth: not treated as a sum
+    ],
+)
+def test_reordered_sums_are_equal_without_parsing(pred, gold, expected):
+    from mm_gmpo.reward.equivalence import same_terms
+
+    assert same_terms(pred, gold) is expected
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold", "expected"),
+    [
+        ("-x > -1", "x < 1", True),  # a linear inequality's set without sympy's solver
+        ("-x > -1", r"x \leq 1", False),
+        ("-2x+4 < 0", "x > 2", True),
+        (r"3 - x \geq 1", r"x \le 2", True),
+        (r"2x-3 \neq 1", r"x \neq 2", True),
+    ],
+)
+def test_linear_inequalities(pred, gold, expected):
+    assert verify(pred, gold) is expected

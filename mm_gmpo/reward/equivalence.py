@@ -13,6 +13,7 @@ places is right (``\\sqrt{116}`` for ``10.8``); a 1-digit decimal gold (``0.5``)
 
 from __future__ import annotations
 
+import collections
 import functools
 import re
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ MIN_DECIMAL_DIGITS = 6  # significant digits a decimal needs to stand for an exa
 _LETTER_RE = re.compile(r"^(?:(?:option|choice)\s*:?\s*)?\(?\s*([A-Ea-e])\s*\)?\s*[.:]?$", re.IGNORECASE)
 _WORD_RE = re.compile(r"(?<!\\)\b[A-Za-z]{3,}\b")
 _STRING_ONLY_RE = re.compile(r":|'|\\prime")
+# sums, products, integrals, limits and derivatives are equal only as written: one on one side only decides "not
+# equal" before anything is parsed (an integral costs the parser tens of milliseconds)
+_UNEVALUATED_RE = re.compile(r"\\(?:sum|prod|int|iint|iiint|oint|lim|partial)(?![A-Za-z])|\\frac\s*\{\s*d")
 
 
 @dataclass(frozen=True)
@@ -80,10 +84,49 @@ def _text_key(text: str) -> str:
     return re.sub(r"[\s{}\\]|\btext\b|\bmathrm\b", "", text).lower()
 
 
+# Texts where a top-level + or - might not be addition: relations, lists, set operations, environments, \pm
+_NOT_A_SUM_RE = re.compile(
+    r"[=<>,;|&!]|\\(?:pm|mp|cup|cap|setminus|leq|geq|neq|mod|pmod|bmod|begin|left|right|to|text|mathrm|in)(?![A-Za-z])"
+)
+_OPERATOR_END_RE = re.compile(r"(?:[-+*/^_({\[]|\\(?:cdot|times|div|frac|sqrt))\s*$")
+
+
+def _signed_terms(text: str) -> collections.Counter | None:
+    """The terms of a sum at bracket depth 0 with their signs (``a-b+c`` -> +a, -b, +c), or None when the text
+    is not plainly a sum (a sign after an operator is unary: ``2\\cdot -3`` is one term)."""
+    if _NOT_A_SUM_RE.search(text):
+        return None
+    terms, depth, start, sign = collections.Counter(), 0, 0, "+"
+    for i, c in enumerate(text):
+        if c in "({[":
+            depth += 1
+        elif c in ")}]":
+            depth -= 1
+        elif depth == 0 and c in "+-" and text[start:i].strip() and not _OPERATOR_END_RE.search(text[start:i]):
+            terms[sign + compact(text[start:i])] += 1
+            start, sign = i + 1, c
+        elif depth == 0 and c in "+-" and not text[start:i].strip():
+            sign = "-" if (sign == "-") != (c == "-") else "+"
+            start = i + 1
+    last = text[start:]
+    if not last.strip() or _OPERATOR_END_RE.search(last) or depth != 0:
+        return None
+    terms[sign + compact(last)] += 1
+    return terms
+
+
+def same_terms(pred: str, gold: str) -> bool:
+    """The same sum with its terms reordered (a sum of many square roots): equal without parsing anything."""
+    pred_terms, gold_terms = _signed_terms(pred), _signed_terms(gold)
+    return pred_terms is not None and sum(pred_terms.values()) > 1 and pred_terms == gold_terms
+
+
 def scalar_equal(pred: str, gold: str) -> tuple[bool, str]:
     """Two single answers (no top-level lists): number rules, then text, then sympy."""
     if compact(pred) == compact(gold):
         return True, "string"
+    if same_terms(pred, gold):
+        return True, "structure"
     pred_num, gold_num = parse_number(pred), parse_number(gold)
     if gold_num is not None and pred_num is None:
         pred_num = decimal_comma(pred)
@@ -99,6 +142,8 @@ def scalar_equal(pred: str, gold: str) -> tuple[bool, str]:
         return pred_time == gold_time, "time"
     if _STRING_ONLY_RE.search(pred) or _STRING_ONLY_RE.search(gold):
         return False, "string"  # ratios/times (7:32, 12:00) and primes (f') mean nothing to sympy
+    if bool(_UNEVALUATED_RE.search(pred)) != bool(_UNEVALUATED_RE.search(gold)):
+        return False, "structure"
     from mm_gmpo.reward.symbolic import Unsafe, expressions_equal, numeric_value
 
     try:
@@ -197,6 +242,9 @@ def _as_set(shape: Shape):
             if len(symbols) != 1:
                 return None
             (symbol,) = symbols
+            linear = _linear_set(rel, symbol)
+            if linear is not None:
+                return linear
             return (
                 rel.as_set() if isinstance(rel, sympy.And | sympy.Or) else sympy.solveset(rel, symbol, sympy.S.Reals)
             )
@@ -224,6 +272,33 @@ def _simple_interval(shape: Shape):
         return None
     values = _interval_of_chain(items, ops, var_at[0])
     return _abs_preimage(values) if absolute and values is not None else values
+
+
+def _linear_set(rel, symbol):
+    """``a x + b`` against 0 (``-x > -1``, ``2x - 3 \\neq 1``) with numeric ``a != 0``: its set directly, without
+    sympy's inequality solver (which simplifies: tens of milliseconds)."""
+    import sympy
+
+    kinds = {sympy.StrictLessThan: (True, True), sympy.LessThan: (True, False)}
+    kinds |= {sympy.StrictGreaterThan: (False, True), sympy.GreaterThan: (False, False)}
+    if type(rel) not in kinds and not isinstance(rel, sympy.Ne):
+        return None
+    try:
+        poly = sympy.Poly(rel.lhs - rel.rhs, symbol)
+    except sympy.PolynomialError:
+        return None
+    if poly.degree() != 1 or any(c.free_symbols or not c.is_real for c in poly.all_coeffs()):
+        return None
+    slope, intercept = poly.all_coeffs()
+    root = -intercept / slope
+    if isinstance(rel, sympy.Ne):
+        return sympy.Union(sympy.Interval.open(-sympy.oo, root), sympy.Interval.open(root, sympy.oo))
+    below, strict = kinds[type(rel)]
+    if slope < 0:
+        below = not below  # dividing by a negative slope turns the inequality around
+    if below:
+        return sympy.Interval(-sympy.oo, root, True, strict)
+    return sympy.Interval(root, sympy.oo, strict, True)
 
 
 def _abs_preimage(values):
