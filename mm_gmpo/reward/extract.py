@@ -203,7 +203,7 @@ def extract_answer(response: str, *, gold: bool = False) -> Extraction:
         if final and _MATHLIKE_RE.search(final):  # not "I believe the answer is correct."
             return Extraction(final, "final_answer")
     if boxes:
-        group = _distinct([_sentence_answer(content) for content in _box_group(text, boxes)])
+        group = _distinct([_sentence_answer(content) for content in _distinct(_box_group(text, boxes))])
         return Extraction(", ".join(group), "boxed", len(group))
     close = text.rfind(_ANSWER_CLOSE)
     if close >= 0:

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 MAX_LATEX_CHARS = 600  # longer answers are compared as strings only
 MAX_NESTING = 12  # bracket depth beyond which the parser is not called (3x the deepest gold in MATH/Geometry3K)
 MAX_MATRICES = 4  # matrix expressions with more matrices than this are not evaluated
+MAX_SYMBOLIC_MATRICES = 2  # ... and with more than this when an entry holds a letter (products grow exponentially)
 MAX_DIGITS = 20000  # no numeric node may need more digits than this
 
 _NORMALIZATION = NormalizationConfig(
@@ -269,8 +270,12 @@ def expressions_equal(a: sympy.Basic, b: sympy.Basic) -> bool:
 def matrix_value(text: str) -> list[list[str]] | None:
     """Sums and products of explicit matrices (``A + B``, ``I I``, ``2A``) evaluated to rows of LaTeX entries;
     None when ``text`` is not a matrix expression. Matrix powers are not evaluated (``A^{10^{9}}`` would hang)."""
-    if text.count(r"\begin{") > MAX_MATRICES:
+    count = text.count(r"\begin{")
+    if count > MAX_MATRICES:
         return None  # products of many symbolic matrices grow exponentially
+    letters = re.search(r"(?<![\\A-Za-z])[A-Za-z]", re.sub(r"\\[A-Za-z]+\{?\w*\}?", " ", text))
+    if count > MAX_SYMBOLIC_MATRICES and letters:
+        return None
     expr = parse_latex(text)
     if not isinstance(expr, sympy.MatrixExpr | sympy.MatrixBase):
         return None
