@@ -117,7 +117,7 @@ _REL_WORDS = (
     (r"\\geqslant", r"\\geq"),
 )
 _REL_RES = [(re.compile(a), b) for a, b in _REL_WORDS]
-_EMPTY_SET_RE = re.compile(r"\\varnothing|\\o\b|\\\{\s*\\\}|\\emptyset\b")
+_EMPTY_SET_RE = re.compile(r"\\varnothing|\\\{\s*\\\}|\\emptyset\b")
 _REALS_RE = re.compile(r"\\mathbb\s*\{?\s*R\s*\}?(?![\^_])|\\R\b(?![\^_])")
 _REALS_TEXT_RE = re.compile(
     r"(?:\\text\{\s*)?(?:the set of )?all real numbers\.?\s*\}?|(?:\\text\{\s*)?all reals\s*\}?", re.I
