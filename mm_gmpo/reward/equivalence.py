@@ -533,10 +533,11 @@ _CAPITAL_LETTER_RE = re.compile(r"^(?:(?i:option|choice)\s*:?\s*)?\(?\s*([A-E])\
 _LETTER_WITH_TEXT_RE = re.compile(r"^(?:(?i:option|choice)\s*:?\s*)?(?:\(([A-E])\)\s*|([A-E])\s*[.:)]\s*)\S")
 
 
+@functools.lru_cache(maxsize=16384)
 def choice_letter(answer: str, *, with_text: bool = False) -> str | None:
     """The capital choice letter an answer names when the options are not known: ``B``, ``(B)``, ``B)``, ``B.``,
     ``\\text{(B)}``, ``Option B``; with ``with_text`` also ``(B) 15`` and ``B. 15`` (the letter decides)."""
-    text = normalize(answer).text
+    text = _prepared(answer)[0].text
     if m := _CAPITAL_LETTER_RE.match(text):
         return m.group(1)
     if with_text and (m := _LETTER_WITH_TEXT_RE.match(text)):
@@ -548,7 +549,7 @@ def choice_text(answer: str, choices: list[str] | None) -> str | None:
     """The choice a letter answer (``B``, ``(B)``, ``\\text{B}``) points at, if choices are known."""
     if not choices:
         return None
-    m = _LETTER_RE.match(normalize(answer).text)
+    m = _LETTER_RE.match(_prepared(answer)[0].text)
     if not m:
         return None
     index = ord(m.group(1).upper()) - ord("A")

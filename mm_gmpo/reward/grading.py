@@ -105,4 +105,5 @@ def clear_caches() -> None:
 
     _gold_answer.cache_clear()
     equivalence._prepared.cache_clear()
+    equivalence.choice_letter.cache_clear()
     symbolic.parse_latex.cache_clear()

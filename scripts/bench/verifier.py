@@ -9,9 +9,11 @@ to evaluate (ratios of large factorials, sums with huge bounds, huge powers, dee
 mathematical truth (where our policy refuses to evaluate, such as a sum, that is counted as our miss).
 Rows: ``pred``/``gold`` with a boolean ``equivalent`` or ``label``, optional ``choices`` (ours only) and
 ``category``. For each file and verifier: accuracy, false-positive rate (wrong "correct" among rows labelled not
-equivalent), rows/s; for ours also the slowest single rows, in wall time and in this process's CPU time (the
-machine may be shared), and per-category accuracy of our own file; then the throughput ratio ours / math-verify and
-one JSON line last. ``--misses`` also lists the rows this verifier gets wrong.
+equivalent), rows/s (median of ``--rounds`` timed passes, interleaved between the verifiers so that a change in
+the machine's load hits both); for ours also the slowest single rows (worst over the rounds), in wall time and in
+this process's CPU time (the machine may be shared), and per-category accuracy; then the throughput ratio ours /
+math-verify (median of the paired rounds, wall and CPU) and one JSON line last. ``--misses`` also lists the rows
+this verifier gets wrong.
 
 Fairness: every verifier first grades all rows once untimed (all share the ANTLR LaTeX parser, whose prediction
 cache warms up on first use, so the first one timed would otherwise pay for everyone), then our result caches are
@@ -27,6 +29,7 @@ import argparse
 import json
 import logging
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -107,34 +110,45 @@ def score(fn, rows, *, with_choices: bool = False) -> tuple[list[bool], float, l
 
 
 def bench_file(path: Path, verifiers: dict, args) -> dict:
+    """Accuracy and speed of each verifier on one file: ``args.rounds`` timed passes per verifier, interleaved
+    (ours, math-verify, ..., then again), so that a change in the machine's load hits both alike."""
     rows = load_rows(path, args.limit)
     negatives = sum(not label for _, _, label, _, _ in rows)
+    labels = [label for _, _, label, _, _ in rows]
     print(f"{len(rows)} rows ({negatives} labelled not equivalent) from {path}")
     for name, (fn, _) in verifiers.items():  # warm-up pass (untimed), see the module docstring
         score(fn, rows, with_choices=name == "ours")
-    results, ours_verdicts, ours_times = {}, [], []
-    for name, (fn, clear) in verifiers.items():
-        clear()
-        verdicts, seconds, per_row = score(fn, rows, with_choices=name == "ours")
-        if name == "ours":
-            ours_verdicts, ours_times = verdicts, per_row
-        labels = [label for _, _, label, _, _ in rows]
+    passes: dict[str, list] = {name: [] for name in verifiers}  # per round: (verdicts, wall s, cpu s, per-row)
+    for _ in range(args.rounds):
+        for name, (fn, clear) in verifiers.items():
+            clear()
+            cpu = time.process_time()
+            verdicts, seconds, per_row = score(fn, rows, with_choices=name == "ours")
+            passes[name].append((verdicts, seconds, time.process_time() - cpu, per_row))
+    results = {}
+    for name, runs in passes.items():
+        verdicts = runs[0][0]
         correct = sum(v == label for v, label in zip(verdicts, labels, strict=True))
         false_pos = sum(v and not label for v, label in zip(verdicts, labels, strict=True))
         results[name] = {
             "accuracy": correct / len(rows),
             "false_positive_rate": false_pos / max(negatives, 1),
             "false_positives": false_pos,
-            "rows_per_s": len(rows) / seconds,
-            "max_row_ms": 1000 * max(wall for wall, _ in per_row),
+            "rows_per_s": len(rows) / statistics.median(run[1] for run in runs),
+            "rows_per_cpu_s": len(rows) / statistics.median(run[2] for run in runs),
+            "max_row_ms": 1000 * max(wall for run in runs for wall, _ in run[3]),
         }
         r = results[name]
         print(
             f"{name:12s} accuracy {r['accuracy']:.3f}  false positives {false_pos}/{negatives} "
-            f"({r['false_positive_rate']:.3f})  {r['rows_per_s']:.0f} rows/s  slowest row {r['max_row_ms']:.0f} ms"
+            f"({r['false_positive_rate']:.3f})  {r['rows_per_s']:.0f} rows/s ({r['rows_per_cpu_s']:.0f} per CPU s)  "
+            f"slowest row {r['max_row_ms']:.0f} ms"
         )
-    if ours_times:
-        _print_slowest(rows, ours_times, results["ours"])
+    ours_verdicts = passes["ours"][0][0] if "ours" in passes else []
+    if "ours" in passes:
+        per_row = zip(*(run[3] for run in passes["ours"]), strict=True)  # each row's (wall, cpu) in every round
+        worst = [(max(wall for wall, _ in row), max(cpu for _, cpu in row)) for row in per_row]
+        _print_slowest(rows, worst, results["ours"])
         _print_categories(rows, ours_verdicts)
     if args.misses:
         for line, (verdict, row) in enumerate(zip(ours_verdicts, rows, strict=False), start=1):
@@ -142,10 +156,15 @@ def bench_file(path: Path, verifiers: dict, args) -> dict:
                 kind = "false positive" if verdict else "false negative"
                 print(f"{kind} line {line}: pred {row[0][-160:]!r} gold {row[1][-160:]!r}")
     summary = {"input": str(path), "rows": len(rows), "results": results}
-    if "ours" in results and "math-verify" in results:
-        ratio = results["ours"]["rows_per_s"] / results["math-verify"]["rows_per_s"]
-        summary["throughput_ratio_ours_over_math_verify"] = ratio
-        print(f"throughput ours / math-verify: {ratio:.1f}x")
+    if "ours" in passes and "math-verify" in passes:
+        paired = zip(passes["ours"], passes["math-verify"], strict=True)
+        wall, cpu = zip(*((peer[1] / own[1], peer[2] / own[2]) for own, peer in paired), strict=True)
+        summary["throughput_ratio_ours_over_math_verify"] = statistics.median(wall)
+        summary["cpu_ratio_ours_over_math_verify"] = statistics.median(cpu)
+        print(
+            f"throughput ours / math-verify: {statistics.median(wall):.1f}x wall, {statistics.median(cpu):.1f}x CPU "
+            f"(median of {args.rounds} paired rounds; wall per round: {', '.join(f'{w:.1f}' for w in wall)})"
+        )
     return summary
 
 
@@ -181,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", action="append", help="labelled JSONL (pred, gold, equivalent|label); repeatable")
     parser.add_argument("--limit", type=int, default=0, help="first N rows of each file only (0: all)")
     parser.add_argument("--misses", action="store_true", help="list the rows this verifier gets wrong")
+    parser.add_argument("--rounds", type=int, default=3, help="timed passes per verifier, interleaved (median)")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)  # peers log parse failures per row
     os.environ.setdefault("OMP_NUM_THREADS", "1")
