@@ -31,7 +31,7 @@ _BARE_MAX_CHARS = 200
 _BARE_MATH_CHARS = 1000  # an answer of pure mathematics (no plain words) may be this long: a sum of many roots
 # Program text: the fallbacks would pull a number out of it (``lambda: 1``, ``1 if x else 0``), so it answers nothing
 _CODE_RE = re.compile(
-    r"(?<![\\\w])(?:lambda\b|def\s+\w+\s*\(|import\s+\w|from\s+\w+\s+import\b|(?:print|eval|exec|open|int|str|float)\s*\(|"
+    r"(?<![\\\w])(?:lambda\b|def\s+\w+\s*\(|import\s+\w|from\s+\w+\s+import\b|(?:print|eval|exec)\s*\(|(?:open|int|str|float)\(|"
     r"__\w+__|(?:os|sys|subprocess)\.\w|console\.log|function\s*\(|return\s+[\w(]+\s*;)|\S\s+if\s+\S[^\n]{0,200}?\s+else\s+\S"
 )
 _SENTENCE_WORDS = 3  # a box or tag holding at least this many plain words is a sentence
