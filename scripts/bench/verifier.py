@@ -10,7 +10,7 @@ mathematical truth (where our policy refuses to evaluate, such as a sum, that is
 Rows: ``pred``/``gold`` with a boolean ``equivalent`` or ``label``, optional ``choices`` (ours only) and
 ``category``. For each file and verifier: accuracy, false-positive rate (wrong "correct" among rows labelled not
 equivalent), rows/s (median of ``--rounds`` timed passes, interleaved between the verifiers so that a change in
-the machine's load hits both); for ours also the slowest single rows (worst over the rounds), in wall time and in
+the machine's load hits both, each after a full garbage collection so that none pays for another's garbage); for ours also the slowest single rows (worst over the rounds), in wall time and in
 this process's CPU time (the machine may be shared), and per-category accuracy; then the throughput ratio ours /
 math-verify (median of the paired rounds, wall and CPU) and one JSON line last. ``--misses`` also lists the rows
 this verifier gets wrong.
@@ -26,6 +26,7 @@ passed whole so that mathruler is not charged for the missing box on rows that a
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -122,6 +123,7 @@ def bench_file(path: Path, verifiers: dict, args) -> dict:
     for _ in range(args.rounds):
         for name, (fn, clear) in verifiers.items():
             clear()
+            gc.collect()  # a full collection of the other verifier's garbage would otherwise land in this pass
             cpu = time.process_time()
             verdicts, seconds, per_row = score(fn, rows, with_choices=name == "ours")
             passes[name].append((verdicts, seconds, time.process_time() - cpu, per_row))
