@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
+import textwrap
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from mm_gmpo.data import images as images_module
 from mm_gmpo.data.images import (
     HARD_LIMIT_PIXELS,
     MAX_DECODED_PIXELS,
@@ -102,15 +108,83 @@ def test_large_image_is_downscaled_within_the_budget(tmp_path):
     assert image.getpixel((10, 10)) == (0, 0, 0) and image.getpixel((image.width - 10, 10)) == (255, 255, 255)
 
 
-def _png_header_only(path, width, height):
-    """A PNG that declares ``width x height`` but carries one empty data chunk (never decoded here)."""
+def _png_header_only(path, width, height, bit_depth=8):
+    """A grayscale PNG that declares ``width x height`` but carries one empty data chunk (never decoded here)."""
 
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")))
     return path
+
+
+def _png_16bit_gray(path, width, height, row_values):
+    """A 16-bit grayscale PNG written row by row (never held in memory): every row is ``row_values`` (uint16)."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" + np.resize(np.asarray(row_values, dtype=np.uint16), width).astype(">u2").tobytes()  # big-endian
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+def test_large_16_bit_image_is_resized_before_conversion(tmp_path):
+    # left half dark, right half bright, in 16-bit values: the reduced image keeps the split, scaled to 8 bits
+    path = _png_16bit_gray(tmp_path / "scan.png", 5000, 5000, [4096] * 2500 + [65535] * 2500)
+    image = open_image(path, where="t")
+    assert image.mode == "RGB" and image.width * image.height <= MAX_DECODED_PIXELS and image.width == image.height
+    assert image.getpixel((10, 10)) == (15, 15, 15) and image.getpixel((image.width - 10, 10)) == (255, 255, 255)
+
+
+_PEAK_MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import resource, sys
+    import psutil
+    from mm_gmpo.data.images import open_image
+    before = psutil.Process().memory_info().rss
+    image = open_image(sys.argv[1], where="memory test")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+    print(image.width, image.height, peak - before)
+    """
+)
+
+
+def test_a_12000_square_16_bit_png_loads_in_under_1_gb(tmp_path):
+    # the issue's case: a 300 KB file inside the 144 MP limit that used to cost 3.6 GB to load
+    path = _png_16bit_gray(tmp_path / "deep.png", 12000, 12000, [30000])
+    assert path.stat().st_size < 400_000
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_MEMORY_SCRIPT, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    width, height, growth = (int(v) for v in done.stdout.split())
+    assert width * height <= MAX_DECODED_PIXELS
+    assert growth < 1024**3, f"peak memory grew by {growth / 2**20:.0f} MB"
+
+
+def test_decoded_size_is_checked_from_the_header(tmp_path, monkeypatch):
+    # bytes per pixel come from the mode the header declares: 16-bit gray is 2 bytes, 8-bit gray 1
+    assert images_module.decoded_bytes(100, 10, "I;16") == 2000
+    assert images_module.decoded_bytes(100, 10, "L") == 1000 and images_module.decoded_bytes(100, 10, "RGBA") == 4000
+    assert HARD_LIMIT_PIXELS * 4 <= images_module.MAX_DECODE_BYTES  # every mode inside the pixel limit is allowed
+    monkeypatch.setattr(images_module, "MAX_DECODE_BYTES", 100 * 2**20)
+    deep = _png_header_only(tmp_path / "deep.png", 8000, 8000, bit_depth=16)  # 122 MB decoded, never decoded here
+    with pytest.raises(
+        BadRow, match=r"geo row 3 \(deep.png\): image is 8000x8000 in mode I;16, 122 MB decoded"
+    ) as info:
+        open_image(deep, where="geo row 3 (deep.png)")
+    assert info.value.reason == "image_too_large" and "\n" not in str(info.value)
 
 
 def test_over_the_hard_limit_fails_before_decoding(tmp_path):

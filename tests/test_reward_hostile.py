@@ -1,5 +1,9 @@
 """Hostile input: nothing runs code, hangs, crashes the caller or exhausts memory; the pool's time bound holds
-in threads; results stay in order. One pool (2 spawned workers) is shared by the module to keep it fast."""
+in threads; results stay in order. One pool (2 spawned workers) is shared by the module to keep it fast.
+
+No test here bounds the machine's speed (CI runs on busy shared machines): in-process guards are checked by what
+they decide (``unsafe``: refused before evaluating; ``simplify`` never called), and time is only compared with the
+verifier's own bounds, with wide margins: the pool's per-item timeout and its worker start-up bound."""
 
 from __future__ import annotations
 
@@ -10,8 +14,11 @@ from pathlib import Path
 import pytest
 
 from mm_gmpo.reward import Grade, VerifierPool, grade
+from mm_gmpo.reward.pool import _STARTUP_SECONDS
+from mm_gmpo.reward.symbolic import MAX_MATRICES, matrix_value
 
 TIMEOUT = 1.0
+WORK_TIMEOUT = 60.0  # a pool bound for work that is linear or bounded (well under 1 s idle; a blow-up never ends)
 BOMBS = [
     r"9^{9^{9^{9}}}",
     r"10^{10^{10}}",
@@ -55,16 +62,15 @@ def test_code_in_answers_stays_inert(tmp_path: Path, pool):
     assert not target.exists()
 
 
-def test_bombs_in_process_return_quickly_when_guarded():
-    # the in-process path refuses towers before evaluating them (no pool needed for these)
+def test_bombs_in_process_are_refused_before_evaluating():
+    # the in-process path refuses towers from the size bound of the unevaluated tree (no pool needed for these)
     for bomb in BOMBS[:4]:
-        start = time.perf_counter()
         result = grade(bomb, "3")
-        assert not result.correct
-        assert time.perf_counter() - start < 2.0, bomb
+        assert not result.correct and result.method == "unsafe", (bomb, result)
 
 
 def test_bombs_through_the_pool_respect_the_time_bound(pool):
+    replaced_before = pool.timeouts + pool.errors
     start = time.perf_counter()
     grades = pool.grade_batch(BOMBS + ["7"], ["3"] * len(BOMBS) + ["7"])
     elapsed = time.perf_counter() - start
@@ -72,14 +78,18 @@ def test_bombs_through_the_pool_respect_the_time_bound(pool):
     assert not any(g.correct for g in grades[:-1])
     assert grades[-1].correct  # order kept and the pool still works after the bombs
     assert all(g.method != "error" or "memory" in g.reason or "died" in g.reason for g in grades)
-    # each item at most TIMEOUT; replaced workers warm up (about 2 s each) before their next item
-    assert elapsed < len(BOMBS) * TIMEOUT + 30
+    # the pool's own guarantee: each item at most TIMEOUT, each replaced worker ready within its start-up bound
+    replaced = pool.timeouts + pool.errors - replaced_before
+    assert elapsed <= len(grades) * TIMEOUT + replaced * _STARTUP_SECONDS
+
+
+HANG_SECONDS = 3600
 
 
 def sleepy_grade(response, gold, *, choices=None):
     """Grades like ``grade`` but hangs on the response "hang" (run inside pool workers by the test below)."""
     if response == "hang":
-        time.sleep(60)
+        time.sleep(HANG_SECONDS)
     return grade(response, gold, choices=choices)
 
 
@@ -91,8 +101,10 @@ def test_a_hanging_item_times_out_and_the_worker_is_replaced():
         elapsed = time.perf_counter() - start
     assert [g.correct for g in grades] == [False, True, False]
     assert grades[0].method == "timeout" and grades[0].extracted == "hang"
-    assert slow_pool.timeouts == 1
-    assert elapsed < 0.5 + 20  # the bound, plus one replacement worker's start-up
+    assert "0.5s time bound" in grades[0].reason and slow_pool.timeouts == 1
+    # the item ran until its bound (not less) and was cut there, not waited for: the bound plus one replacement
+    # worker's start-up bound, far below the hour the item would hang
+    assert 0.5 <= elapsed <= 0.5 + _STARTUP_SECONDS + 2 * WORK_TIMEOUT < HANG_SECONDS
 
 
 def hungry_grade(response, gold, *, choices=None):
@@ -111,10 +123,19 @@ def test_worker_memory_is_bounded():
     assert grades[1].correct
 
 
-def test_large_symbolic_differences_are_not_simplified_in_process():
-    start = time.perf_counter()
-    assert not grade(r"f(x)(a+b+c+d)^{30} + \sin(a+b)^{20}", r"f(x)(a+b+c+e)^{30}").correct
-    assert time.perf_counter() - start < 5
+def test_large_symbolic_differences_are_not_simplified_in_process(monkeypatch):
+    import importlib
+
+    import sympy
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("simplify called: it can run for minutes")
+
+    simplify_module = importlib.import_module("sympy.simplify.simplify")
+    for owner in (sympy, simplify_module, sympy.Basic):
+        monkeypatch.setattr(owner, "simplify", refuse)
+    result = grade(r"f(x)(a+b+c+d)^{30} + \sin(a+b)^{20}", r"f(x)(a+b+c+e)^{30}")
+    assert not result.correct and result.method == "symbolic"  # decided at points, not by simplify (an error)
 
 
 def test_pool_works_from_a_thread(pool):
@@ -142,7 +163,14 @@ def test_empty_and_none_inputs():
     assert not grade("1", None).correct  # type: ignore[arg-type]
 
 
-def test_huge_responses_are_graded_in_linear_time():
+@pytest.fixture(scope="module")
+def work_pool():
+    """A pool whose bound is far above linear or bounded work and far below any blow-up."""
+    with VerifierPool(workers=1, timeout=WORK_TIMEOUT, memory_mb=2048) as verifier_pool:
+        yield verifier_pool
+
+
+def test_huge_responses_are_graded_in_linear_time(work_pool):
     responses = [
         r"\boxed{1}" * 100_000,  # 100k boxes in one group
         r"\boxed{" + "1," * 300_000 + "}",
@@ -150,17 +178,22 @@ def test_huge_responses_are_graded_in_linear_time():
         "<answer>" * 100_000 + "</answer>",
         "the answer is " * 50_000,
         r"\text{" * 100_000,
+        "x if " * 100_000,  # the code check reads a bounded tail
     ]
-    start = time.perf_counter()
-    grades = [grade(response, "2") for response in responses]
-    assert time.perf_counter() - start < 10
+    grades = work_pool.grade_batch(responses, ["2"] * len(responses))
     assert not any(g.correct for g in grades)
+    assert all(g.method not in ("timeout", "error") for g in grades), [g.method for g in grades]
 
 
-def test_matrix_products_are_bounded():
-    # products of many symbolic matrices grow exponentially: more than MAX_MATRICES are not evaluated
+def test_matrix_products_are_bounded(work_pool):
+    # products of symbolic matrices grow exponentially: more than 2 of them (or MAX_MATRICES numeric ones) are not
+    # evaluated; what is evaluated finishes within the work bound
     matrix = r"\begin{pmatrix}a & b & c \\ d & e & f \\ g & h & k\end{pmatrix}"
-    for count in (4, 6):
-        start = time.perf_counter()
-        assert not grade(rf"\boxed{{{matrix * count}}}", matrix).correct
-        assert time.perf_counter() - start < 2.0, count
+    assert matrix_value(matrix * 3) is None and matrix_value(matrix * 2) is not None
+    numeric = r"\begin{pmatrix}1 & 2 \\ 3 & 4\end{pmatrix}"
+    assert matrix_value(numeric * MAX_MATRICES) == [["199", "290"], ["435", "634"]]
+    assert matrix_value(numeric * (MAX_MATRICES + 1)) is None
+    counts = (2, 4, 6)
+    grades = work_pool.grade_batch([rf"\boxed{{{matrix * count}}}" for count in counts], [matrix] * len(counts))
+    assert [g.correct for g in grades] == [False] * len(counts)
+    assert all(g.method not in ("timeout", "error") for g in grades)

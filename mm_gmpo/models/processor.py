@@ -3,8 +3,9 @@
 Qwen2.5-VL's stock processor also builds a video processor, which in transformers 5 needs torchvision. Our CPU
 machines cannot install a torchvision that imports beside the CPU torch, so where torchvision is missing we build
 the same processor without its video half (:class:`ImageOnlyQwen2_5_VLProcessor`). Everything it does for images
-(resize rule, placeholder expansion, ``image_grid_thw``) is the stock code path. On a GPU machine with torchvision
-the stock ``AutoProcessor`` is used unchanged.
+(resize rule, placeholder expansion, ``image_grid_thw``) is the stock code path, and it still saves the video
+half's configuration (``video_config.py``), so its checkpoints load with the stock ``AutoProcessor`` wherever
+torchvision is installed. On a GPU machine with torchvision the stock ``AutoProcessor`` is used unchanged.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, AutoTokenizer, Qwen2_5_VLProcessor
 from transformers.processing_utils import ProcessorMixin
+from transformers.video_processing_utils import VideoProcessorMixin
+
+from mm_gmpo.models.video_config import video_processor_config
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +39,24 @@ def torchvision_available() -> bool:
 class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
     """Qwen2.5-VL processor for images and text only (no video processor, so no torchvision needed).
 
-    It saves itself as a plain ``Qwen2_5_VLProcessor`` so the checkpoint loads with the stock ``AutoProcessor``
-    wherever torchvision is installed.
+    It saves itself as a plain ``Qwen2_5_VLProcessor`` with the ``video_processor`` entry stock transformers would
+    write (``video_config``: the checkpoint's own video config, or the one stock loading derives), so the checkpoint
+    loads with the stock ``AutoProcessor`` wherever torchvision is installed.
     """
 
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, video_config=None, **kwargs):
         self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
         self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
         self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
         ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
+        self._video_config = video_processor_config(video_config)  # not an __init__ attribute: saved by to_dict
 
     def to_dict(self):
         output = super().to_dict()
+        output.pop("video_config", None)
         output["processor_class"] = "Qwen2_5_VLProcessor"
+        output["video_processor"] = dict(self._video_config)
         return output
 
 
@@ -83,9 +91,19 @@ def load_processor(path: str | Path, *, min_pixels: int | None = None, max_pixel
             image_processor=AutoImageProcessor.from_pretrained(path, **size_kwargs),
             tokenizer=AutoTokenizer.from_pretrained(path),
             chat_template=_chat_template_of(path),
+            video_config=_video_config_of(path),
         )
     processor.tokenizer.padding_side = "left"
     return processor
+
+
+def _video_config_of(path: str) -> dict | None:
+    """The checkpoint's video processor config, found as stock loading finds it (the nested entry of
+    ``processor_config.json``, then ``video_preprocessor_config.json``, then the image config); None if none."""
+    try:
+        return VideoProcessorMixin.get_video_processor_dict(path)[0]
+    except OSError:
+        return None
 
 
 def _chat_template_of(path: str) -> str | None:

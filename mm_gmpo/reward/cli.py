@@ -69,12 +69,29 @@ def read_rows(path: Path, args: argparse.Namespace) -> list[dict]:
             for key in (args.response_key, args.gold_key):
                 if key not in row:
                     raise UserError(f"verify: {path} line {number} has no key {key!r} (keys: {', '.join(row)})")
+                row[key] = _answer_text(
+                    row[key], key, allow_null=key == args.response_key, where=f"{path} line {number}"
+                )
             choices = row.get(args.choices_key)
             if choices is not None and not (isinstance(choices, list) and all(isinstance(c, str) for c in choices)):
                 raise UserError(f"verify: {path} line {number}: {args.choices_key!r} must be a list of strings")
             row["_line"] = number
             rows.append(row)
     return rows
+
+
+def _answer_text(value, key: str, *, allow_null: bool, where: str) -> str:
+    """A response or gold as text. A null response is an empty one (graded incorrect: the model gave nothing); a
+    null gold cannot be graded against, so it is an input error, as is a list or an object (never ``str(None)``,
+    which would make two nulls equal)."""
+    if value is None and allow_null:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    kind = "null" if value is None else type(value).__name__
+    raise UserError(f"verify: {where}: {key!r} is {kind}, not a string or number")
 
 
 def _run_file(args: argparse.Namespace) -> int:
@@ -93,8 +110,8 @@ def _run_file(args: argparse.Namespace) -> int:
         for begin in range(0, len(rows), _BATCH):
             chunk = rows[begin : begin + _BATCH]
             grades = pool.grade_batch(
-                [str(r[args.response_key]) for r in chunk],
-                [str(r[args.gold_key]) for r in chunk],
+                [r[args.response_key] for r in chunk],
+                [r[args.gold_key] for r in chunk],
                 [r.get(args.choices_key) for r in chunk],
             )
             for row, result in zip(chunk, grades, strict=True):

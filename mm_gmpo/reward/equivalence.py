@@ -13,6 +13,7 @@ places is right (``\\sqrt{116}`` for ``10.8``); a 1-digit decimal gold (``0.5``)
 
 from __future__ import annotations
 
+import collections
 import functools
 import re
 from dataclasses import dataclass
@@ -22,9 +23,12 @@ from mm_gmpo.reward.normalize import Normalized, Number, compact, decimal_comma,
 from mm_gmpo.reward.structure import Shape, assignment_tuples, shape_of, strip_name
 
 MIN_DECIMAL_DIGITS = 6  # significant digits a decimal needs to stand for an exact (irrational/repeating) gold
-_LETTER_RE = re.compile(r"^\(?\s*([A-Ea-e])\s*\)?\s*[.:]?$")
+_LETTER_RE = re.compile(r"^(?:(?:option|choice)\s*:?\s*)?\(?\s*([A-Ea-e])\s*\)?\s*[.:]?$", re.IGNORECASE)
 _WORD_RE = re.compile(r"(?<!\\)\b[A-Za-z]{3,}\b")
 _STRING_ONLY_RE = re.compile(r":|'|\\prime")
+# sums, products, integrals, limits and derivatives are equal only as written: one on one side only decides "not
+# equal" before anything is parsed (an integral costs the parser tens of milliseconds)
+_UNEVALUATED_RE = re.compile(r"\\(?:sum|prod|int|iint|iiint|oint|lim|partial)(?![A-Za-z])|\\frac\s*\{\s*d")
 
 
 @dataclass(frozen=True)
@@ -80,10 +84,49 @@ def _text_key(text: str) -> str:
     return re.sub(r"[\s{}\\]|\btext\b|\bmathrm\b", "", text).lower()
 
 
+# Texts where a top-level + or - might not be addition: relations, lists, set operations, environments, \pm
+_NOT_A_SUM_RE = re.compile(
+    r"[=<>,;|&!]|\\(?:pm|mp|cup|cap|setminus|leq|geq|neq|mod|pmod|bmod|begin|left|right|to|text|mathrm|in)(?![A-Za-z])"
+)
+_OPERATOR_END_RE = re.compile(r"(?:[-+*/^_({\[]|\\(?:cdot|times|div|frac|sqrt))\s*$")
+
+
+def _signed_terms(text: str) -> collections.Counter | None:
+    """The terms of a sum at bracket depth 0 with their signs (``a-b+c`` -> +a, -b, +c), or None when the text
+    is not plainly a sum (a sign after an operator is unary: ``2\\cdot -3`` is one term)."""
+    if _NOT_A_SUM_RE.search(text):
+        return None
+    terms, depth, start, sign = collections.Counter(), 0, 0, "+"
+    for i, c in enumerate(text):
+        if c in "({[":
+            depth += 1
+        elif c in ")}]":
+            depth -= 1
+        elif depth == 0 and c in "+-" and text[start:i].strip() and not _OPERATOR_END_RE.search(text[start:i]):
+            terms[sign + compact(text[start:i])] += 1
+            start, sign = i + 1, c
+        elif depth == 0 and c in "+-" and not text[start:i].strip():
+            sign = "-" if (sign == "-") != (c == "-") else "+"
+            start = i + 1
+    last = text[start:]
+    if not last.strip() or _OPERATOR_END_RE.search(last) or depth != 0:
+        return None
+    terms[sign + compact(last)] += 1
+    return terms
+
+
+def same_terms(pred: str, gold: str) -> bool:
+    """The same sum with its terms reordered (a sum of many square roots): equal without parsing anything."""
+    pred_terms, gold_terms = _signed_terms(pred), _signed_terms(gold)
+    return pred_terms is not None and sum(pred_terms.values()) > 1 and pred_terms == gold_terms
+
+
 def scalar_equal(pred: str, gold: str) -> tuple[bool, str]:
     """Two single answers (no top-level lists): number rules, then text, then sympy."""
     if compact(pred) == compact(gold):
         return True, "string"
+    if same_terms(pred, gold):
+        return True, "structure"
     pred_num, gold_num = parse_number(pred), parse_number(gold)
     if gold_num is not None and pred_num is None:
         pred_num = decimal_comma(pred)
@@ -99,6 +142,8 @@ def scalar_equal(pred: str, gold: str) -> tuple[bool, str]:
         return pred_time == gold_time, "time"
     if _STRING_ONLY_RE.search(pred) or _STRING_ONLY_RE.search(gold):
         return False, "string"  # ratios/times (7:32, 12:00) and primes (f') mean nothing to sympy
+    if bool(_UNEVALUATED_RE.search(pred)) != bool(_UNEVALUATED_RE.search(gold)):
+        return False, "structure"
     from mm_gmpo.reward.symbolic import Unsafe, expressions_equal, numeric_value
 
     try:
@@ -179,6 +224,12 @@ def _as_set(shape: Shape):
         if shape.kind == "interval":
             lo, hi = (to_sympy(e) for e in shape.items)
             return sympy.Interval(lo, hi, shape.brackets[0] == "(", shape.brackets[1] == ")")
+        if shape.kind == "difference":  # a set (interval, union) without a finite set of points
+            whole, removed = shape.items
+            whole_set = _as_set(whole)
+            if whole_set is None or removed.kind != "set":
+                return None
+            return sympy.Complement(whole_set, sympy.FiniteSet(*(to_sympy(item) for item in removed.items)))
         if shape.kind == "union":
             sets = [_as_set(_as_interval(s, shape)) for s in shape.items]  # (-2,0) \cup (0,2): open intervals
             return None if any(s is None for s in sets) else sympy.Union(*sets)
@@ -191,6 +242,9 @@ def _as_set(shape: Shape):
             if len(symbols) != 1:
                 return None
             (symbol,) = symbols
+            linear = _linear_set(rel, symbol)
+            if linear is not None:
+                return linear
             return (
                 rel.as_set() if isinstance(rel, sympy.And | sympy.Or) else sympy.solveset(rel, symbol, sympy.S.Reals)
             )
@@ -199,6 +253,7 @@ def _as_set(shape: Shape):
     return None
 
 
+_SET_KINDS = {"interval", "union", "relation", "difference"}  # shapes compared as sets of reals
 _STRICT = {"<": True, ">": True, r"\leq": False, r"\geq": False}
 _VARIABLE_RE = re.compile(r"[A-Za-z](?:_\{?\w+\}?)?(?:\(\s*[A-Za-z]\s*\))?")  # x, x_{1}, f(x): 0 < f(x) < 1 is a range
 
@@ -217,6 +272,33 @@ def _simple_interval(shape: Shape):
         return None
     values = _interval_of_chain(items, ops, var_at[0])
     return _abs_preimage(values) if absolute and values is not None else values
+
+
+def _linear_set(rel, symbol):
+    """``a x + b`` against 0 (``-x > -1``, ``2x - 3 \\neq 1``) with numeric ``a != 0``: its set directly, without
+    sympy's inequality solver (which simplifies: tens of milliseconds)."""
+    import sympy
+
+    kinds = {sympy.StrictLessThan: (True, True), sympy.LessThan: (True, False)}
+    kinds |= {sympy.StrictGreaterThan: (False, True), sympy.GreaterThan: (False, False)}
+    if type(rel) not in kinds and not isinstance(rel, sympy.Ne):
+        return None
+    try:
+        poly = sympy.Poly(rel.lhs - rel.rhs, symbol)
+    except sympy.PolynomialError:
+        return None
+    if poly.degree() != 1 or any(c.free_symbols or not c.is_real for c in poly.all_coeffs()):
+        return None
+    slope, intercept = poly.all_coeffs()
+    root = -intercept / slope
+    if isinstance(rel, sympy.Ne):
+        return sympy.Union(sympy.Interval.open(-sympy.oo, root), sympy.Interval.open(root, sympy.oo))
+    below, strict = kinds[type(rel)]
+    if slope < 0:
+        below = not below  # dividing by a negative slope turns the inequality around
+    if below:
+        return sympy.Interval(-sympy.oo, root, True, strict)
+    return sympy.Interval(root, sympy.oo, strict, True)
 
 
 def _abs_preimage(values):
@@ -287,7 +369,7 @@ def _equation_equal(pred: Shape, gold: Shape) -> bool:
 
 def _as_interval(shape: Shape, other: Shape) -> Shape:
     """``(a, b)`` is an open interval when the other side is an interval, union or inequality."""
-    if shape.kind == "tuple" and len(shape.items) == 2 and other.kind in ("interval", "union", "relation"):
+    if shape.kind == "tuple" and len(shape.items) == 2 and other.kind in _SET_KINDS:
         return Shape("interval", shape.items, brackets=shape.brackets, text=shape.text)
     return shape
 
@@ -340,11 +422,7 @@ def _shapes_equal(pred: Shape, gold: Shape) -> tuple[bool, str]:
         return _matching(_dedupe_items(pred.items), _dedupe_items(gold.items)), "structure"
     if gold.kind in ("list", "set") or pred.kind in ("list", "set"):
         return False, "structure"
-    if (
-        kinds <= {"interval", "union", "relation"}
-        and kinds != {"relation"}
-        or (kinds == {"relation"} and "=" not in pred.ops + gold.ops)
-    ):
+    if kinds <= _SET_KINDS and kinds != {"relation"} or (kinds == {"relation"} and "=" not in pred.ops + gold.ops):
         if pred.kind == gold.kind == "interval":
             if pred.brackets != gold.brackets:
                 return False, "structure"
@@ -392,7 +470,7 @@ def _prepared(text: str) -> tuple[Normalized, str, Shape, Shape]:
 def answers_equal(pred: str, gold: str) -> tuple[bool, str]:
     """Equality of two extracted answers (either may be a list, tuple, interval, equation...)."""
     pred_norm, pred_body, pred_shape, pred_raw = _prepared(pred)
-    gold_norm, gold_body, gold_shape, _ = _prepared(gold)
+    gold_norm, gold_body, gold_shape, gold_raw = _prepared(gold)
     if not pred_body or not gold_body:
         return False, "none"
     if pred_norm.unit and gold_norm.unit and pred_norm.unit.rstrip("s") != gold_norm.unit.rstrip("s"):
@@ -401,7 +479,11 @@ def answers_equal(pred: str, gold: str) -> tuple[bool, str]:
         return True, "string"
     if gold_shape.kind == "relation" and pred_raw.kind == "relation":
         return _shapes_equal(pred_raw, gold_shape)  # an equation gold: compare equations (y=2x+1 vs 2x-y+1=0)
+    if pred_shape.kind == "relation" and gold_raw.kind == "relation" and pred_shape.ops == gold_raw.ops == ["="]:
+        return _shapes_equal(pred_shape, gold_raw)  # an equation answer for a named gold: 2y=4x+2 vs y=2x+1
     if gold_shape.kind == "scalar" and pred_shape.kind == "scalar":
+        if pred_norm.degrees != gold_norm.degrees and (radians := _radians_vs_degrees(pred_norm, gold_norm)):
+            return scalar_equal(*radians)  # 45° and \frac{\pi}{4} are one angle
         ok, method = scalar_equal(pred_body, gold_body)
         if not ok and (pred_norm.percent or gold_norm.percent):
             ok = _percent_equal(pred_body, pred_norm.percent, gold_body, gold_norm.percent)
@@ -422,6 +504,18 @@ def answers_equal(pred: str, gold: str) -> tuple[bool, str]:
     return _shapes_equal(pred_shape, gold_shape)
 
 
+def _radians_vs_degrees(pred: Normalized, gold: Normalized) -> tuple[str, str] | None:
+    """An angle with a degree sign against one in radians written with π: both in degrees. Without a degree sign
+    on either side nothing is converted (``45`` is not ``\\frac{\\pi}{4}``)."""
+    degrees, radians = (pred, gold) if pred.degrees else (gold, pred)
+    if r"\pi" not in radians.text or r"\pi" in degrees.text:
+        return None
+    as_degrees = rf"\left({strip_name(radians.text)}\right) \cdot \frac{{180}}{{\pi}}"
+    as_degrees = normalize(as_degrees).text
+    body = strip_name(degrees.text)
+    return (body, as_degrees) if pred.degrees else (as_degrees, body)
+
+
 def _percent_equal(pred: str, pred_percent: bool, gold: str, gold_percent: bool) -> bool:
     """``10\\%`` equals ``10`` and ``0.1``."""
     pred_num, gold_num = parse_number(pred), parse_number(gold)
@@ -435,11 +529,27 @@ def _percent_equal(pred: str, pred_percent: bool, gold: str, gold_percent: bool)
     return False
 
 
+_CAPITAL_LETTER_RE = re.compile(r"^(?:(?i:option|choice)\s*:?\s*)?\(?\s*([A-E])\s*\)?\s*[.:]?$")
+_LETTER_WITH_TEXT_RE = re.compile(r"^(?:(?i:option|choice)\s*:?\s*)?(?:\(([A-E])\)\s*|([A-E])\s*[.:)]\s*)\S")
+
+
+@functools.lru_cache(maxsize=16384)
+def choice_letter(answer: str, *, with_text: bool = False) -> str | None:
+    """The capital choice letter an answer names when the options are not known: ``B``, ``(B)``, ``B)``, ``B.``,
+    ``\\text{(B)}``, ``Option B``; with ``with_text`` also ``(B) 15`` and ``B. 15`` (the letter decides)."""
+    text = _prepared(answer)[0].text
+    if m := _CAPITAL_LETTER_RE.match(text):
+        return m.group(1)
+    if with_text and (m := _LETTER_WITH_TEXT_RE.match(text)):
+        return m.group(1) or m.group(2)
+    return None
+
+
 def choice_text(answer: str, choices: list[str] | None) -> str | None:
     """The choice a letter answer (``B``, ``(B)``, ``\\text{B}``) points at, if choices are known."""
     if not choices:
         return None
-    m = _LETTER_RE.match(normalize(answer).text)
+    m = _LETTER_RE.match(_prepared(answer)[0].text)
     if not m:
         return None
     index = ord(m.group(1).upper()) - ord("A")

@@ -3,7 +3,9 @@
 Order: the last ``\\boxed{}`` / ``\\fbox{}`` (with boxes right before it that only a connector separates, so
 ``\\boxed{1}, \\boxed{2}`` is the answer ``1, 2`` and ``either \\boxed{3} or \\boxed{4}`` is the two candidates
 ``3, 4``), else the last ``<answer>...</answer>``, else a closing "final answer is X" sentence, else a bare answer
-taken whole; a long response with none of these falls back to its last math segment, then its last number.
+taken whole; a long response with none of these falls back to its last math segment, then its last number
+(never a response that looks like code: ``lambda: 1`` answers nothing). A box or answer tag that holds a sentence
+(``\\boxed{\\text{The answer is } 5}``) answers what its "is" names.
 """
 
 from __future__ import annotations
@@ -22,10 +24,17 @@ _FINAL_RE = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 _MATH_SEGMENT_RE = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
-_NUMBER_RE = re.compile(r"(?<![A-Za-z_\^\d.])[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.,]\d+)?(?:\s*/\s*\d+)?")
+_NUMBER_RE = re.compile(r"(?<![A-Za-z_\^\d.])(?<![_^]\{)[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.,]\d+)?(?:\s*/\s*\d+)?")
 _CONNECTOR_WORDS = {"and", "or", "also", "as", "well", "for", "part", "a", "b", "c", "the", "respectively", "both"}
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox|textnormal)\s*\{([^{}]*)\}")
 _BARE_MAX_CHARS = 200
+_BARE_MATH_CHARS = 1000  # an answer of pure mathematics (no plain words) may be this long: a sum of many roots
+# Program text: the fallbacks would pull a number out of it (``lambda: 1``, ``1 if x else 0``), so it answers nothing
+_CODE_RE = re.compile(
+    r"(?<![\\\w])(?:lambda\b|def\s+\w+\s*\(|import\s+\w|from\s+\w+\s+import\b|(?:print|eval|exec)\s*\(|(?:open|int|str|float)\(|"
+    r"__\w+__|(?:os|sys|subprocess)\.\w|console\.log|function\s*\(|return\s+[\w(]+\s*;)|\S\s+if\s+\S[^\n]{0,200}?\s+else\s+\S"
+)
+_SENTENCE_WORDS = 3  # a box or tag holding at least this many plain words is a sentence
 _BARE_WORDS = set(UNIT_WORDS.replace(" ", "|").split("|")) | {
     "and",
     "or",
@@ -134,8 +143,8 @@ def _final_answer(text: str, after: int = 0) -> str | None:
     sentence = re.sub(r"^(?:\\\(|\\\[|\$+)|(?:\\\)|\\\]|\$+)$", "", sentence).strip().rstrip(".")
     if not sentence:
         return None
-    if _looks_bare(sentence):
-        return sentence
+    if _looks_bare(sentence) or looks_like_code(sentence):
+        return sentence  # code is compared whole (as text): no number is pulled out of it
     after_is = re.split(r"\s(?:is|are|equals|=)\s", sentence)[-1].strip().rstrip(".")
     if after_is != sentence and _looks_bare(after_is):
         return re.sub(r"^\$+|\$+$", "", after_is).strip()
@@ -148,16 +157,38 @@ def _final_answer(text: str, after: int = 0) -> str | None:
 
 def _looks_bare(text: str) -> bool:
     """A short answer, not a sentence: no plain words outside LaTeX commands and ``\\text{}`` except units and
-    connectors (``28 percent``, ``10 square units``), or a text answer of at most two words (``Evelyn``)."""
-    if len(text) > _BARE_MAX_CHARS or "\n\n" in text:
+    connectors (``28 percent``, ``10 square units``), or a text answer of at most two words (``Evelyn``). Pure
+    mathematics (no plain words at all) may be up to ``_BARE_MATH_CHARS`` long."""
+    if len(text) > _BARE_MATH_CHARS or "\n\n" in text:
         return False
+    plain = re.sub(r"\\(?:begin|end)\{[A-Za-z*]+\}|\\[A-Za-z]+", " ", _TEXT_CMD_RE.sub(" x ", text))
+    words = re.findall(r"[A-Za-z]{2,}", plain)
+    if len(text) > _BARE_MAX_CHARS:
+        return not words
     if not re.search(r"\s", text):
         return True  # no space at all: not a sentence (W(x)=1orW(x)=-1)
     if re.fullmatch(r"[A-Za-z]+(?: [A-Za-z]+)?\.?", text.strip()):
         return True
-    plain = re.sub(r"\\(?:begin|end)\{[A-Za-z*]+\}|\\[A-Za-z]+", " ", _TEXT_CMD_RE.sub(" x ", text))
-    words = re.findall(r"[A-Za-z]{2,}", plain)
     return all(w.lower() in _BARE_WORDS for w in words)
+
+
+def looks_like_code(text: str) -> bool:
+    """Program text (``lambda: 1``, ``print(1)``, ``1 if x else 0``): no number is pulled out of it. Only the
+    last 4000 characters are read (the fallbacks read no further back), so the check stays linear."""
+    return bool(_CODE_RE.search(text[-4000:]))
+
+
+def _sentence_answer(content: str) -> str:
+    """What a box or answer tag holding a sentence answers: ``The answer is 5`` and ``\\text{the area is 12}``
+    answer the bare part after their "is"; any other sentence stays whole (compared as text, so it earns nothing
+    unless the gold is that sentence)."""
+    unwrapped = _TEXT_CMD_RE.sub(r" \1 ", content).strip()
+    if len(re.findall(r"[A-Za-z]{2,}", re.sub(r"\\[A-Za-z]+", " ", unwrapped))) < _SENTENCE_WORDS:
+        return content
+    final = _final_answer(unwrapped) or re.split(r"\s(?:is|are|equals|=)\s", unwrapped)[-1].strip().rstrip(".")
+    if final and final != unwrapped and _looks_bare(final) and not looks_like_code(final):
+        return final
+    return content
 
 
 def extract_answer(response: str, *, gold: bool = False) -> Extraction:
@@ -172,13 +203,14 @@ def extract_answer(response: str, *, gold: bool = False) -> Extraction:
         if final and _MATHLIKE_RE.search(final):  # not "I believe the answer is correct."
             return Extraction(final, "final_answer")
     if boxes:
-        group = _distinct(_box_group(text, boxes))
+        group = _distinct([_sentence_answer(content) for content in _distinct(_box_group(text, boxes))])
         return Extraction(", ".join(group), "boxed", len(group))
     close = text.rfind(_ANSWER_CLOSE)
     if close >= 0:
         open_at = text.rfind(_ANSWER_OPEN, 0, close)
         if open_at >= 0:
-            return Extraction(text[open_at + len(_ANSWER_OPEN) : close].strip() or None, "answer_tag")
+            content = text[open_at + len(_ANSWER_OPEN) : close].strip()
+            return Extraction(_sentence_answer(content) if content else None, "answer_tag")
     if (unclosed := _UNCLOSED_BOX_RE.search(text)) and _match_braces(text, unclosed.end() - 1) < 0:
         # a box never closed (a gold with a data error, a response cut inside its box): the short rest is the
         # answer; training scores responses cut at the length limit 0 anyway (compute_rewards zero_truncated)
@@ -192,6 +224,9 @@ def extract_answer(response: str, *, gold: bool = False) -> Extraction:
         return Extraction(final, "final_answer")
     if _looks_bare(text.strip()):
         return Extraction(text.strip(), "bare")
+    if looks_like_code(text):  # program text: only explicit answers (box, tag, final sentence) count
+        short = text.strip()
+        return Extraction(short, "bare") if len(short) <= 60 and "\n" not in short else Extraction(None, "none", 0)
     tail = text[-4000:]
     segment = number = None
     for segment in _MATH_SEGMENT_RE.finditer(tail):  # noqa: B007 (we want the last match)

@@ -8,12 +8,14 @@ import logging
 import re
 from dataclasses import dataclass
 
-from mm_gmpo.reward.equivalence import answers_equal, choice_text
+from mm_gmpo.reward.equivalence import answers_equal, choice_letter, choice_text
 from mm_gmpo.reward.extract import MAX_ANSWER_CHARS, Extraction, extract_answer
 from mm_gmpo.reward.normalize import compact
 
 logger = logging.getLogger(__name__)
-_LABELLED_CHOICE_RE = re.compile(r"^\s*\(?([A-E])\)?(?:\s*[.:)]\s*|\s+)(\S.*)$")  # "C. 15", "(C) 15"
+_LABELLED_CHOICE_RE = re.compile(
+    r"^\s*(?:(?i:option|choice)\s*:?\s*)?\(?([A-E])\)?(?:\s*[.:)]\s*|\s+)(\S.*)$"
+)  # "C. 15", "(C) 15", "Option C: 15"
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,9 @@ def _grade(response: str, gold: str, choices: list[str] | None) -> Grade:
             return Grade(ok, pred, "choice", f"letter {pred_letter} is {mapped!r}", extraction.method)
         if gold_letter:
             gold_text = choice_text(gold_text, choices) or gold_text
+    elif (gold_letter := choice_letter(gold_text)) and (pred_letter := choice_letter(pred, with_text=True)):
+        # a letter gold without the options: the letter decides ("(B)", "B)", "Option B", "(B) 15" are B)
+        return Grade(gold_letter == pred_letter, pred, "choice", "", extraction.method)
     ok, method = answers_equal(pred, gold_text)
     if not ok and extraction.candidates > 1:
         reason = f"{extraction.candidates} different boxed candidates (hedging earns nothing)"
@@ -100,4 +105,5 @@ def clear_caches() -> None:
 
     _gold_answer.cache_clear()
     equivalence._prepared.cache_clear()
+    equivalence.choice_letter.cache_clear()
     symbolic.parse_latex.cache_clear()

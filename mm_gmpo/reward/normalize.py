@@ -27,14 +27,47 @@ _UNICODE = {
     "∪": r"\cup ",
     "∩": r"\cap ",
     "±": r"\pm ",
+    "∓": r"\mp ",
     "∈": r"\in ",
-    "²": "^2",
-    "³": "^3",
+    "≈": r"\approx ",
+    "∠": r"\angle ",
+    "△": r"\triangle ",
+    "∅": r"\emptyset ",
+    "ℝ": r"\mathbb{R}",
+    "⋅": r"\cdot ",
+    "∗": "*",
+    "⁄": "/",  # fraction slash (what NFKC makes of ⅓)
+    "\u2012": "-",  # figure dash (the em dash of prose stays)
+    "\ufe63": "-",
+    "′": "'",
+    "″": "''",
+    "º": "°",  # the ordinal indicator and the ring above are typed for the degree sign
+    "˚": "°",
+    "α": r"\alpha ",
+    "β": r"\beta ",
+    "γ": r"\gamma ",
+    "δ": r"\delta ",
+    "θ": r"\theta ",
+    "λ": r"\lambda ",
+    "μ": r"\mu ",
+    "σ": r"\sigma ",
+    "φ": r"\phi ",
+    "ω": r"\omega ",
     "\u00a0": " ",
 }
 _UNICODE_RE = re.compile("|".join(map(re.escape, _UNICODE)))
+_VULGAR = {"½": (1, 2), "⅓": (1, 3), "⅔": (2, 3), "¼": (1, 4), "¾": (3, 4), "⅕": (1, 5), "⅖": (2, 5), "⅗": (3, 5)}
+_VULGAR |= {"⅘": (4, 5), "⅙": (1, 6), "⅚": (5, 6), "⅐": (1, 7), "⅛": (1, 8), "⅜": (3, 8), "⅝": (5, 8), "⅞": (7, 8)}
+_VULGAR |= {"⅑": (1, 9), "⅒": (1, 10)}
+_VULGAR_RE = re.compile("|".join(_VULGAR))
+_SUPERSCRIPTS = dict(zip("⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻", "0123456789+-", strict=True))
+_SUBSCRIPTS = dict(zip("₀₁₂₃₄₅₆₇₈₉", "0123456789", strict=True))
+_SUPERSCRIPT_RE = re.compile("[" + "".join(_SUPERSCRIPTS) + "]+")
+_SUBSCRIPT_RE = re.compile("[" + "".join(_SUBSCRIPTS) + "]+")
+_FULLWIDTH_RE = re.compile("[\uff01-\uff5e]")  # fullwidth ASCII (１２３, （, ＋, －): the ASCII character
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_SQRT_UNICODE_RE = re.compile(r"√\s*(\d+(?:\.\d+)?|[A-Za-z]|\{)")
+_SQRT_UNICODE_RE = re.compile(r"([√∛∜])\s*(\d+(?:\.\d+)?|[A-Za-z]|\{|\([^()]{1,80}\))")  # √2, √x, √{..}, √(x+1)
+_ROOT_COMMANDS = {"√": r"\sqrt", "∛": r"\sqrt[3]", "∜": r"\sqrt[4]"}
 # Words that mean "a unit follows": dropped after a number (the value is what is graded).
 UNIT_WORDS = (
     "square units|sq units|square unit|units|unit|cm|mm|km|m|meters|meter|metres|metre|inches|inch|in|feet|foot|ft|"
@@ -84,6 +117,15 @@ _REL_WORDS = (
     (r"\\geqslant", r"\\geq"),
 )
 _REL_RES = [(re.compile(a), b) for a, b in _REL_WORDS]
+_EMPTY_SET_RE = re.compile(r"\\varnothing|\\\{\s*\\\}|\\emptyset\b")
+_REALS_RE = re.compile(r"\\mathbb\s*\{?\s*R\s*\}?(?![\^_])|\\R\b(?![\^_])")
+_REALS_TEXT_RE = re.compile(
+    r"(?:\\text\{\s*)?(?:the set of )?all real numbers\.?\s*\}?|(?:\\text\{\s*)?all reals\s*\}?", re.I
+)
+# {x | x > 3}, {x \mid x > 3}, {x : x > 3}: the set is its condition (compared as the inequality's set)
+_SET_BUILDER_RE = re.compile(
+    r"^\\\{\s*([A-Za-z])\s*(?:\\in\s*\(-\\infty,\s*\\infty\)\s*)?(?:\||\\mid|:)\s*(.+?)\s*\\\}$"
+)
 
 
 @dataclass(frozen=True)
@@ -96,11 +138,32 @@ class Normalized:
     unit: str = ""  # a unit that was dropped ("cm", "square units")
 
 
+def _script(mark: str, run: str, table: dict[str, str]) -> str:
+    """``²`` -> ``^2``, ``⁻¹⁰`` -> ``^{-10}``: a run of unicode super/subscripts as one LaTeX script."""
+    ascii_run = "".join(table[c] for c in run)
+    return mark + (ascii_run if len(ascii_run) == 1 else "{" + ascii_run + "}")
+
+
+def _root(match: re.Match) -> str:
+    command, radicand = _ROOT_COMMANDS[match.group(1)], match.group(2)
+    if radicand.startswith("("):
+        radicand = radicand[1:-1]
+    return command + "{" + (radicand + "}" if radicand != "{" else "")
+
+
 def clean_unicode(text: str) -> str:
-    """Control characters out, unicode math symbols to LaTeX, doubled backslashes before commands halved."""
+    """Control characters out, unicode math symbols to LaTeX (``⅓`` is ``\\frac{1}{3}``, ``x²`` is ``x^{2}``, ``∛8``
+    is ``\\sqrt[3]{8}``, fullwidth digits are digits), doubled backslashes before commands halved."""
     text = _CONTROL_RE.sub("", text)
-    text = _SQRT_UNICODE_RE.sub(lambda m: r"\sqrt{" + m.group(1) + "}" if m.group(1) != "{" else r"\sqrt{", text)
-    text = text.replace("√", r"\sqrt")
+    if text.isascii():
+        return re.sub(r"\\\\(?=[A-Za-z])", r"\\", text)
+    text = _FULLWIDTH_RE.sub(lambda m: chr(ord(m.group(0)) - 0xFEE0), text)
+    text = _VULGAR_RE.sub(lambda m: r"\frac{{{}}}{{{}}}".format(*_VULGAR[m.group(0)]), text)
+    text = _SUPERSCRIPT_RE.sub(lambda m: _script("^", m.group(0), _SUPERSCRIPTS), text)
+    text = _SUBSCRIPT_RE.sub(lambda m: _script("_", m.group(0), _SUBSCRIPTS), text)
+    text = _SQRT_UNICODE_RE.sub(_root, text)
+    for symbol, command in _ROOT_COMMANDS.items():
+        text = text.replace(symbol, command)
     text = _UNICODE_RE.sub(lambda m: _UNICODE[m.group(0)], text)
     # JSON-escaped LaTeX (`\\frac`) seen in some datasets: a double backslash before a letter is one command.
     return re.sub(r"\\\\(?=[A-Za-z])", r"\\", text)
@@ -113,6 +176,19 @@ def _unwrap(text: str) -> str:
             break
         text = new
     return text
+
+
+def _sets(text: str) -> str:
+    """One spelling per set: the empty set is ``\\emptyset``, the reals ``(-\\infty,\\infty)``, a set-builder
+    ``\\{x \\mid x > 3\\}`` its condition ``x > 3``."""
+    if "\\" not in text and "real" not in text.lower():
+        return text
+    text = _EMPTY_SET_RE.sub(r"\\emptyset", text)
+    text = _REALS_RE.sub(r"(-\\infty,\\infty)", text)
+    if _REALS_TEXT_RE.fullmatch(text.strip()):
+        return r"(-\infty,\infty)"
+    builder = _SET_BUILDER_RE.match(text.strip())
+    return builder.group(2) if builder and builder.group(1) in builder.group(2) else text
 
 
 def normalize(answer: str) -> Normalized:
@@ -129,6 +205,7 @@ def normalize(answer: str) -> Normalized:
     text = re.sub(r"^[\[(]\s*(\\begin\{(\w+)\}.*\\end\{\2\})\s*[\])]$", r"\1", text, flags=re.DOTALL)
     for pattern, repl in _REL_RES:
         text = pattern.sub(repl, text)
+    text = _sets(text)
     if _TRIG_RE.search(text):  # inside a trig function a degree is an angle unit: sin 30° = 1/2, not sin(30)
         text = _DEGREE_NUMBER_RE.sub(lambda m: rf"(\frac{{{m.group(1)}\pi}}{{180}})", text)
     degrees = bool(_DEGREE_RE.search(text))
@@ -160,9 +237,18 @@ def normalize(answer: str) -> Normalized:
     return Normalized(text=text, degrees=degrees, percent=percent, unit=unit)
 
 
+_SINGLE_BRACED_RE = re.compile(r"(?<!\\)\{([A-Za-z0-9])(?<!\\)\}")
+_COMMAND_SPACE_RE = re.compile(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])")
+
+
 def compact(text: str) -> str:
-    """Whitespace-free, case-sensitive key for the cheapest comparison."""
-    return re.sub(r"\s+", "", text).replace("{", "").replace("}", "")
+    """Whitespace-free, case-sensitive key for the cheapest comparison. Braces stay where they group: only a
+    brace pair around one letter or digit is dropped (``x^{2}`` = ``x^2``), so ``\\frac{1}{2}x`` (x/2) and
+    ``\\frac{1}{2x}`` keep different keys; the space that ends a command name stays (``\\pi r`` is not ``\\pir``)."""
+    text = re.sub(r"\s+", "", _COMMAND_SPACE_RE.sub("\\1\x00", text)).replace("\x00", " ")
+    for _ in range(2):  # {{x}} -> x
+        text = _SINGLE_BRACED_RE.sub(r"\1", text)
+    return text
 
 
 # ----------------------------------------------------------------------------------------------- numbers

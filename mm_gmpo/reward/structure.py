@@ -21,8 +21,9 @@ _REL_SPLIT_RE = re.compile(r"\\leq|\\geq|\\neq|(?<![\\])<|>|(?<![<>!\\])=")
 _NAME_RE = re.compile(
     r"^\s*(?:[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?(?:'|\^\{?\\prime\}?)?(?:\([A-Za-z0-9, ]*\))?|\|[A-Za-z]+\||"
     r"\([A-Za-z](?:\s*,\s*[A-Za-z])*\)|[A-Za-z]+(?:_\{?[A-Za-z0-9]+\}?)?\s*:\s*[A-Za-z]+(?:_\{?[A-Za-z0-9]+\}?)?|"
-    r"\\frac\{[A-Za-z]+\}\{[A-Za-z]+\}|\\[a-zA-Z]+|[A-Z]{1,3})\s*$"
-)
+    r"\\frac\{[A-Za-z]+\}\{[A-Za-z]+\}|\\[a-zA-Z]+|[A-Z]{1,3}|"
+    r"(?:m\s*)?\\(?:angle|measuredangle|triangle)\s*\{?(?:[A-Z]{1,3}|\d)\}?|\\(?:overline|widehat|overarc)\{[A-Z]{1,3}\})\s*$"
+)  # the last line: geometry names (m\angle ABC, \angle 1, \overline{AB}, \triangle ABC)
 _WORD_SPLIT_RE = re.compile(
     r"\s+(?:and|or)\s+|\s*\\(?:text|mathrm)\{\s*(?:and|or)\s*\}\s*|(?<=[)\]}])\s*(?:and|or)\s*(?=[(\[{\\])"
     r"|(?<=\d)(?:and|or)(?=[A-Za-z(\\])",  # glued: W(x)=1orW(x)=-1
@@ -32,7 +33,7 @@ _WORD_SPLIT_RE = re.compile(
 
 @dataclass
 class Shape:
-    """``kind``: list (unordered, bare separators), set (``\\{...\\}``), tuple, interval, union, matrix,
+    """``kind``: list (unordered, bare separators), set (``\\{...\\}``), tuple, interval, union, difference, matrix,
     relation (``lhs op rhs`` chains), scalar. ``items`` holds the parts (for an interval: its two ends,
     with ``brackets`` the two bracket characters); for a relation, ``ops`` holds the operators between items."""
 
@@ -93,7 +94,7 @@ def _balanced(text: str) -> bool:
 
 def is_name(text: str) -> bool:
     """A left-hand side that only names the answer: ``x``, ``f(x)``, ``a_{37}``, ``|AB|``, ``(p,q)``,
-    ``V_1:V_2``, ``\\frac{NO}{BO}``."""
+    ``V_1:V_2``, ``\\frac{NO}{BO}``, ``m\\angle ABC``, ``\\overline{AB}``."""
     return bool(_NAME_RE.match(text))
 
 
@@ -180,6 +181,10 @@ def shape_of(text: str) -> Shape:
     if len(parts) > 1:
         items = [i for p in parts for i in split_top(p) if i]
         return Shape("list", items, text=text)
+    if r"\setminus" in text:  # (-\infty,\infty) \setminus \{1\}: a set without some points
+        pieces = [p.strip() for p in text.split(r"\setminus")]
+        if len(pieces) == 2 and all(_balanced(p) for p in pieces):
+            return Shape("difference", [shape_of(p) for p in pieces], text=text)
     if r"\cup" in text:
         pieces = [p.strip() for p in text.split(r"\cup")]
         if all(_balanced(p) for p in pieces):

@@ -1,17 +1,18 @@
 """Sympy through a real LaTeX parser (latex2sympy2_extended), with guards against expression bombs.
 
 Model text is never given to ``sympify``/``parse_expr``: latex2sympy builds the expression tree from its ANTLR
-grammar without evaluating it (``9^{9^{9^{9}}}`` stays a tower of ``Pow`` nodes). Before anything evaluates, the
-tree is walked and an upper bound of the size of every numeric node is estimated; trees whose numbers would need
-more than ``MAX_DIGITS`` digits (towers, ``(10^{10})!``) are refused. The pool's per-item time and memory bounds
-are the backstop for whatever slips through.
+grammar without evaluating it (``9^{9^{9^{9}}}`` stays a tower of ``Pow`` nodes). Before the parser runs, the text's
+length and bracket depth are bounded (real answers nest at most 4 deep; the parser's time grows fast with depth);
+before anything evaluates, the tree is walked and an upper bound of the size of every numeric node is estimated;
+trees whose numbers would need more than ``MAX_DIGITS`` digits (towers, ``(10^{10})!``) are refused. Values are
+compared by ``numeric.compare`` (exact rationals, a float probe, then enough digits). The pool's per-item time and
+memory bounds are the backstop for whatever slips through.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import math
 import re
 from fractions import Fraction
 
@@ -21,14 +22,15 @@ from latex2sympy2_extended.latex2sympy2 import ConversionConfig
 from latex2sympy2_extended.math_normalization import NormalizationConfig
 from sympy.core.function import AppliedUndef
 
+from mm_gmpo.reward.numeric import UNEVALUATED, Unsafe, compare, digits_bound, near, real_value, value_at_point
+
 logger = logging.getLogger(__name__)
 
 MAX_LATEX_CHARS = 600  # longer answers are compared as strings only
-MAX_NESTING = 60  # bracket depth beyond which the parser is not called (its recursion is unbounded)
+MAX_NESTING = 12  # bracket depth beyond which the parser is not called (3x the deepest gold in MATH/Geometry3K)
 MAX_MATRICES = 4  # matrix expressions with more matrices than this are not evaluated
+MAX_SYMBOLIC_MATRICES = 2  # ... and with more than this when an entry holds a letter (products grow exponentially)
 MAX_DIGITS = 20000  # no numeric node may need more digits than this
-_PRECISION = 50  # decimal digits for numeric comparison
-_REL_TOL = Fraction(1, 10**30)  # relative agreement that counts as equal for symbol-free expressions
 
 _NORMALIZATION = NormalizationConfig(
     basic_latex=False, units=False, malformed_operators=False, nits=False, boxed="none", equations=False
@@ -42,10 +44,6 @@ _CONVERSION = ConversionConfig(
 _I = sympy.Symbol("i")
 
 
-class Unsafe(ValueError):
-    """The expression is too large to evaluate safely."""
-
-
 def _nesting(text: str) -> int:
     depth = best = 0
     for c in text:
@@ -55,28 +53,6 @@ def _nesting(text: str) -> int:
         elif c in ")}]":
             depth -= 1
     return best
-
-
-def _digits_bound(expr: sympy.Basic, depth: int = 0) -> float:
-    """A rough upper bound of log10 of the magnitude of any number ``expr`` evaluates through; inf for towers."""
-    if depth > 200:
-        raise Unsafe("expression tree too deep")
-    if expr.is_Integer:
-        return math.log10(abs(int(expr))) if abs(int(expr)) > 1 else 0.0
-    if expr.is_Rational:
-        return math.log10(max(abs(expr.p), abs(expr.q)))
-    if expr.is_Float or expr.is_Symbol or expr.is_NumberSymbol or not expr.args:
-        return 1.0
-    args = [_digits_bound(a, depth + 1) for a in expr.args]
-    if isinstance(expr, sympy.Pow):
-        base, exponent = args
-        return base * 10**exponent if exponent <= 6 else (0.0 if base == 0 else math.inf)
-    if isinstance(expr, sympy.factorial | sympy.factorial2 | sympy.gamma | sympy.binomial | sympy.subfactorial):
-        n = 10 ** min(max(args), 400)
-        return n * math.log10(n + 1) if max(args) < 400 else math.inf
-    if isinstance(expr, sympy.Mul):
-        return sum(args)
-    return max(args) + math.log10(len(args))
 
 
 # SLL prediction cannot choose between the grammar's "letter, subscript, then superscript" alternatives: a lone
@@ -164,50 +140,19 @@ def parse_latex(text: str) -> sympy.Basic:
     if isinstance(expr, sympy.Basic):
         if expr.has(_I):
             expr = expr.subs(_I, sympy.I)
-        if _digits_bound(expr) > MAX_DIGITS:
+        if digits_bound(expr) > MAX_DIGITS:
             raise Unsafe("numbers in the expression are too large")
     return expr
 
 
 def numeric_value(expr: sympy.Basic) -> Fraction | None:
-    """Exact-enough value of a symbol-free real expression (``_PRECISION`` digits) as a Fraction, else None."""
+    """Exact value (rational trees) or value to enough digits of a symbol-free real expression, else None."""
     if not isinstance(expr, sympy.Expr) or expr.free_symbols:
         return None
-    value = expr.evalf(_PRECISION)
-    if not value.is_Number or value in (sympy.oo, -sympy.oo, sympy.nan, sympy.zoo):
-        return None
-    try:
-        return Fraction(str(value)) if value.is_Float else Fraction(int(value.p), int(value.q))
-    except (ValueError, TypeError, AttributeError, ZeroDivisionError):
-        return None
+    return real_value(expr)
 
 
-def _parts(value: sympy.Basic) -> tuple[Fraction, Fraction] | None:
-    """Real and imaginary parts of an evaluated number as Fractions; None when it is not a finite number."""
-    if not value.is_number or value.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo):
-        return None
-    try:
-        real, imag = (Fraction(str(part)) for part in value.as_real_imag())
-    except (ValueError, TypeError, ZeroDivisionError):
-        return None  # infinite or symbolic parts
-    return real, imag
-
-
-def _agree(a: tuple[Fraction, Fraction], b: tuple[Fraction, Fraction]) -> bool:
-    scale = max(abs(a[0]), abs(a[1]), abs(b[0]), abs(b[1]))
-    return abs(a[0] - b[0]) + abs(a[1] - b[1]) <= _REL_TOL * scale
-
-
-def _close(a: sympy.Basic, b: sympy.Basic) -> bool | None:
-    """Numeric agreement of two symbol-free values (complex allowed); None when one is not a finite number."""
-    va, vb = _parts(a.evalf(_PRECISION)), _parts(b.evalf(_PRECISION))
-    return None if va is None or vb is None else _agree(va, vb)
-
-
-_UNEVALUATED = (sympy.Sum, sympy.Product, sympy.Integral, sympy.Limit, sympy.Derivative)
 _POINTS = (Fraction(13, 7), Fraction(-5, 11), Fraction(29, 13), Fraction(7, 3), Fraction(-17, 9), Fraction(3, 5))
-
-
 _WIDE_POINTS = (
     Fraction(101, 7),
     Fraction(-233, 9),
@@ -219,34 +164,33 @@ _WIDE_POINTS = (
 _STEP_FUNCTIONS = (sympy.floor, sympy.ceiling, sympy.frac, sympy.Mod, sympy.sign)
 
 
+def _point(points: tuple[Fraction, ...], k: int, symbols: list) -> dict:
+    return {s: points[(k + j) % len(points)] for j, s in enumerate(symbols)}
+
+
 def _agree_at_points(a: sympy.Expr, b: sympy.Expr, symbols: list) -> bool | None:
     """Agreement at up to 6 rational points; None when no point could be evaluated.
 
     3 agreeing points where both sides are real suffice. A point where a side is not real (a radical of a
     negative number) is only counted when too few real points exist: principal branches of ``(a/b)^{1/2}`` and
-    ``a^{1/2} b^{-1/2}`` differ there although the expressions are the same on their real domain. Each side is
-    evaluated with ``evalf(subs=...)`` (no substituted tree is built)."""
+    ``a^{1/2} b^{-1/2}`` differ there although the expressions are the same on their real domain. Each point is
+    compared by ``numeric.compare`` (exactly for rational functions, so ``x + 2^{100}`` is not ``x + 2^{100} + 1``)."""
     # step functions are constant on long runs: small points cannot tell floor((2n-1)/7) from floor((2n-1)/5)
     steps = a.has(*_STEP_FUNCTIONS) or b.has(*_STEP_FUNCTIONS)
     points, needed = (_POINTS + _WIDE_POINTS, len(_POINTS + _WIDE_POINTS)) if steps else (_POINTS, 3)
     real_agree, complex_results = 0, []
     for k in range(len(points)):
-        point = {s: sympy.Rational(points[(k + j) % len(points)]) for j, s in enumerate(symbols)}
-        left, right = a.evalf(_PRECISION, subs=point), b.evalf(_PRECISION, subs=point)
-        if left.free_symbols or right.free_symbols:
-            return None
-        va, vb = _parts(left), _parts(right)
-        if va is None or vb is None:
+        result = compare(a, b, _point(points, k, symbols))
+        if result.equal is None:
             continue  # a pole or an undefined function at this point
-        close = _agree(va, vb)
-        if va[1] == 0 and vb[1] == 0:
-            if not close:
+        if result.real:
+            if not result.equal:
                 return False
             real_agree += 1
             if real_agree >= needed:
                 return True
         else:
-            complex_results.append(close)
+            complex_results.append(result.equal)
     if real_agree or complex_results:
         return all(complex_results) if real_agree + len(complex_results) >= 3 or not real_agree else True
     return None
@@ -254,28 +198,44 @@ def _agree_at_points(a: sympy.Expr, b: sympy.Expr, symbols: list) -> bool | None
 
 def constant_ratio(a: sympy.Expr, b: sympy.Expr) -> bool:
     """``a / b`` is the same nonzero finite number at 3 rational points (equations that differ by a factor)."""
-    if a.has(*_UNEVALUATED) or b.has(*_UNEVALUATED) or a.has(AppliedUndef) or b.has(AppliedUndef):
+    if a.has(*UNEVALUATED) or b.has(*UNEVALUATED) or a.has(AppliedUndef) or b.has(AppliedUndef):
         return False
     symbols = sorted(a.free_symbols | b.free_symbols, key=str)
     if not symbols:
         return False
-    ratios = []
+    ratios: list = []
     for k in range(len(_POINTS)):
-        point = {s: sympy.Rational(_POINTS[(k + j) % len(_POINTS)]) for j, s in enumerate(symbols)}
-        num, den = a.subs(point).evalf(_PRECISION), b.subs(point).evalf(_PRECISION)
-        if not (num.is_number and den.is_number) or den == 0 or num == 0:
+        point = _point(_POINTS, k, symbols)
+        num, den = value_at_point(a, point), value_at_point(b, point)
+        if num is None or den is None or num == 0 or den == 0:
             continue
-        ratios.append(num / den)
+        ratios.append(_ratio(num, den))
         if len(ratios) == 3:
             break
-    if len(ratios) < 3:
+    if len(ratios) < 3 or any(r is None for r in ratios):
         return False
-    return all(_close(r, ratios[0]) for r in ratios[1:])
+    return all(_same(r, ratios[0]) for r in ratios[1:])
+
+
+def _ratio(num, den):
+    """num / den of two values from ``value_at_point`` (Fractions, or (real, imag) pairs with their digits)."""
+    if isinstance(num, Fraction) and isinstance(den, Fraction):
+        return num / den
+    (nr, ni), (dr, di) = (v if isinstance(v, tuple) else (v, Fraction(0)) for v in (num, den))
+    norm = dr * dr + di * di
+    return ((nr * dr + ni * di) / norm, (ni * dr - nr * di) / norm)
+
+
+def _same(r, s) -> bool:
+    if isinstance(r, Fraction) and isinstance(s, Fraction):
+        return r == s
+    r, s = (v if isinstance(v, tuple) else (v, Fraction(0)) for v in (r, s))
+    return near(r, s, Fraction(1, 10**30))
 
 
 def _canonical(expr: sympy.Basic) -> sympy.Basic:
     """The tree rebuilt with sympy's automatic ordering (the parser keeps ``F_{n-k-1} F_k`` as written). Rebuilding
-    evaluates numeric nodes, which ``_digits_bound`` has already bounded; ``doit`` (summing) is never called."""
+    evaluates numeric nodes, which ``digits_bound`` has already bounded; ``doit`` (summing) is never called."""
     if not expr.args or isinstance(expr, sympy.Number):
         return expr
     return expr.func(*(_canonical(arg) for arg in expr.args))
@@ -295,22 +255,27 @@ def expressions_equal(a: sympy.Basic, b: sympy.Basic) -> bool:
         return False
     if a.has(sympy.Float) != b.has(sympy.Float):
         return False  # a rounded literal inside an expression is not the exact expression
-    if a.has(*_UNEVALUATED) or b.has(*_UNEVALUATED):
+    if a.has(*UNEVALUATED) or b.has(*UNEVALUATED):
         # sums, integrals, limits: equal only as written, up to the order of commutative terms and factors
         return _canonical(a) == _canonical(b)
     if a.has(AppliedUndef) or b.has(AppliedUndef):
         a, b = _undefined_as_symbols(a), _undefined_as_symbols(b)
     symbols = sorted(a.free_symbols | b.free_symbols, key=str)
     if not symbols:
-        return bool(_close(a, b))
+        # the same terms in another order (a sum of many square roots reordered) without evaluating anything
+        return _canonical(a) == _canonical(b) or bool(compare(a, b).equal)
     return bool(_agree_at_points(a, b, symbols))
 
 
 def matrix_value(text: str) -> list[list[str]] | None:
     """Sums and products of explicit matrices (``A + B``, ``I I``, ``2A``) evaluated to rows of LaTeX entries;
     None when ``text`` is not a matrix expression. Matrix powers are not evaluated (``A^{10^{9}}`` would hang)."""
-    if text.count(r"\begin{") > MAX_MATRICES:
+    count = text.count(r"\begin{")
+    if count > MAX_MATRICES:
         return None  # products of many symbolic matrices grow exponentially
+    letters = re.search(r"(?<![\\A-Za-z])[A-Za-z]", re.sub(r"\\[A-Za-z]+\{?\w*\}?", " ", text))
+    if count > MAX_SYMBOLIC_MATRICES and letters:
+        return None
     expr = parse_latex(text)
     if not isinstance(expr, sympy.MatrixExpr | sympy.MatrixBase):
         return None
