@@ -101,7 +101,8 @@ def jobs(setting: Setting, root: Path, seeds: list[int], arms: list[str], overri
             # the warm start takes the arm's data overrides (blank images), never its RL ones (the stress)
             data_extra = [o for o in extra if o.startswith("data.")]
             sft = [*cli, "sft", config, f"trainer.seed={warm_seed}", "trainer.num_threads=1", *data_extra]
-            warm[start_dir] = (f"{start} seed {warm_seed}", start_dir, [*sft, *overrides, "--out", str(start_dir)])
+            job = (f"{start} seed {warm_seed}", start_dir, [*sft, *overrides, "--out", str(start_dir)])
+            warm.setdefault(start_dir, job)  # the first arm's config: the arms share model, data and warmstart
             out = run_dir(root, arm, seed)
             train = [*cli, "train", config, f"trainer.seed={seed}", f"trainer.output_dir={out}"]
             settings = [f"model.path={start_dir}", "warmstart.steps=0", "trainer.num_threads=1"]
