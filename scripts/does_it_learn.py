@@ -53,7 +53,7 @@ class Setting:
 
 
 # the stress setting of issue 17: three times the learning rate and twice the updates per round, for both objectives
-STRESS = ["trainer.lr=6.0e-4", "trainer.updates_per_round=8", "trainer.micro_batch_size=8"]
+STRESS = ["trainer.lr=3.0e-4", "trainer.updates_per_round=8", "trainer.micro_batch_size=8"]
 SETTINGS = {
     "image": Setting(
         arms={
