@@ -33,7 +33,7 @@ class TinyConfig:
     vision_layers: int = 2  # vision tower depth
     seed: int = 0  # initialisation seed
     tokenizer: str = ""  # tokenizer folder instead of the Qwen vocabulary (toy tasks)
-    toy_task: str = ""  # a synthetic task name: build the toy model instead (a small BPE vocabulary trained on it)
+    toy_task: str = ""  # a synthetic task: build its toy model (Qwen2.5-VL, or Qwen2 for a text task) on a small BPE
 
 
 @dataclass

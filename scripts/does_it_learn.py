@@ -2,6 +2,7 @@
 
     python scripts/does_it_learn.py                      # 6 seeds x 3 arms, two runs at a time, then the summary
     python scripts/does_it_learn.py --summary-only       # re-read finished runs, rewrite the table and figures
+    python scripts/does_it_learn.py --task text          # issue 17: the text task chain_sum (see below)
 
 Per seed, ``mm-gmpo sft`` runs the configs' warm start once (and once more on blank images for the control), then
 every arm is ``mm-gmpo train`` on configs/toy_gmpo.yaml or configs/toy_grpo.yaml (nothing else differs) from that
@@ -16,6 +17,12 @@ Jobs use one torch thread, so two share 2 cores (about 85 minutes for everything
 
 Prints a Markdown table and one JSON line last; ``--out`` gets ``results.json``, ``table.md`` and the figures made
 by ``mm-gmpo plot`` (seed 1 of every arm overlaid, and every seed of GMPO, and of GRPO).
+
+``--task text`` (issue 17) runs configs/toy_text_gmpo.yaml and configs/toy_text_grpo.yaml on ``synthetic:chain_sum``
+(worked responses of 36..63 tokens), and the same two with the stress overrides ``STRESS`` (arms ``gmpo_stress``,
+``grpo_stress``), into runs/toy_text and docs/does_it_learn/text. One warm start (seed 1) is shared by every seed
+and arm there: the seeds vary RL (sampling, batch order), not the starting point, which keeps the whole experiment
+within an hour of one core. Its third table adds the response length, the per-step p99 of |log r| and the entropy.
 """
 
 from __future__ import annotations
@@ -27,30 +34,75 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-ARMS = {  # name -> (config, extra overrides, warm start)
-    "gmpo": ("configs/toy_gmpo.yaml", [], "warmstart"),
-    "grpo": ("configs/toy_grpo.yaml", [], "warmstart"),
-    "blank": ("configs/toy_gmpo.yaml", ["data.blank_images=true"], "warmstart_blank"),
+
+@dataclass(frozen=True)
+class Setting:
+    """One experiment: its arms, where runs and results go, and how it is summarised."""
+
+    arms: dict  # name -> (config, extra overrides, warm start name)
+    root: str  # where the runs go
+    out: str  # results.json, table.md and figures
+    base_model: str | None  # built once before parallel warm starts; None: the first warm start builds it
+    chance: str  # the table's note on chance level
+    shared_warm_start: bool = False  # one warm start (seed 1) for every seed, instead of one per seed
+    settle: int = 50  # steps left out of the log-ratio extremes (the warm-up of the first rounds)
+    names: dict = field(default_factory=dict)  # arm -> label in the tables
+
+
+# the stress setting of issue 17: three times the learning rate and twice the updates per round, for both objectives
+STRESS = ["trainer.lr=3.0e-4", "trainer.updates_per_round=8", "trainer.micro_batch_size=8"]
+SETTINGS = {
+    "image": Setting(
+        arms={
+            "gmpo": ("configs/toy_gmpo.yaml", [], "warmstart"),
+            "grpo": ("configs/toy_grpo.yaml", [], "warmstart"),
+            "blank": ("configs/toy_gmpo.yaml", ["data.blank_images=true"], "warmstart_blank"),
+        },
+        root="runs/toy",
+        out="docs/does_it_learn",
+        base_model="runs/models/toy-count_points",  # model.path of the toy configs
+        chance="chance is 1/6 = 0.167.",
+        names={"gmpo": "GMPO", "grpo": "GRPO", "blank": "GMPO, blank images (control)"},
+    ),
+    "text": Setting(
+        arms={
+            "gmpo": ("configs/toy_text_gmpo.yaml", [], "warmstart"),
+            "grpo": ("configs/toy_text_grpo.yaml", [], "warmstart"),
+            "gmpo_stress": ("configs/toy_text_gmpo.yaml", STRESS, "warmstart"),
+            "grpo_stress": ("configs/toy_text_grpo.yaml", STRESS, "warmstart"),
+        },
+        root="runs/toy_text",
+        out="docs/does_it_learn/text",
+        base_model=None,
+        chance="the most frequent answer (9) is right on 44 of the 300 held-out items (0.15).",
+        shared_warm_start=True,
+        settle=8,
+        names={"gmpo": "GMPO", "grpo": "GRPO", "gmpo_stress": "GMPO, stress", "grpo_stress": "GRPO, stress"},
+    ),
 }
-BASE_MODEL = "runs/models/toy-count_points"  # model.path of the toy configs
 
 
 def run_dir(root: Path, arm: str, seed: int) -> Path:
     return root / f"{arm}-seed{seed}"
 
 
-def jobs(root: Path, seeds: list[int], arms: list[str], overrides: list[str]) -> tuple[list, list]:
+def jobs(setting: Setting, root: Path, seeds: list[int], arms: list[str], overrides: list[str]) -> tuple[list, list]:
     """(warm-start jobs, RL jobs): each a (name, output folder, command)."""
     cli = [sys.executable, "-m", "mm_gmpo.cli"]
     warm, rl = {}, []
     for seed in seeds:
         for arm in arms:
-            config, extra, start = ARMS[arm]
-            start_dir = run_dir(root, start, seed)
-            sft = [*cli, "sft", "configs/toy_gmpo.yaml", f"trainer.seed={seed}", "trainer.num_threads=1"]
-            warm[start_dir] = (f"{start} seed {seed}", start_dir, [*sft, *extra, *overrides, "--out", str(start_dir)])
+            config, extra, start = setting.arms[arm]
+            warm_seed = 1 if setting.shared_warm_start else seed
+            start_dir = root / start if setting.shared_warm_start else run_dir(root, start, seed)
+            # the warm start takes the arm's data overrides (blank images), never its RL ones (the stress)
+            data_extra = [o for o in extra if o.startswith("data.")]
+            sft = [*cli, "sft", config, f"trainer.seed={warm_seed}", "trainer.num_threads=1", *data_extra]
+            job = (f"{start} seed {warm_seed}", start_dir, [*sft, *overrides, "--out", str(start_dir)])
+            warm.setdefault(start_dir, job)  # the first arm's config: the arms share model, data and warmstart
             out = run_dir(root, arm, seed)
             train = [*cli, "train", config, f"trainer.seed={seed}", f"trainer.output_dir={out}"]
             settings = [f"model.path={start_dir}", "warmstart.steps=0", "trainer.num_threads=1"]
@@ -84,10 +136,11 @@ def run_queue(queue: list, parallel: int) -> None:
             (out / "final.json").write_text(json.dumps({"seconds": took}) + "\n")
 
 
-def run_all(root: Path, seeds: list[int], arms: list[str], parallel: int, overrides: list[str]) -> None:
-    if not Path(BASE_MODEL).exists():  # built once here, not by two parallel jobs at the same time
-        subprocess.run([sys.executable, "scripts/make_toy_model.py", "--task", "count_points", "--out", BASE_MODEL])
-    warm, rl = jobs(root, seeds, arms, overrides)
+def run_all(setting: Setting, root: Path, seeds: list[int], arms: list[str], parallel: int, overrides: list[str]):
+    base = setting.base_model
+    if base and not Path(base).exists():  # built once here, not by two parallel jobs at the same time
+        subprocess.run([sys.executable, "scripts/make_toy_model.py", "--task", "count_points", "--out", base])
+    warm, rl = jobs(setting, root, seeds, arms, overrides)
     run_queue(warm, parallel)
     run_queue(rl, parallel)
 
@@ -97,6 +150,7 @@ def accuracies(path: Path) -> dict:
     the run's wall time when known."""
     rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
     val = [(r["step"], r["val/accuracy"], r.get("val/accuracy_greedy")) for r in rows if "val/accuracy" in r]
+    lengths = [r["val/response_length"] for r in rows if "val/response_length" in r]
     if len(val) < 2:
         raise SystemExit(f"{path}: fewer than two val/accuracy rows (did the run finish?)")
     final = path / "final.json"
@@ -107,6 +161,8 @@ def accuracies(path: Path) -> dict:
         "greedy_start": val[0][2],
         "greedy_end": val[-1][2],
         "end_step": val[-1][0],
+        "response_length_start": lengths[0] if lengths else None,
+        "response_length_end": lengths[-1] if lengths else None,
         "seconds": seconds,
         "curve": [list(v) for v in val],
     }
@@ -129,10 +185,14 @@ def _paired(runs: list[dict], start: str, end: str) -> dict:
     }
 
 
-def summarise(root: Path, seeds: list[int], arms: list[str]) -> dict:
+def summarise(setting: Setting, root: Path, seeds: list[int], arms: list[str]) -> dict:
     per_run = {arm: {seed: accuracies(run_dir(root, arm, seed)) for seed in seeds} for arm in arms}
     result = {"seeds": seeds, "runs": {f"{a}-seed{s}": v for a in arms for s, v in per_run[a].items()}}
-    warm = [run_dir(root, "warmstart", s) / "final.json" for s in seeds]
+    if setting.shared_warm_start:
+        warm = [root / "warmstart" / "final.json"]
+        result["warmstart_shared"] = True
+    else:
+        warm = [run_dir(root, "warmstart", s) / "final.json" for s in seeds]
     if all(p.exists() for p in warm):
         result["warmstart_minutes"] = statistics.fmean(json.loads(p.read_text())["seconds"] for p in warm) / 60
     for arm in arms:
@@ -144,22 +204,30 @@ def summarise(root: Path, seeds: list[int], arms: list[str]) -> dict:
         }
         if all(r["greedy_start"] is not None for r in runs):
             result[arm]["greedy"] = _paired(runs, "greedy_start", "greedy_end")
-        result[arm]["dynamics"] = dynamics([run_dir(root, arm, s) for s in seeds])
+        result[arm]["dynamics"] = dynamics([run_dir(root, arm, s) for s in seeds], settle=setting.settle)
+        if all(r["response_length_start"] is not None for r in runs):
+            result[arm]["val_response_length"] = {
+                "start_mean_sd": mean_sd([r["response_length_start"] for r in runs]),
+                "end_mean_sd": mean_sd([r["response_length_end"] for r in runs]),
+            }
     return result
 
 
 def dynamics(paths: list[Path], settle: int = 50, window: int = 40) -> dict:
     """Over all seeds of an arm: the per-step log-ratio extremes after the first ``settle`` steps (median, 5th
-    percentile of the minimum, 95th of the maximum, and the most extreme), and the mean entropy of the first and
-    last ``window`` steps."""
-    lows, highs, first, last = [], [], [], []
+    percentile of the minimum, 95th of the maximum, and the most extreme), the per-step p99 of |log r| (median and
+    highest), and the mean entropy and training response length of the first and last ``window`` steps."""
+    lows, highs, p99s, first, last, len_first, len_last = [], [], [], [], [], [], []
     for path in paths:
         rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
         steps = [r for r in rows if "actor/entropy" in r]
         lows += [r["actor/log_ratio_min"] for r in steps if r["step"] > settle]
         highs += [r["actor/log_ratio_max"] for r in steps if r["step"] > settle]
+        p99s += [r["actor/log_ratio_abs_p99"] for r in steps if r["step"] > settle and "actor/log_ratio_abs_p99" in r]
         first.append(statistics.fmean(r["actor/entropy"] for r in steps[:window]))
         last.append(statistics.fmean(r["actor/entropy"] for r in steps[-window:]))
+        len_first.append(statistics.fmean(r["response_length/mean"] for r in steps[:window]))
+        len_last.append(statistics.fmean(r["response_length/mean"] for r in steps[-window:]))
     lows.sort()
     highs.sort()
     tail = max(len(lows) // 20, 1)
@@ -170,13 +238,18 @@ def dynamics(paths: list[Path], settle: int = 50, window: int = 40) -> dict:
         "log_ratio_max_median": statistics.median(highs),
         "log_ratio_max_p95": highs[-tail],
         "log_ratio_max_highest": highs[-1],
+        "log_ratio_abs_p99_median": statistics.median(p99s) if p99s else None,
+        "log_ratio_abs_p99_highest": max(p99s) if p99s else None,
         "entropy_first": statistics.fmean(first),
         "entropy_last": statistics.fmean(last),
+        "response_length_first": statistics.fmean(len_first),
+        "response_length_last": statistics.fmean(len_last),
+        "window": window,
     }
 
 
-def table(result: dict, arms: list[str]) -> str:
-    names = {"gmpo": "GMPO", "grpo": "GRPO", "blank": "GMPO, blank images (control)"}
+def table(setting: Setting, result: dict, arms: list[str]) -> str:
+    names = setting.names
     seeds = len(result["seeds"])
     greedy = all("greedy" in result[arm] for arm in arms)
     head = f"| run ({seeds} seeds) | val/accuracy after warm start | val/accuracy at the end | gain (paired) |"
@@ -195,8 +268,12 @@ def table(result: dict, arms: list[str]) -> str:
         minutes = f"{r['minutes_mean']:.1f}" if r["minutes_mean"] else "-"
         lines.append(f"| {names[arm]} |{cells(r)}{cells(r['greedy']) if greedy else ''} {minutes} |")
     warm = result.get("warmstart_minutes")
-    note = f" The warm start (`mm-gmpo sft`) took {warm:.1f} minutes per seed." if warm else ""
-    lines += ["", f"mean ± standard deviation over seeds; chance is 1/6 = 0.167.{note}", ""]
+    shared = result.get("warmstart_shared")
+    note = ""
+    if warm:
+        each = "once, shared by every seed and arm" if shared else "per seed"
+        note = f" The warm start (`mm-gmpo sft`) took {warm:.1f} minutes, {each}."
+    lines += ["", f"mean ± standard deviation over seeds; {setting.chance}{note}", ""]
     lines += [
         "| run | log-ratio min per step: median, 5th pct, lowest | log-ratio max per step: median, 95th pct,"
         " highest | entropy (nats/token): first 40 steps, last 40 |",
@@ -209,7 +286,26 @@ def table(result: dict, arms: list[str]) -> str:
             f" {d['log_ratio_min_lowest']:.2f} | {d['log_ratio_max_median']:.2f}, {d['log_ratio_max_p95']:.2f},"
             f" {d['log_ratio_max_highest']:.2f} | {d['entropy_first']:.3f}, {d['entropy_last']:.3f} |"
         )
-    return "\n".join(lines) + "\n\nlog-ratios over all seeds' steps after step 50 (the warm-up of the first rounds).\n"
+    text = "\n".join(lines)
+    text += f"\n\nlog-ratios over all seeds' steps after step {setting.settle} (the warm-up of the first rounds).\n"
+    if not all("val_response_length" in result[arm] for arm in arms):
+        return text
+    window = result[arms[0]]["dynamics"]["window"]
+    lines = [
+        "",
+        "| run | val response length (tokens): after warm start, at the end | per-step p99 of abs(log r):"
+        f" median, highest | training response length: first {window} steps, last {window} |",
+        "|---|---|---|---|",
+    ]
+    for arm in arms:
+        d, length = result[arm]["dynamics"], result[arm]["val_response_length"]
+        (s, _), (e, _) = length["start_mean_sd"], length["end_mean_sd"]
+        lines.append(
+            f"| {names[arm]} | {s:.1f}, {e:.1f} | {d['log_ratio_abs_p99_median']:.3f},"
+            f" {d['log_ratio_abs_p99_highest']:.3f} | {d['response_length_first']:.1f},"
+            f" {d['response_length_last']:.1f} |"
+        )
+    return text + "\n".join(lines) + "\n"
 
 
 def figures(root: Path, out: Path, seeds: list[int], arms: list[str]) -> None:
@@ -217,32 +313,38 @@ def figures(root: Path, out: Path, seeds: list[int], arms: list[str]) -> None:
     plot = [sys.executable, "-m", "mm_gmpo.cli", "plot", "--smooth", "10"]
     first = [str(run_dir(root, arm, seeds[0])) for arm in arms]
     subprocess.run([*plot, *first, "--out", str(out / "arms"), "--labels", *arms], check=True)
-    for arm in (a for a in ("gmpo", "grpo") if a in arms):
+    for arm in (a for a in arms if a != "blank"):
         dirs = [str(run_dir(root, arm, s)) for s in seeds]
         subprocess.run([*plot, *dirs, "--out", str(out / arm), "--labels", *[f"seed {s}" for s in seeds]], check=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default="runs/toy", help="where the runs go")
-    parser.add_argument("--out", default="docs/does_it_learn", help="results.json, table.md and figures")
+    parser.add_argument("--task", default="image", choices=list(SETTINGS), help="image: count_points; text: chain_sum")
+    parser.add_argument("--root", default="", help="where the runs go (default: the task's)")
+    parser.add_argument("--out", default="", help="results.json, table.md and figures (default: the task's)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6])
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--arms", nargs="+", default=None, help="a subset of the task's arms (default: all)")
     parser.add_argument("--parallel", type=int, default=2, help="runs at once (one thread each)")
     parser.add_argument("--summary-only", action="store_true", help="only summarise finished runs")
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for every run")
     args = parser.parse_args(argv)
-    root, out = Path(args.root), Path(args.out)
+    setting = SETTINGS[args.task]
+    arms = args.arms or list(setting.arms)
+    unknown = [a for a in arms if a not in setting.arms]
+    if unknown:
+        parser.error(f"--arms {' '.join(unknown)}: not an arm of --task {args.task} ({', '.join(setting.arms)})")
+    root, out = Path(args.root or setting.root), Path(args.out or setting.out)
     if not args.summary_only:
-        run_all(root, args.seeds, args.arms, args.parallel, args.overrides)
-    result = summarise(root, args.seeds, args.arms)
+        run_all(setting, root, args.seeds, arms, args.parallel, args.overrides)
+    result = summarise(setting, root, args.seeds, arms)
     out.mkdir(parents=True, exist_ok=True)
-    text = table(result, args.arms)
+    text = table(setting, result, arms)
     (out / "table.md").write_text(text)
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    figures(root, out, args.seeds, args.arms)
+    figures(root, out, args.seeds, arms)
     print(text)
-    print(json.dumps({arm: result[arm] for arm in args.arms}))
+    print(json.dumps({arm: result[arm] for arm in arms}))
     return 0
 
 

@@ -87,8 +87,9 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     - ``"math500"`` -> ("math500", None) (the text sets of ``MATH_FILES``);
     - ``"jsonl:/path/rows.jsonl"`` -> ("jsonl", "/path/rows.jsonl");
     - ``"synthetic:<task>:<split>[:<size>]"`` -> ("synthetic", "<task>:<split>:<size>"): a generated image task
-      (:mod:`mm_gmpo.data.synthetic`; tasks polygon_sides, longest_segment, number_inside; splits train, val,
-      test from fixed seeds; size defaults to 2000 / 300 / 500), e.g. ``synthetic:polygon_sides:train:2000``.
+      (:mod:`mm_gmpo.data.synthetic`; tasks polygon_sides, longest_segment, number_inside, count_points) or text
+      task (:mod:`mm_gmpo.data.synthetic_text`; chain_sum); splits train, val, test from fixed seeds; size
+      defaults to 2000 / 300 / 500, e.g. ``synthetic:polygon_sides:train:2000``.
     """
     spec = spec.strip()
     if spec.startswith("jsonl:"):

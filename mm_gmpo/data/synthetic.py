@@ -1,5 +1,8 @@
 """Synthetic image tasks whose answer can only be read from the image, sized for learning on a CPU.
 
+(Text tasks with long worked responses, such as ``chain_sum``, live in :mod:`mm_gmpo.data.synthetic_text`; the
+spec ``synthetic:<task>:<split>[:<size>]`` and :func:`synthetic_example` serve both.)
+
 Every item of a task asks the same question, so the text alone carries no information about the answer:
 - ``polygon_sides``: "How many sides does the polygon have?" for one polygon of 3..8 sides (uniform), filled or
   drawn with a thick outline, with random rotation, size, position, mild irregularity and colours. Chance: 1/6.
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
+from mm_gmpo.data.synthetic_text import TEXT_TASKS, text_example
 from mm_gmpo.errors import UserError
 from mm_gmpo.types import Example
 
@@ -62,8 +66,9 @@ def parse_synthetic(text: str) -> SyntheticSpec:
     if len(parts) not in (2, 3):
         raise UserError(f"{usage}, e.g. synthetic:polygon_sides:train:2000")
     task, split = parts[0], parts[1]
-    if task not in TASKS:
-        raise UserError(f"{usage}; unknown task {task!r} (known: {', '.join(TASKS)})")
+    if task not in TASKS and task not in TEXT_TASKS:
+        known = ", ".join([*TASKS, *TEXT_TASKS])
+        raise UserError(f"{usage}; unknown task {task!r} (known: {known})")
     if split not in SPLITS:
         raise UserError(f"{usage}; unknown split {split!r} (known: {', '.join(SPLITS)})")
     size = DEFAULT_SIZES[split]
@@ -300,7 +305,10 @@ TASKS: dict[str, Task] = {
 
 def synthetic_example(item: int, *, task: str, split: str, source: str = "", index: int | None = None) -> Example:
     """Item number ``item`` of a split, drawn from its own seeded generator (see the module docstring).
-    ``index`` (the position in the loaded list, the loaders' row-converter signature) does not change the item."""
+    ``index`` (the position in the loaded list, the loaders' row-converter signature) does not change the item.
+    A text task's item (:mod:`mm_gmpo.data.synthetic_text`) has no image."""
+    if task in TEXT_TASKS:
+        return text_example(item, task=task, split=split, source=source)
     chosen = TASKS[task]
     rng = random.Random(f"mm-gmpo/synthetic/{task}/{split}/{item}")
     image, answer, meta = chosen.draw(rng)

@@ -60,26 +60,38 @@ QWEN_ADDED_TOKENS = (  # added, not special (Qwen's flags): kept whole, decoded 
 )
 TOY_REASONING = "Look."  # the toy configs' warmstart.reasoning: a non-empty <think> block in 3 tokens
 DEFAULT_REASONINGS = ("Let me look at the figure.", TOY_REASONING, "")  # warmstart.reasoning default, toy, none
+TEXT_CORPUS_ITEMS = 200  # training items of a text task in the corpus (every digit and label is seen)
 _ALL_ADDED = re.compile("|".join(re.escape(t) for t in (*QWEN_SPECIAL_TOKENS, *QWEN_ADDED_TOKENS)))
 
 
 def task_corpus(tasks: Iterable[str], reasonings: Iterable[str] = DEFAULT_REASONINGS) -> list[str]:
     """Texts the toy tokenizer is trained on: each task's prompt under every template, rendered with the
     Qwen2-VL chat template (system turn, image placeholder, generation prompt), and the warm-start target
-    response for every possible answer and every reasoning filler."""
+    response for every possible answer and every reasoning filler. A text task contributes its first
+    ``TEXT_CORPUS_ITEMS`` training items, rendered with the Qwen2 chat template, and their worked responses."""
     import jinja2
 
     from mm_gmpo.data.prompts import TEMPLATES, build_messages
     from mm_gmpo.data.synthetic import TASKS
+    from mm_gmpo.data.synthetic_text import TEXT_TASKS, text_example
     from mm_gmpo.models.processor import TEMPLATES_DIR
     from mm_gmpo.trainer.sft import target_response
     from mm_gmpo.types import Example, Prompt
 
     chat = jinja2.Environment().from_string((TEMPLATES_DIR / "qwen2_vl_chat.jinja").read_text())
+    text_chat = jinja2.Environment().from_string((TEMPLATES_DIR / "qwen2_chat.jinja").read_text())
     texts = []
     for name in tasks:
+        if name in TEXT_TASKS:  # every problem differs: a sample of them, with their worked responses
+            for template in TEMPLATES:
+                for item in range(TEXT_CORPUS_ITEMS):
+                    example = text_example(item, task=name, split="train")
+                    messages = build_messages(example, template)
+                    texts.append(text_chat.render(messages=messages, add_generation_prompt=True))
+                    texts.append(target_response(Prompt("", [], example), template, ""))
+            continue
         if name not in TASKS:
-            raise UserError(f"toy tokenizer: unknown task {name!r} (known: {', '.join(TASKS)})")
+            raise UserError(f"toy tokenizer: unknown task {name!r} (known: {', '.join([*TASKS, *TEXT_TASKS])})")
         task = TASKS[name]
         for template in TEMPLATES:
             example = Example(id="corpus", problem=task.problem, answer=task.answers[0], images=[None])
@@ -163,17 +175,22 @@ def make_toy_model(
     seed: int = 0,
 ) -> Path:
     """Train the toy tokenizer for ``task`` (one name or several) and build a random Qwen2.5-VL on it in
-    ``out_dir`` (standard Hugging Face layout, loads with ``load_model`` / ``load_processor``).
+    ``out_dir`` (standard Hugging Face layout, loads with ``load_model`` / ``load_processor``); for text tasks
+    (:mod:`mm_gmpo.data.synthetic_text`) a text-only Qwen2 of the same text sizes instead.
 
     The defaults give about 1.2 M parameters: text 2 layers of width 128 with 2 heads of 64 (the head size vLLM
     supports) and a 256-wide MLP, vision tower 2 blocks of width 128. A ``toy_model.json`` beside the weights
     records the task and sizes.
     """
+    from mm_gmpo.data.synthetic_text import TEXT_TASKS
     from mm_gmpo.models.tiny import TinyModelSpec, make_tiny_model
 
     tasks = [task] if isinstance(task, str) else list(task)
+    text = [name in TEXT_TASKS for name in tasks]
+    if any(text) and not all(text):
+        raise UserError(f"toy model: tasks {tasks} mix text and image tasks; build one model per kind")
     spec = TinyModelSpec(
-        kind="qwen2_5_vl",
+        kind="qwen2" if all(text) else "qwen2_5_vl",
         hidden=hidden,
         layers=layers,
         heads=heads,
@@ -190,7 +207,8 @@ def make_toy_model(
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(out)
-    record = {"tasks": tasks, "vocab_size": vocab_size, "model_vocab_rows": config.text_config.vocab_size}
+    rows = config.vocab_size if spec.kind == "qwen2" else config.text_config.vocab_size
+    record = {"tasks": tasks, "vocab_size": vocab_size, "model_vocab_rows": rows}
     record.update({k: v for k, v in vars(spec).items() if k != "tokenizer"})
     (out / "toy_model.json").write_text(json.dumps(record, indent=2) + "\n")
     return out

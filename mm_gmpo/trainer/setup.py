@@ -54,10 +54,11 @@ def check_config(cfg: Config, world_size: int) -> None:
         log.warning("algorithm.loss=drgrpo usually goes with algorithm.normalize_std=false (Dr.GRPO advantages)")
     if cfg.rollout.backend == "vllm" and cfg.model.lora.enabled:
         raise UserError("rollout.backend=vllm with model.lora.enabled is not supported yet: use the hf backend")
-    from mm_gmpo.data.synthetic import TASKS
+    from mm_gmpo.data.synthetic import TASKS, TEXT_TASKS
 
-    if cfg.model.tiny.toy_task and cfg.model.tiny.toy_task not in TASKS:
-        raise UserError(f"model.tiny.toy_task={cfg.model.tiny.toy_task!r}: not a synthetic task ({', '.join(TASKS)})")
+    known = [*TASKS, *TEXT_TASKS]
+    if cfg.model.tiny.toy_task and cfg.model.tiny.toy_task not in known:
+        raise UserError(f"model.tiny.toy_task={cfg.model.tiny.toy_task!r}: not a synthetic task ({', '.join(known)})")
 
 
 def seed_everything(seed: int) -> None:

@@ -19,8 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def target_response(prompt: Prompt, template: str, reasoning: str) -> str:
-    """The response a policy should write for ``prompt`` under ``template``, ending with the gold answer."""
+    """The response a policy should write for ``prompt`` under ``template``, ending with the gold answer.
+    An example with a worked solution (``meta["reasoning"]``, the synthetic text tasks) reasons with it instead."""
     answer = prompt.example.answer
+    reasoning = prompt.example.meta.get("reasoning", reasoning)
     if template == "r1":
         return f"<think>\n{reasoning}\n</think>\n<answer>{answer}</answer>"
     if template == "qwen_math":

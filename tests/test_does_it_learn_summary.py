@@ -1,0 +1,75 @@
+"""scripts/does_it_learn.py's summary on hand-made runs: paired gains, the shared warm start of --task text, the
+per-step log-ratio and p99 statistics and the response-length table (no training)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts/does_it_learn.py"
+
+
+@pytest.fixture(scope="module")
+def does_it_learn():
+    spec = importlib.util.spec_from_file_location("does_it_learn", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["does_it_learn"] = module  # its dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_run(path: Path, start: float, end: float, p99: float, seconds: float = 60.0) -> None:
+    path.mkdir(parents=True)
+    rows = [{"step": 0, "val/accuracy": start, "val/accuracy_greedy": start + 0.1, "val/response_length": 57.0}]
+    for step in range(1, 21):
+        rows.append(
+            {
+                "step": step,
+                "actor/entropy": 0.2 if step <= 10 else 0.1,
+                "actor/log_ratio_min": -0.1 * step,
+                "actor/log_ratio_max": 0.05 * step,
+                "actor/log_ratio_abs_p99": p99,
+                "response_length/mean": 55.0 if step <= 10 else 50.0,
+            }
+        )
+    rows.append({"step": 20, "val/accuracy": end, "val/accuracy_greedy": end + 0.1, "val/response_length": 52.0})
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (path / "final.json").write_text(json.dumps({"seconds": seconds}))
+
+
+def test_text_summary_pairs_gains_per_seed_and_reports_p99_and_lengths(does_it_learn, tmp_path):
+    setting = does_it_learn.SETTINGS["text"]
+    _write_run(tmp_path / "warmstart", 0, 0, 0, seconds=120.0)
+    for seed, (start, end) in {1: (0.40, 0.55), 2: (0.42, 0.50)}.items():
+        _write_run(tmp_path / f"gmpo-seed{seed}", start, end, p99=0.3)
+        _write_run(tmp_path / f"grpo-seed{seed}", start, start - 0.02, p99=0.2)
+    result = does_it_learn.summarise(setting, tmp_path, [1, 2], ["gmpo", "grpo"])
+    assert result["warmstart_shared"] and result["warmstart_minutes"] == pytest.approx(2.0)
+    assert result["gmpo"]["gains"] == pytest.approx([0.15, 0.08])
+    assert result["gmpo"]["gain_min"] == pytest.approx(0.08)
+    assert result["grpo"]["gain_mean_sd"][0] == pytest.approx(-0.02)
+    dynamics = result["gmpo"]["dynamics"]  # steps after settle=8 only: 9..20
+    assert dynamics["log_ratio_min_lowest"] == pytest.approx(-2.0)
+    assert dynamics["log_ratio_max_highest"] == pytest.approx(1.0)
+    assert dynamics["log_ratio_abs_p99_median"] == pytest.approx(0.3)
+    assert result["gmpo"]["val_response_length"]["end_mean_sd"][0] == pytest.approx(52.0)
+    text = does_it_learn.table(setting, result, ["gmpo", "grpo"])
+    assert "| GMPO | 0.410 ± 0.014 | 0.525 ± 0.035 | +0.115 ± 0.049 |" in text
+    assert "once, shared by every seed and arm" in text
+    assert "| GRPO | 57.0, 52.0 | 0.200, 0.200 |" in text
+
+
+def test_jobs_share_one_warm_start_and_keep_stress_overrides_out_of_it(does_it_learn, tmp_path):
+    setting = does_it_learn.SETTINGS["text"]
+    warm, rl = does_it_learn.jobs(setting, tmp_path, [1, 2], ["gmpo", "gmpo_stress"], [])
+    assert len(warm) == 1 and len(rl) == 4
+    (_, folder, command) = warm[0]
+    assert folder == tmp_path / "warmstart" and "trainer.seed=1" in command
+    assert not any(o in command for o in does_it_learn.STRESS)
+    stress = [cmd for name, _, cmd in rl if name.startswith("gmpo_stress")]
+    assert all(set(does_it_learn.STRESS) <= set(cmd) for cmd in stress)
+    assert all(f"model.path={tmp_path / 'warmstart'}" in cmd for _, _, cmd in rl)
