@@ -73,3 +73,13 @@ def test_jobs_share_one_warm_start_and_keep_stress_overrides_out_of_it(does_it_l
     stress = [cmd for name, _, cmd in rl if name.startswith("gmpo_stress")]
     assert all(set(does_it_learn.STRESS) <= set(cmd) for cmd in stress)
     assert all(f"model.path={tmp_path / 'warmstart'}" in cmd for _, _, cmd in rl)
+
+
+@pytest.mark.parametrize("task", ["image", "text"])
+def test_every_arm_is_a_valid_config(does_it_learn, task):
+    from mm_gmpo.config import load_config
+    from mm_gmpo.trainer.setup import check_config
+
+    repo = SCRIPT.parents[1]
+    for config, extra, _ in does_it_learn.SETTINGS[task].arms.values():
+        check_config(load_config(repo / config, extra), world_size=1)  # raises a UserError naming the key if not
