@@ -33,6 +33,7 @@ def _val(run: Path) -> list[dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # not in CI until its time is measured: python -m pytest -m long tests/test_does_it_learn_text.py
 def test_gmpo_raises_held_out_accuracy_on_the_text_task(tmp_path):
     common = [
         f"model.path={tmp_path / 'base'}",  # the toy Qwen2 is built there from its config (tiny_if_missing)
