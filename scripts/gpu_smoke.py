@@ -58,7 +58,8 @@ def build_model(sizes: dict, out: Path, dtype: str) -> None:
             make_tiny_model(TinyModelSpec(**sizes), out)
     finally:
         torch.set_default_dtype(previous)
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def case_overrides(kind: str, args, model: Path, out: Path, deepspeed: str) -> tuple[str, list[str]]:
