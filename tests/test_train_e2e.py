@@ -279,7 +279,8 @@ def test_zero3_two_processes_text_model_finishes(tmp_path):
 
 
 def test_text_math_run(tmp_path):
-    """math_tiny: a text-only Qwen2 on the MATH samples, built on the fly; checkpoint loads as a causal LM."""
+    """math_tiny: a text-only Qwen2 on the MATH samples, built on the fly; checkpoint loads as a causal LM. With
+    the KL term and its reference offloaded to host memory (moved in for its pass each round)."""
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "math"
@@ -301,6 +302,8 @@ def test_text_math_run(tmp_path):
         "trainer.num_threads=1",
         "trainer.progress=false",
         "trainer.tensorboard=false",
+        "algorithm.kl_coef=0.05",
+        "model.ref_offload=true",
     ]
     result = subprocess.run(
         cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
@@ -308,6 +311,9 @@ def test_text_math_run(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     rows = [r for r in _metrics(out) if "actor/pg_loss" in r]
     assert [r["step"] for r in rows] == [1, 2]
+    # the reference is the warm-started policy (RL step 0), not the checkpoint on disk
+    assert rows[0]["actor/kl_ref"] == pytest.approx(0.0, abs=1e-6)
+    assert all(math.isfinite(r["actor/kl_ref"]) and r["actor/kl_ref"] >= 0 for r in rows)
     assert all(math.isfinite(r["actor/entropy"]) and r["response_length/mean"] > 0 for r in rows)
     model = AutoModelForCausalLM.from_pretrained(out / "checkpoints" / "checkpoint-2")
     assert model.config.model_type == "qwen2"

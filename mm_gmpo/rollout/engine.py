@@ -38,6 +38,21 @@ def rollout_metrics(batch: RolloutBatch, seconds: float | None = None) -> dict[s
     return metrics
 
 
+def vllm_settings(config: Any, seed: int = 0):
+    """:class:`~mm_gmpo.rollout.vllm_backend.VLLMSettings` from the ``rollout.vllm_*`` keys (defaults without)."""
+    from mm_gmpo.rollout.vllm_backend import VLLMSettings
+
+    defaults = VLLMSettings()
+    sleep_level = getattr(config, "vllm_sleep_level", defaults.sleep_level)
+    return VLLMSettings(
+        gpu_memory_utilization=getattr(config, "vllm_gpu_memory_utilization", defaults.gpu_memory_utilization),
+        tensor_parallel_size=getattr(config, "vllm_tensor_parallel_size", defaults.tensor_parallel_size),
+        sync_bucket_mb=getattr(config, "vllm_sync_bucket_mb", defaults.sync_bucket_mb),
+        sleep_level=sleep_level if getattr(config, "vllm_sleep", True) else 0,
+        seed=seed,
+    )
+
+
 class RolloutEngine:
     """Samples ``n`` responses per prompt with the chosen backend (``hf`` or ``vllm``)."""
 
@@ -50,9 +65,11 @@ class RolloutEngine:
         config: Any = None,
         synced: bool = False,
         dtype: torch.dtype | None = None,
+        seed: int = 0,
     ):
         """``synced``: the policy's parameters are partitioned over processes (ZeRO-3); see ``hf_generate``.
-        ``dtype``: the compute dtype (vLLM's engine dtype; HF generation runs in the caller's autocast)."""
+        ``dtype``: the compute dtype (vLLM's engine dtype; HF generation runs in the caller's autocast).
+        ``seed``: vLLM's engine seed (plus the data-parallel group index); requests carry their own seeds."""
         if backend not in BACKENDS:
             raise UserError(f"rollout.backend={backend!r} is not one of {', '.join(BACKENDS)}")
         self.backend = backend
@@ -63,13 +80,7 @@ class RolloutEngine:
         if backend == "vllm":
             from mm_gmpo.rollout.vllm_backend import VLLMRollout
 
-            self._vllm = VLLMRollout(
-                model,
-                processor,
-                gpu_memory_utilization=getattr(config, "vllm_gpu_memory_utilization", 0.5),
-                enable_sleep=getattr(config, "vllm_sleep", True),
-                dtype=dtype,
-            )
+            self._vllm = VLLMRollout(model, processor, settings=vllm_settings(config, seed), dtype=dtype)
 
     def generate(self, prompts: list[Prompt], n: int, sampling: SamplingParams) -> RolloutBatch:
         """``n`` responses per prompt; rows ``g*n .. g*n+n-1`` belong to prompt g (``group_index`` g)."""
@@ -90,18 +101,25 @@ class RolloutEngine:
         """Metrics of ``batch`` (see :func:`rollout_metrics`)."""
         return rollout_metrics(batch, batch.generation_seconds or None)
 
-    def sync_weights(self, model: torch.nn.Module) -> None:
-        """Copy the training model's weights into the sampler (no-op for hf: it samples with that model)."""
+    def sync_weights(self, model: torch.nn.Module) -> dict[str, float]:
+        """Copy the training model's weights into the sampler; its ``perf/weight_sync_*`` metrics (none for hf: it
+        samples with that model)."""
         if self._vllm is not None:
-            self._vllm.sync_weights(model)
-        else:
-            self.model = model
+            return self._vllm.sync_weights(model)
+        self.model = model
+        return {}
 
     def sleep(self) -> None:
-        """Free the sampler's memory during the update (vLLM where supported; no-op otherwise)."""
+        """Free the sampler's memory for the log-prob passes and the update (vLLM; no-op for hf)."""
         if self._vllm is not None:
             self._vllm.sleep()
 
     def wake(self) -> None:
         if self._vllm is not None:
             self._vllm.wake()
+
+    def close(self) -> None:
+        """Release the sampler (vLLM: shut the engine down, before the process group goes)."""
+        if self._vllm is not None:
+            self._vllm.close()
+            self._vllm = None

@@ -1,4 +1,12 @@
-"""Colocated vLLM engine (one per training process): images as ``multi_modal_data``, weights synced after updates.
+"""Colocated vLLM engine (one per training process): images as ``multi_modal_data``, weights streamed in after updates.
+
+Placement: under torchrun/deepspeed (a process group exists) every training process builds its own engine with
+vLLM's ``external_launcher`` executor, which puts it on that process's device (``LOCAL_RANK``) and joins the
+training processes' group instead of spawning workers. With ``tensor_parallel_size`` k > 1, consecutive groups of
+k processes share one engine sharded over their k GPUs: the group gathers its members' prompts, samples them once
+(every member computes the same tokens: same prompts, same per-request seeds) and each member keeps its own rows.
+Alone (one process, no group), the in-process ``uni`` executor. The engine always runs in this process
+(``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so weights reach it as tensors on the device, never through host memory.
 
 The prompt tokens of the :class:`RolloutBatch` come from our own processor (the trainer recomputes log-probs on
 exactly those); vLLM's expanded prompt must equal them, which is checked on every call (a different image resize
@@ -6,18 +14,25 @@ rule would silently shift the image). Suppressed tokens are excluded with ``allo
 mask), and the engine runs with ``logprobs_mode="processed_logprobs"`` so the returned log-prob of each sampled
 token is that of the distribution it was drawn from (after temperature, the mask, top-k/top-p).
 
-Weight sync: ``collective_rpc("reload_weights")`` with the Hugging Face state dict (the in-place reload path;
-``load_weights`` on the model fails on CPU, whose linear weights are repacked). On CPU this needs the in-process
-engine: ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` and ``distributed_executor_backend="uni"``, set here. Sleep mode
-(freeing weights and KV cache during the update) exists on CUDA only; elsewhere ``sleep``/``wake`` do nothing.
+Weight sync (:meth:`VLLMRollout.sync_weights`): one ``reload_weights`` call (vLLM's in-place reload, which also
+works on CPU where linear weights are repacked) consumes :func:`~mm_gmpo.rollout.weight_sync.stream_weights`, a
+generator that gathers ZeRO-3 parameters one bucket at a time. A LoRA policy sends merged weights.
+
+Memory around the update: :meth:`sleep` after sampling (level 1 offloads the weights to host memory, level 2
+drops them: every wake is followed by a full sync) and empties the allocator cache, so the old/reference log-prob
+passes and the update have the GPU; :meth:`sync_weights` wakes the weights only, loads, empties the cache again
+and only then wakes the KV cache. On CPU, vLLM's workers accept sleep/wake and do nothing (no memory pool), so the
+same calls run there.
 """
 
 from __future__ import annotations
 
-import contextlib
+import gc
 import logging
 import os
+import time
 import types
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,19 +48,50 @@ from mm_gmpo.rollout.batching import (
     suppressed_token_ids,
 )
 from mm_gmpo.rollout.types import RolloutBatch, SamplingParams
+from mm_gmpo.rollout.weight_sync import SyncStats, stream_weights
 from mm_gmpo.types import Prompt
 
 log = logging.getLogger(__name__)
 
+SLEEP_LEVELS = (0, 1, 2)
 
-def _gathered(model: torch.nn.Module):
-    """Context in which a ZeRO-3 partitioned model has its full parameters (no-op for a plain model)."""
-    params = list(model.parameters())
-    if params and hasattr(params[0], "ds_id"):
-        import deepspeed
 
-        return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
-    return contextlib.nullcontext()
+@dataclass(frozen=True)
+class VLLMSettings:
+    """How the colocated engine is built and fed (the ``rollout.vllm_*`` keys)."""
+
+    gpu_memory_utilization: float = 0.5  # the engine's share of the GPU while awake (weights + KV cache)
+    tensor_parallel_size: int = 1  # processes (GPUs) per engine
+    sync_bucket_mb: int = 512  # weight-sync bucket: about the extra memory of a sync
+    sleep_level: int = 2  # 0: never sleep; 1: offload weights to host memory; 2: drop them (re-synced on wake)
+    seed: int = 0  # the engine seed of data-parallel group g is seed + g
+    max_model_len: int | None = None
+    max_images_per_prompt: int = 4
+
+
+def _empty_cache() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _placement(tensor_parallel_size: int) -> tuple[str, int, int]:
+    """(executor backend, data-parallel group index, processes) of this process."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if tensor_parallel_size != 1:
+            raise UserError(
+                f"rollout.vllm_tensor_parallel_size={tensor_parallel_size} needs that many processes "
+                "(torchrun/deepspeed), this is a single process"
+            )
+        return "uni", 0, 1
+    world = dist.get_world_size()
+    if tensor_parallel_size < 1 or world % tensor_parallel_size:
+        raise UserError(
+            f"rollout.vllm_tensor_parallel_size={tensor_parallel_size} must divide the {world} training processes"
+        )
+    return "external_launcher", dist.get_rank() // tensor_parallel_size, world
 
 
 def _patch_image_only_processor(model_path: str) -> None:
@@ -92,72 +138,111 @@ def _patch_image_only_processor(model_path: str) -> None:
 
 
 class VLLMRollout:
-    """A vLLM ``LLM`` beside the training model in this process."""
+    """A vLLM ``LLM`` beside the training model in this process (see the module docstring)."""
 
     def __init__(
         self,
         model: torch.nn.Module,
         processor,
         *,
+        settings: VLLMSettings = VLLMSettings(),
         model_path: str | None = None,
-        gpu_memory_utilization: float = 0.5,
-        enable_sleep: bool = True,
-        max_model_len: int | None = None,
-        max_images_per_prompt: int = 4,
         dtype: torch.dtype | None = None,
     ):
         """``dtype``: the engine's (the policy's compute dtype: bf16 for a run whose fp32 master weights stay in the
         trainer); default the parameters' dtype."""
-        on_cuda = torch.cuda.is_available()
-        if not on_cuda:
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        if settings.sleep_level not in SLEEP_LEVELS:
+            raise UserError(f"rollout.vllm_sleep_level={settings.sleep_level} is not one of {SLEEP_LEVELS}")
+        if settings.sync_bucket_mb < 1:
+            raise UserError(f"rollout.vllm_sync_bucket_mb={settings.sync_bucket_mb} must be at least 1")
+        executor, self.dp_group_index, world = _placement(settings.tensor_parallel_size)
         vllm = require("vllm", "rollout.backend=vllm", "pip install -e .[gpu]")
-        path = model_path or getattr(model, "name_or_path", "") or model.config._name_or_path
+        on_cuda = torch.cuda.is_available()
+        # the engine core in this process: weights pass as device tensors, and external_launcher requires it
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        if not on_cuda:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        path = model_path or _checkpoint_path(model)
         if not path or not Path(path).exists() and "/" not in path:
             raise UserError(f"rollout.backend=vllm needs the model's checkpoint folder or hub id, got {path!r}")
+        self.settings = settings
         self.processor = processor
         self.tokenizer = tokenizer_of(processor)
         self.is_vision = hasattr(processor, "image_processor")
         if self.is_vision:
             _patch_image_only_processor(path)
-        self.sleep_enabled = enable_sleep and on_cuda
-        self.asleep = False
-        dtype = dtype or next(model.parameters()).dtype
+        self.group = _tensor_parallel_group(settings.tensor_parallel_size, world)
+        self.asleep: set[str] = set()  # the tags still asleep: "weights", "kv_cache"
+        self.dtype = dtype or next(model.parameters()).dtype
         config_len = getattr(model.config.get_text_config(), "max_position_embeddings", 8192)
         kwargs = dict(
             model=str(path),
-            dtype=str(dtype).removeprefix("torch."),
-            seed=0,
+            dtype=str(self.dtype).removeprefix("torch."),
+            seed=settings.seed + self.dp_group_index,
             logprobs_mode="processed_logprobs",
-            max_model_len=max_model_len or min(config_len, 8192),
-            enable_sleep_mode=self.sleep_enabled,
+            max_model_len=settings.max_model_len or min(config_len, 8192),
             enable_prefix_caching=False,
+            distributed_executor_backend=executor,
+            tensor_parallel_size=settings.tensor_parallel_size,
         )
         if self.is_vision:
-            kwargs["limit_mm_per_prompt"] = {"image": max_images_per_prompt, "video": 0}
+            kwargs["limit_mm_per_prompt"] = {"image": settings.max_images_per_prompt, "video": 0}
             size = self.processor.image_processor.size
             kwargs["mm_processor_kwargs"] = {
                 "min_pixels": size.get("shortest_edge"),
                 "max_pixels": size.get("longest_edge"),
             }
         if on_cuda:
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+            kwargs.update(
+                gpu_memory_utilization=settings.gpu_memory_utilization, enable_sleep_mode=settings.sleep_level > 0
+            )
         else:
-            kwargs.update(enforce_eager=True, distributed_executor_backend="uni")
+            kwargs.update(enforce_eager=True)
+        start = time.perf_counter()
         self.llm = vllm.LLM(**kwargs)
+        log.info(
+            "vLLM %s engine (%s, tensor parallel %d, engine seed %d) started in %.1f s",
+            vllm.__version__, executor, settings.tensor_parallel_size, kwargs["seed"], time.perf_counter() - start,
+        )  # fmt: skip
         self._vllm = vllm
         self.vocab_size = model_vocab_size(model)
         suppressed = set(suppressed_token_ids(self.tokenizer, self.vocab_size).tolist())
         self.allowed_token_ids = [i for i in range(len(self.tokenizer)) if i not in suppressed]
+        self.last_sync: dict[str, float] = {}
         self.sync_weights(model)
 
-    def sync_weights(self, model: torch.nn.Module) -> None:
-        """Copy the training model's current weights into the engine (in place; caches of old weights dropped)."""
-        self.wake()
-        with _gathered(model), torch.no_grad():
-            weights = [(name, t.detach()) for name, t in model.state_dict().items()]
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+    # ------------------------------------------------------------------ memory
+    def sleep(self) -> None:
+        """Free the engine's weights and KV cache until the next sync (no-op at level 0 or when asleep)."""
+        if self.settings.sleep_level and not self.asleep:
+            self.llm.sleep(level=self.settings.sleep_level)
+            self.asleep = {"weights", "kv_cache"}
+            _empty_cache()
+
+    def _wake(self, tag: str) -> None:
+        if tag in self.asleep:
+            self.llm.wake_up(tags=[tag])
+            self.asleep.discard(tag)
+
+    def wake(self) -> None:
+        """Fully awake (weights, then KV cache). After a level-2 sleep only a sync restores the weights."""
+        self._wake("weights")
+        self._wake("kv_cache")
+
+    def sync_weights(self, model: torch.nn.Module) -> dict[str, float]:
+        """Stream the training model's weights into the engine: wake the weights, load bucket by bucket, empty the
+        cache, wake the KV cache. Returns ``perf/weight_sync_s``, ``perf/weight_sync_mb``, the bucket count and
+        largest bucket, under ZeRO-3 the most that was gathered at once (``perf/weight_sync_gathered_mb``), and on
+        a GPU the peak memory the sync added (``perf/weight_sync_extra_gib``)."""
+        start = time.perf_counter()
+        self._wake("weights")
+        on_cuda = torch.cuda.is_available()
+        if on_cuda:
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+        stats = SyncStats()
+        weights = stream_weights(model, self.settings.sync_bucket_mb * 2**20, self.dtype, stats)
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         # The worker dropped its encoder and multimodal caches with the old weights; the scheduler and the input
         # processor must forget theirs too, or they point at embeddings that no longer exist.
         engine = self.llm.llm_engine
@@ -165,43 +250,47 @@ class VLLMRollout:
             engine.reset_encoder_cache()
         self.llm.reset_mm_cache()
         self.llm.reset_prefix_cache()
+        metrics = {
+            "perf/weight_sync_mb": stats.bytes / 2**20,
+            "perf/weight_sync_buckets": float(stats.buckets),
+            "perf/weight_sync_max_bucket_mb": stats.max_bucket_bytes / 2**20,
+        }
+        if stats.partitioned:  # ZeRO-3: the most of the model that was ever gathered at once (about one bucket)
+            itemsize = torch.empty((), dtype=self.dtype).element_size()
+            metrics["perf/weight_sync_gathered_mb"] = stats.max_gathered_numel * itemsize / 2**20
+        if on_cuda:
+            metrics["perf/weight_sync_extra_gib"] = (torch.cuda.max_memory_allocated() - before) / 2**30
+        _empty_cache()
+        self._wake("kv_cache")
+        metrics["perf/weight_sync_s"] = time.perf_counter() - start
+        self.last_sync, self.last_sync_stats = metrics, stats
+        return metrics
 
-    def sleep(self) -> None:
-        """Offload the weights and drop the KV cache (level 1) until :meth:`wake`; CUDA only."""
-        if self.sleep_enabled and not self.asleep:
-            self.llm.sleep(level=1)
-            self.asleep = True
+    def close(self) -> None:
+        """Shut the engine down now. vLLM's teardown also destroys the default process group, so this comes
+        before the trainer's own shutdown (left to interpreter exit, it runs after and fails)."""
+        self.llm.llm_engine.engine_core.shutdown()
 
-    def wake(self) -> None:
-        if self.asleep:
-            self.llm.wake_up()
-            self.asleep = False
-
+    # ------------------------------------------------------------------ sampling
     def generate(self, prompts: list[Prompt], n: int, sampling: SamplingParams) -> RolloutBatch:
+        """``n`` responses for each of this process's prompts (its tensor-parallel group samples all members'
+        prompts in one call and each member keeps its own)."""
         self.wake()
-        encoded = encode_prompts(self.processor, prompts)
+        members = self._group_prompts(prompts, sampling.first_prompt)
         stops = stop_token_ids(self.tokenizer)
         requests, params = [], []
-        for g, prompt in enumerate(prompts):
-            request = {"prompt": prompt.text}
-            if prompt.images:
-                request["multi_modal_data"] = {"image": list(prompt.images)}
-            requests.append(request)
-            params.append(
-                self._vllm.SamplingParams(
-                    n=n,
-                    temperature=max(sampling.temperature, 0.0),
-                    top_p=sampling.top_p,
-                    top_k=sampling.top_k if sampling.top_k > 0 else 0,
-                    max_tokens=sampling.max_new_tokens,
-                    seed=(sampling.seed * 1_000_003 + (sampling.first_prompt + g) * 9_973) % (2**31),
-                    logprobs=0,
-                    stop_token_ids=stops,
-                    allowed_token_ids=self.allowed_token_ids,
-                    skip_special_tokens=True,
-                )
-            )
+        for first, member_prompts in members:
+            for g, prompt in enumerate(member_prompts):
+                request = {"prompt": prompt.text}
+                if prompt.images:
+                    request["multi_modal_data"] = {"image": list(prompt.images)}
+                requests.append(request)
+                params.append(self._sampling_params(n, sampling, first + g, stops))
         outputs = self.llm.generate(requests, params, use_tqdm=False)
+        mine = next(i for i, (first, _) in enumerate(members) if first == sampling.first_prompt)
+        offset = sum(len(p) for _, p in members[:mine])
+        outputs = outputs[offset : offset + len(prompts)]
+        encoded = encode_prompts(self.processor, prompts)
         responses, logprobs, reasons = [], [], []
         for g, out in enumerate(outputs):
             self._check_prompt(g, out.prompt_token_ids, encoded)
@@ -219,6 +308,32 @@ class VLLMRollout:
             self.processor, encoded, prompts, n, responses, logprobs, reasons, suppressed=suppressed, sampling=sampling
         )
 
+    def _sampling_params(self, n: int, sampling: SamplingParams, prompt_index: int, stops: list[int]):
+        """vLLM's sampling parameters of one prompt; its seed depends on the round and the prompt's global index
+        only, so a prompt samples the same responses on whichever process (or tensor-parallel group) holds it."""
+        return self._vllm.SamplingParams(
+            n=n,
+            temperature=max(sampling.temperature, 0.0),
+            top_p=sampling.top_p,
+            top_k=sampling.top_k if sampling.top_k > 0 else 0,
+            max_tokens=sampling.max_new_tokens,
+            seed=(sampling.seed * 1_000_003 + prompt_index * 9_973) % (2**31),
+            logprobs=0,
+            stop_token_ids=stops,
+            allowed_token_ids=self.allowed_token_ids,
+            skip_special_tokens=True,
+        )
+
+    def _group_prompts(self, prompts: list[Prompt], first_prompt: int) -> list[tuple[int, list[Prompt]]]:
+        """[(first global prompt index, prompts)] of every member of this process's tensor-parallel group."""
+        if self.group is None:
+            return [(first_prompt, prompts)]
+        import torch.distributed as dist
+
+        gathered: list = [None] * dist.get_world_size(self.group)
+        dist.all_gather_object(gathered, (first_prompt, prompts), group=self.group)
+        return [(first, list(member)) for first, member in gathered]
+
     @staticmethod
     def _check_prompt(g: int, vllm_ids, encoded) -> None:
         ours = encoded.input_ids[g][encoded.attention_mask[g].bool()].tolist()
@@ -227,3 +342,25 @@ class VLLMRollout:
                 f"vLLM expanded prompt {g} to {len(vllm_ids)} tokens, our processor to {len(ours)}: the image "
                 "resize settings differ (min_pixels/max_pixels), so the trainer would score other positions"
             )
+
+
+def _checkpoint_path(model: torch.nn.Module) -> str:
+    """Where the policy was loaded from (a peft model: its base model's folder)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base, "name_or_path", "") or base.config._name_or_path
+
+
+def _tensor_parallel_group(size: int, world: int):
+    """This process's group of ``size`` consecutive ranks (gloo: it carries pickled prompts); None when 1.
+
+    Every process creates every group, in the same order, as ``torch.distributed.new_group`` requires."""
+    if size == 1:
+        return None
+    import torch.distributed as dist
+
+    mine = None
+    for start in range(0, world, size):
+        group = dist.new_group(list(range(start, start + size)), backend="gloo")
+        if start <= dist.get_rank() < start + size:
+            mine = group
+    return mine

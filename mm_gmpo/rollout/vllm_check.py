@@ -1,22 +1,35 @@
 """End-to-end check of the vLLM backend on a tiny Qwen2.5-VL (run by scripts/check_vllm.sh in its own venv).
 
-Builds a tiny model (head_dim 64, as vLLM's CPU attention needs), samples image+text prompts through
-:class:`~mm_gmpo.rollout.engine.RolloutEngine` with ``backend="vllm"``, checks the log-prob parity with
-:func:`~mm_gmpo.rollout.logprobs.policy_logprobs`, changes the training weights, syncs them, and checks that
-vLLM now samples from the changed model (parity again, and greedy tokens equal to HF's). Prints one line per
-check and exits non-zero on failure.
+Single process: builds a tiny model (head_dim 64, as vLLM's CPU attention needs), samples image+text prompts
+through :class:`~mm_gmpo.rollout.engine.RolloutEngine` with ``backend="vllm"``, checks the log-prob parity with
+:func:`~mm_gmpo.rollout.logprobs.policy_logprobs`, changes the training weights, puts the engine to sleep, syncs
+in small buckets (staged wake), and checks that vLLM now samples from the changed model (parity again, greedy
+tokens equal to HF's); then the same for a LoRA policy, whose merged weights are synced.
+
+Multi-process (:func:`multi_process_check`): the trainer itself under torchrun, 2 processes, DeepSpeed ZeRO-3
+with every parameter partitioned, one vLLM engine per process through the external launcher (or one engine over
+both with tensor parallelism 2), bucketed sync; the sampler/trainer log-prob gap of every round (measured on every
+process, its maximum logged) must stay within the tolerance after each sync.
+
+Prints one line per check and, last, ``vLLM check: PASSED`` or the number of failures (exit code 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _prompts(processor):
@@ -35,67 +48,201 @@ def _prompts(processor):
     return out
 
 
+class Report:
+    def __init__(self):
+        self.failures = 0
+
+    def __call__(self, name: str, ok: bool, detail: str) -> bool:
+        self.failures += 0 if ok else 1
+        print(f"[{'ok' if ok else 'FAIL'}] {name}: {detail}", flush=True)
+        return ok
+
+
+def _perturb(model: torch.nn.Module, scale: float = 0.02) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+
+
+def _sync_and_check(engine, model, prompts, report: Report, args, label: str) -> None:
+    """Stale weights are seen as a mismatch; sleep, sync in small buckets (staged wake); parity again."""
+    from mm_gmpo.rollout import SamplingParams, measure_logprob_parity
+
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=args.max_new_tokens)
+    stale = engine.generate(prompts, 2, sampling)
+    r = measure_logprob_parity(model, stale, temperature=1.0, tolerance=args.tolerance)
+    report(f"{label}: changed weights are a mismatch before the sync", not r.ok, f"max abs diff {r.max_abs_diff:.2e}")
+    vllm = engine._vllm
+    engine.sleep()
+    report(f"{label}: asleep after sleep()", vllm.llm.llm_engine.is_sleeping(), f"tags {sorted(vllm.asleep)}")
+    metrics = engine.sync_weights(model)
+    stats = vllm.last_sync_stats
+    report(
+        f"{label}: bucketed sync, awake after it",
+        stats.buckets > 1 and not vllm.llm.llm_engine.is_sleeping() and not vllm.asleep,
+        f"{metrics['perf/weight_sync_mb']:.1f} MB in {stats.buckets} buckets of <= {args.bucket_mb} MB "
+        f"(largest {metrics['perf/weight_sync_max_bucket_mb']:.1f} MB: one tensor) "
+        f"in {metrics['perf/weight_sync_s']:.2f} s",
+    )
+    batch = engine.generate(prompts, 2, sampling)
+    r = measure_logprob_parity(model, batch, temperature=1.0, tolerance=args.tolerance)
+    report(f"{label}: parity after the sync", r.ok, f"max abs diff {r.max_abs_diff:.2e} over {r.num_tokens} tokens")
+
+
+def single_process_check(path: str, args, report: Report) -> None:
+    import peft
+
+    from mm_gmpo.config import RolloutConfig
+    from mm_gmpo.models import load_model, load_processor
+    from mm_gmpo.rollout import RolloutEngine, SamplingParams, measure_logprob_parity
+
+    processor = load_processor(path)
+    model = load_model(path, "float32")
+    prompts = _prompts(processor)
+    config = RolloutConfig(backend="vllm", vllm_sync_bucket_mb=args.bucket_mb)
+    start = time.perf_counter()
+    engine = RolloutEngine("vllm", model, processor, config=config)
+    print(f"engine started in {time.perf_counter() - start:.1f} s", flush=True)
+
+    for temperature in (1.0, 0.7):
+        sampling = SamplingParams(temperature=temperature, max_new_tokens=args.max_new_tokens, seed=1)
+        batch = engine.generate(prompts, 2, sampling)
+        r = measure_logprob_parity(model, batch, temperature=temperature, tolerance=args.tolerance)
+        report(
+            f"parity T={temperature} (images 56x56, 112x84, none; n=2)",
+            r.ok and r.num_tokens > 0,
+            f"max abs diff {r.max_abs_diff:.2e} mean {r.mean_abs_diff:.2e} over {r.num_tokens} tokens",
+        )
+        report("groups", batch.group_index.tolist() == [0, 0, 1, 1, 2, 2], str(batch.group_index.tolist()))
+        vision = {processor.tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|vision_start|>")}
+        sampled = set(batch.response_ids[batch.response_mask].tolist())
+        report("no placeholder sampled", not (sampled & vision), f"{len(sampled)} distinct tokens")
+        print(f"  metrics: {engine.metrics(batch)}", flush=True)
+
+    _perturb(model)
+    _sync_and_check(engine, model, prompts, report, args, "full weights")
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens)
+    v = engine.generate(prompts, 1, greedy)
+    h = RolloutEngine("hf", model, processor).generate(prompts, 1, greedy)
+    report("greedy tokens equal HF after sync", torch.equal(v.input_ids, h.input_ids), f"{v.response_text[0]!r}")
+
+    # LoRA: the engine serves the base model; after a sync it must sample from base + B @ A * scaling
+    lora_model = peft.get_peft_model(
+        model, peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "gate_proj", "qkv"])
+    )
+    with torch.no_grad():
+        for name, p in lora_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.05)
+    _sync_and_check(engine, lora_model, prompts, report, args, "LoRA (merged weights)")
+    engine.close()
+
+
+def _zero3_config(tmp: Path) -> Path:
+    config = json.loads((REPO / "configs/deepspeed/zero3.json").read_text())
+    config["zero_optimization"]["stage3_param_persistence_threshold"] = 0  # partition everything, as a 7B model is
+    path = tmp / "zero3-partitioned.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def multi_process_check(path: str, tmp: Path, args, report: Report, *, tensor_parallel: int, lora: bool) -> bool:
+    """The trainer under torchrun (2 processes, ZeRO-3, vLLM); checks its logs and metrics. True when passed."""
+    run = tmp / f"run-tp{tensor_parallel}{'-lora' if lora else ''}"
+    rounds = 3
+    overrides = [
+        f"model.path={path}", "model.tiny_if_missing=false", f"trainer.output_dir={run}",
+        f"trainer.deepspeed={_zero3_config(tmp)}", "rollout.backend=vllm", f"rollout.vllm_sync_bucket_mb={args.bucket_mb}",
+        f"rollout.vllm_tensor_parallel_size={tensor_parallel}", f"rollout.max_new_tokens={args.max_new_tokens}",
+        "rollout.n=4", "rollout.prompts_per_round=4", "warmstart.steps=0", "data.val=", "trainer.val_every=0",
+        f"trainer.max_steps={2 * rounds}", "trainer.updates_per_round=2", "trainer.save_every=0",
+        "trainer.micro_batch_size=4", "trainer.num_threads=1", f"trainer.lr={1e-2 if lora else 1e-3}",
+        f"rollout.preflight_mean_tolerance={args.tolerance / 10}", f"rollout.preflight_p99_tolerance={args.tolerance}",
+        "algorithm.kl_coef=0.01", "model.ref_offload=true", f"model.lora.enabled={'true' if lora else 'false'}",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_port", str(29400 + os.getpid() % 500 + tensor_parallel), "-m", "mm_gmpo", "train",
+        str(REPO / "configs/geo3k_tiny.yaml"), *overrides,
+    ]  # fmt: skip
+    label = f"multi-process: 2 ranks, ZeRO-3 (all parameters partitioned), tensor parallel {tensor_parallel}" + (
+        ", LoRA" if lora else ""
+    )
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.timeout)
+    seconds = time.perf_counter() - start
+    log_text = result.stdout + result.stderr
+    (tmp / f"{run.name}.log").write_text(log_text)
+    ok = report(f"{run.name}: trainer ran", result.returncode == 0, f"exit {result.returncode} in {seconds:.0f} s")
+    if not ok:
+        print(log_text[-3000:], flush=True)
+        print(f"{label}: FAILED", flush=True)
+        return False
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rounds_rows = [row for row in rows if row.get("step", 0) % 2 == 1]
+    engines = log_text.count("Using external launcher for distributed inference")
+    ok &= report(f"{run.name}: one engine per process (external_launcher)", engines == 2, f"{engines} engines")
+    diffs = [row["rollout/logprob_diff_max"] for row in rounds_rows]
+    ok &= report(
+        f"{run.name}: parity every round, max over both ranks (round 1: the engine's first sync; later: after a sync)",
+        len(diffs) == rounds and max(diffs) <= args.tolerance,
+        "max abs diff per round " + ", ".join(f"{d:.2e}" for d in diffs),
+    )
+    kl = rounds_rows[-1].get("actor/kl_ref", 0.0)
+    ok &= report(f"{run.name}: the policy moved", kl > 1e-4, f"KL to the reference in the last round {kl:.2e}")
+    last = rounds_rows[-1]
+    gathered, bucket = last.get("perf/weight_sync_gathered_mb", float("inf")), last["perf/weight_sync_max_bucket_mb"]
+    ok &= report(
+        f"{run.name}: bucketed sync, ZeRO-3 gathered one bucket at a time",
+        last["perf/weight_sync_buckets"] > 1 and gathered <= bucket + 1e-6,
+        f"{last['perf/weight_sync_mb']:.1f} MB in {last['perf/weight_sync_buckets']:.0f} buckets, at most "
+        f"{gathered:.1f} MB gathered at once (largest bucket {bucket:.1f} MB), {last['perf/weight_sync_s']:.2f} s",
+    )
+    ok &= _check_sleep_wake(log_text, rounds, report, run.name)
+    print(f"{label}, {rounds} rounds, parity max {max(diffs):.2e} <= {args.tolerance:g}: " + (
+        "PASSED" if ok else "FAILED"
+    ), flush=True)  # fmt: skip
+    return ok
+
+
+def _check_sleep_wake(log_text: str, rounds: int, report: Report, name: str) -> bool:
+    """vLLM's executor logs every sleep and every staged wake; per process: sleep, weights, KV cache, each round."""
+    import re
+
+    events: dict[str, list[str]] = {}
+    pattern = re.compile(r"pid=(\d+)\).*?(fall asleep|wake up tags \['weights'\]|wake up tags \['kv_cache'\])")
+    for pid, event in pattern.findall(log_text):
+        events.setdefault(pid, []).append(event.split("'")[1] if "'" in event else "sleep")
+    expected = ["sleep", "weights", "kv_cache"] * rounds
+    ok = len(events) == 2 and all(seq == expected for seq in events.values())
+    shown = "; ".join(f"pid {pid}: " + " ".join(seq[:3]) + f" x{len(seq) // 3}" for pid, seq in events.items())
+    return report(f"{name}: sleep, then wake weights / load / wake KV cache, every round", ok, shown or "no events")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tolerance", type=float, default=1e-4)
     parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--bucket-mb", type=int, default=1, help="weight-sync bucket (small: several buckets)")
+    parser.add_argument("--timeout", type=int, default=1500, help="seconds per multi-process run")
+    parser.add_argument("--skip-single", action="store_true")
+    parser.add_argument("--skip-multi", action="store_true")
     args = parser.parse_args(argv)
 
-    from mm_gmpo.models import TinyModelSpec, load_model, load_processor, make_tiny_model
-    from mm_gmpo.rollout import RolloutEngine, SamplingParams, measure_logprob_parity
+    from mm_gmpo.models import TinyModelSpec, make_tiny_model
 
-    failures = 0
-
-    def report(name: str, ok: bool, detail: str) -> None:
-        nonlocal failures
-        failures += 0 if ok else 1
-        print(f"[{'ok' if ok else 'FAIL'}] {name}: {detail}", flush=True)
-
+    report = Report()
     with tempfile.TemporaryDirectory() as tmp:
-        path = make_tiny_model(TinyModelSpec(hidden=128, heads=2, kv_heads=2, intermediate=256), f"{tmp}/tiny-vl")
-        processor = load_processor(path)
-        model = load_model(path, "float32")
-        prompts = _prompts(processor)
-        start = time.perf_counter()
-        engine = RolloutEngine("vllm", model, processor)
-        print(f"engine started in {time.perf_counter() - start:.1f} s", flush=True)
-
-        for temperature in (1.0, 0.7):
-            sampling = SamplingParams(temperature=temperature, max_new_tokens=args.max_new_tokens, seed=1)
-            batch = engine.generate(prompts, 2, sampling)
-            r = measure_logprob_parity(model, batch, temperature=temperature, tolerance=args.tolerance)
-            report(
-                f"parity T={temperature} (images 56x56, 112x84, none; n=2)",
-                r.ok and r.num_tokens > 0,
-                f"max abs diff {r.max_abs_diff:.2e} mean {r.mean_abs_diff:.2e} over {r.num_tokens} tokens",
-            )
-            report("groups", batch.group_index.tolist() == [0, 0, 1, 1, 2, 2], str(batch.group_index.tolist()))
-            vision = {processor.tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|vision_start|>")}
-            sampled = set(batch.response_ids[batch.response_mask].tolist())
-            report("no placeholder sampled", not (sampled & vision), f"{len(sampled)} distinct tokens")
-            print(f"  metrics: {engine.metrics(batch)}", flush=True)
-
-        # change the training weights, sync, and check vLLM follows
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn_like(p) * 0.02)
-        stale = engine.generate(prompts, 2, SamplingParams(temperature=1.0, max_new_tokens=args.max_new_tokens))
-        r = measure_logprob_parity(model, stale, temperature=1.0, tolerance=args.tolerance)
-        report(
-            "changed weights are seen as a mismatch before the sync", not r.ok, f"max abs diff {r.max_abs_diff:.2e}"
-        )
-        start = time.perf_counter()
-        engine.sync_weights(model)
-        sync_s = time.perf_counter() - start
-        batch = engine.generate(prompts, 2, SamplingParams(temperature=1.0, max_new_tokens=args.max_new_tokens))
-        r = measure_logprob_parity(model, batch, temperature=1.0, tolerance=args.tolerance)
-        report("parity after weight sync", r.ok, f"max abs diff {r.max_abs_diff:.2e} (sync {sync_s:.2f} s)")
-        greedy = SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens)
-        v = engine.generate(prompts, 1, greedy)
-        h = RolloutEngine("hf", model, processor).generate(prompts, 1, greedy)
-        report("greedy tokens equal HF after sync", torch.equal(v.input_ids, h.input_ids), f"{v.response_text[0]!r}")
-    print("vLLM check: " + ("PASSED" if not failures else f"{failures} FAILED"), flush=True)
-    return 1 if failures else 0
+        tmp = Path(tmp)
+        path = str(make_tiny_model(TinyModelSpec(hidden=128, heads=2, kv_heads=2, intermediate=256), tmp / "tiny-vl"))
+        if not args.skip_single:
+            single_process_check(path, args, report)
+        if not args.skip_multi:
+            multi_process_check(path, tmp, args, report, tensor_parallel=1, lora=False)
+            multi_process_check(path, tmp, args, report, tensor_parallel=2, lora=True)
+    print("vLLM check: " + ("PASSED" if not report.failures else f"{report.failures} FAILED"), flush=True)
+    return 1 if report.failures else 0
 
 
 if __name__ == "__main__":

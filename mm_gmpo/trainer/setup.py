@@ -52,8 +52,14 @@ def check_config(cfg: Config, world_size: int) -> None:
     get_policy_loss(cfg.algorithm.loss)  # an unknown name fails here, with a did-you-mean
     if cfg.algorithm.loss == "drgrpo" and cfg.algorithm.normalize_std:
         log.warning("algorithm.loss=drgrpo usually goes with algorithm.normalize_std=false (Dr.GRPO advantages)")
-    if cfg.rollout.backend == "vllm" and cfg.model.lora.enabled:
-        raise UserError("rollout.backend=vllm with model.lora.enabled is not supported yet: use the hf backend")
+    tp = r.vllm_tensor_parallel_size
+    if r.backend == "vllm" and (tp < 1 or world_size % tp):
+        raise UserError(f"rollout.vllm_tensor_parallel_size={tp} must divide the {world_size} training processes")
+    if r.vllm_sleep_level not in (0, 1, 2) or r.vllm_sync_bucket_mb < 1:
+        raise UserError(
+            f"rollout.vllm_sleep_level={r.vllm_sleep_level} must be 0, 1 or 2 and "
+            f"rollout.vllm_sync_bucket_mb={r.vllm_sync_bucket_mb} at least 1"
+        )
     from mm_gmpo.data.synthetic import TASKS, TEXT_TASKS
 
     known = [*TASKS, *TEXT_TASKS]
@@ -120,15 +126,21 @@ def build_policy(cfg: Config, path: str, precision: Precision):
     return model
 
 
-def build_reference(cfg: Config, path: str, device: torch.device, precision: Precision):
-    """The frozen reference policy, only when the KL term is on: in the compute dtype (it never steps)."""
+def build_reference(cfg: Config, path: str, device: torch.device, precision: Precision, start_weights=None):
+    """The frozen reference policy, only when the KL term is on: in the compute dtype (it never steps), on the
+    device or, with ``model.ref_offload``, in host memory until each pass (:class:`OffloadedModule`).
+    ``start_weights``: the policy's state dict when a warm start changed it before RL (the reference is the
+    policy at RL step 0, not the checkpoint on disk)."""
     if cfg.algorithm.kl_coef <= 0:
         return None
     from mm_gmpo.models import load_model
+    from mm_gmpo.trainer.offload import OffloadedModule
 
-    ref = load_model(path, precision.compute_dtype, cfg.model.attn_implementation).to(device)
+    ref = load_model(path, precision.compute_dtype, cfg.model.attn_implementation)
+    if start_weights is not None:
+        ref.load_state_dict(start_weights)
     ref.eval().requires_grad_(False)
-    return ref
+    return OffloadedModule(ref, device) if cfg.model.ref_offload else OffloadedModule.resident(ref.to(device))
 
 
 def build_updater(cfg: Config, ctx: DistContext, model, micro_batches: int, precision: Precision):

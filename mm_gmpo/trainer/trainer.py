@@ -79,9 +79,11 @@ class Trainer:
         self.warmstart_metrics = {}
         if cfg.warmstart.steps and not cfg.trainer.resume_from:
             self.warmstart_metrics = self._warm_start(policy)
+        warm = self.warmstart_metrics and not cfg.model.lora.enabled
+        start_weights = {k: v.detach().cpu() for k, v in policy.state_dict().items()} if warm else None
+        self.reference = build_reference(cfg, model_path, self.ctx.device, self.precision, start_weights)
         self.updater = build_updater(cfg, self.ctx, PolicyLogprobs(policy), micro_batches, self.precision)
         self.policy = self.updater.module.model  # the Hugging Face model: generation, no-grad passes, saving
-        self.reference = build_reference(cfg, model_path, self.ctx.device, self.precision)
         self.rollout = RolloutEngine(
             cfg.rollout.backend,
             self.policy,
@@ -89,6 +91,7 @@ class Trainer:
             config=cfg.rollout,
             synced=self.updater.partitioned,
             dtype=self.precision.compute_dtype,
+            seed=cfg.trainer.seed,
         )
         options = {"max_response_length": cfg.rollout.max_new_tokens} if cfg.algorithm.loss == "drgrpo" else {}
         self.loss_fn = get_policy_loss(cfg.algorithm.loss, **options)
@@ -147,6 +150,7 @@ class Trainer:
                 round_start = time.perf_counter()
                 with timed(timings, "rollout", peaks), self.precision.autocast():
                     batch = self.rollout.generate(self._next_prompts(), cfg.rollout.n, self._sampling(state.round))
+                self.rollout.sleep()  # vLLM frees its weights and KV cache until the sync (no-op for hf)
                 with timed(timings, "reward"):
                     scores = compute_rewards(
                         batch.response_text,
@@ -167,7 +171,6 @@ class Trainer:
                 with timed(timings, "old_logprobs", peaks), self.precision.autocast():
                     old_logprobs, ref_logprobs, parity_metrics = self._old_and_ref_logprobs(batch, preflight_due)
                     preflight_due = False
-                self.rollout.sleep()  # vLLM frees its memory during the update (no-op for hf); sync_weights wakes it
                 with timed(timings, "update", peaks):
                     train_batch = TrainBatch(batch, advantages, old_logprobs, ref_logprobs)
                     step_rows = update_round(
@@ -181,12 +184,13 @@ class Trainer:
                     for row in step_rows:
                         state.step += 1
                         self._count_nonfinite(row["actor/skipped"] > 0)
-                self.rollout.sync_weights(self.policy)
+                sync_metrics = self.rollout.sync_weights(self.policy)  # wakes vLLM: weights, load, KV cache
                 state.round += 1
                 round_metrics = self._round_metrics(
                     batch, scores, advantages, timings, time.perf_counter() - round_start
                 )
                 round_metrics.update(parity_metrics)
+                round_metrics.update(sync_metrics)
                 round_metrics.update({f"perf/{name}_peak_gib": value for name, value in peaks.items()})
                 val_metrics = {}
                 if self.val_prompts and cfg.trainer.val_every and state.round % cfg.trainer.val_every == 0:
@@ -353,7 +357,8 @@ class Trainer:
                 assert_parity(report)
             old = trainer_logprobs if k > 1 else None
         if self.reference is not None:
-            ref = no_grad_logprobs(self.ctx, self.reference, batch, self.update_settings)
+            with self.reference.on_device() as reference:
+                ref = no_grad_logprobs(self.ctx, reference, batch, self.update_settings)
         return old, ref, metrics
 
     def _parity(self, batch, trainer_logprobs: torch.Tensor) -> ParityReport:
@@ -394,4 +399,5 @@ class Trainer:
     def close(self) -> None:
         self.verifier.close()
         self.logger.close()
+        self.rollout.close()
         dist.shutdown(self.ctx)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Does `pip install -e .[gpu]` resolve for a CUDA machine (Linux x86_64, glibc 2.35 as on Ubuntu 22.04, Python
+# 3.11)? A dry run with a report, from any machine with PyPI access (no GPU needed; nothing is installed). Prints what would be installed for
+# the packages that matter and fails if torch, vLLM and transformers do not fit together.
+#
+#   bash scripts/check_gpu_install.sh              # writes the full report to gpu-install-report.json
+#   PYTHON_VERSION=3.10 GLIBC_MINOR=28 bash scripts/check_gpu_install.sh   # another Python, an older glibc
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+REPORT="${REPORT:-$REPO/gpu-install-report.json}"
+PY_VERSION="${PYTHON_VERSION:-3.11}"
+# The project's own requirements (pyproject: dependencies + the gpu extra), resolved as wheels for the target
+# platform: pip cannot build the project itself for another platform, and it needs no build. deepspeed (source
+# only on PyPI) is left out: see below.
+REQS="$(mktemp)"
+"$PYTHON" - "$REPO/pyproject.toml" > "$REQS" <<'PY'
+import sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+# deepspeed is published as a source distribution only, which a dry run for another platform cannot take; it
+# is pure Python at install time (its kernels build on first use), so it is left out here
+reqs = [r for r in project["dependencies"] + project["optional-dependencies"]["gpu"] if not r.startswith("deepspeed")]
+print("\n".join(reqs))
+PY
+echo "== resolving for manylinux_2_${GLIBC_MINOR:-35} x86_64, Python $PY_VERSION:"; sed 's/^/   /' "$REQS"
+TARGET="$(mktemp -d)"
+# every manylinux tag a glibc 2.NN machine accepts (pip does not widen one --platform to the older ones)
+PLATFORMS=""
+for minor in $(seq "${GLIBC_MINOR:-35}" -1 17); do PLATFORMS="$PLATFORMS --platform manylinux_2_${minor}_x86_64"; done
+PLATFORMS="$PLATFORMS --platform manylinux2014_x86_64"
+# PyPI only, as on a user's machine: no local wheel folders or caps from this machine's pip configuration
+PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_CONSTRAINT= "$PYTHON" -m pip install --dry-run --quiet --quiet --ignore-installed --report "$REPORT" --target "$TARGET" \
+    --python-version "$PY_VERSION" --implementation cp $PLATFORMS \
+    --only-binary=:all: -r "$REQS"
+"$PYTHON" - "$REPORT" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+found = {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in report["install"]}
+for name in ("torch", "vllm", "transformers", "torchvision", "flash-attn", "xformers", "peft"):
+    print(f"   {name:14s} {found.get(name, '-')}")
+print(f"   ({len(found)} packages in all, {sum(n.startswith('nvidia-') for n in found)} nvidia-*)")
+def version(name):
+    return tuple(int(x) for x in found[name].split("+")[0].split(".")[:2])
+ok = version("torch") == (2, 13) and version("vllm") == (0, 32) and version("transformers") < (5, 20)
+print("GPU install resolves: " + ("PASSED" if ok else "FAILED (see the report)"))
+sys.exit(0 if ok else 1)
+PY

@@ -1,0 +1,177 @@
+"""Weight sync into a sampler (no vLLM needed): what is sent, in which buckets, LoRA merged, ZeRO-3 gathered one
+bucket at a time; the reference offload; the vLLM settings refused before an engine is built.
+
+The engine side (vLLM loading these tensors, 2 processes, tensor parallelism) is scripts/check_vllm.sh.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from mm_gmpo.errors import UserError
+from mm_gmpo.models import load_model, load_processor
+from mm_gmpo.rollout.weight_sync import SyncStats, stream_weights, sync_buckets, sync_tensors
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_sync_sends_every_state_dict_tensor_in_order_and_in_module_buckets(tiny_vl_dir):
+    model = load_model(tiny_vl_dir, "float32")
+    state = model.state_dict()
+    stats = SyncStats()
+    bucket = 256 * 1024
+    sent = list(stream_weights(model, bucket, torch.bfloat16, stats))
+    names = [name for name, _ in sent]
+    # tied lm_head included: vLLM's in-place reload rebuilds every layer from what it is sent
+    assert sorted(names) == sorted(state) and len(names) == len(set(names))
+    assert model.lm_head.weight is model.get_input_embeddings().weight and "lm_head.weight" in names
+    for name, value in sent:
+        assert value.dtype == torch.bfloat16 and torch.equal(value, state[name].to(torch.bfloat16)), name
+    assert stats.tensors == len(state) and stats.bytes == sum(v.numel() * 2 for _, v in sent)
+
+    buckets = sync_buckets(sync_tensors(model), bucket, 2)
+    assert len(buckets) == stats.buckets > 4
+    owner = {}
+    for i, b in enumerate(buckets):
+        size = sum(t.numel() for t in b) * 2
+        modules = {t.name.rpartition(".")[0] for t in b}
+        assert size <= bucket or len(modules) == 1, (i, size, modules)  # only a single module may exceed a bucket
+        for module in modules:
+            assert owner.setdefault(module, i) == i, f"{module} split over buckets"
+    assert [t.name for b in buckets for t in b] == names  # model order
+
+
+def test_lora_sync_sends_merged_weights_under_the_base_names(tiny_text_dir):
+    peft = pytest.importorskip("peft")
+    base = load_model(tiny_text_dir, "float32")
+    model = peft.get_peft_model(
+        copy.deepcopy(base), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    )
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.1)
+    sent = dict(stream_weights(model, 1 << 20, torch.float32))
+    merged = copy.deepcopy(model).merge_and_unload().state_dict()
+    assert sorted(sent) == sorted(merged)  # no adapter tensor, no peft prefix
+    changed = [name for name in sent if not torch.equal(sent[name], base.state_dict()[name])]
+    assert changed and all(("q_proj" in n or "v_proj" in n) and n.endswith(".weight") for n in changed)
+    for name, value in sent.items():
+        torch.testing.assert_close(value, merged[name], rtol=0, atol=1e-6)
+
+
+ZERO3_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, torch, deepspeed
+    for key, value in (("MASTER_ADDR", "127.0.0.1"), ("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
+        os.environ.setdefault(key, value)
+    deepspeed.init_distributed("gloo")
+    from mm_gmpo.models import load_model
+    from mm_gmpo.rollout.weight_sync import SyncStats, stream_weights
+    model = load_model(sys.argv[1], "float32")
+    full = {k: v.clone() for k, v in model.state_dict().items()}
+    config = json.loads(open(sys.argv[2]).read())
+    config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    config.pop("bf16", None)
+    config.update(train_batch_size=1, train_micro_batch_size_per_gpu=1, gradient_accumulation_steps=1)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model.parameters()), config=config)
+    partitioned = sum(p.data.numel() for p in engine.module.parameters())
+    stats = SyncStats()
+    sent = dict(stream_weights(engine.module, 1 << 20, torch.float32, stats))
+    assert stats.partitioned and partitioned == 0, partitioned
+    assert sorted(sent) == sorted(full), set(full) ^ set(sent)
+    assert all(torch.equal(sent[k], full[k]) for k in full)
+    largest_bucket_numel = stats.max_bucket_bytes // 4
+    print("buckets", stats.buckets, "outside", stats.max_gathered_outside_bucket,
+          "gathered", stats.max_gathered_numel, "largest", largest_bucket_numel,
+          "total", sum(v.numel() for v in full.values()))
+    assert stats.buckets > 3 and stats.max_gathered_outside_bucket == 0
+    assert stats.max_gathered_numel <= largest_bucket_numel
+    print("OK")
+    """
+)
+
+
+def test_zero3_sync_gathers_one_bucket_at_a_time(tiny_vl_dir, tmp_path):
+    """Every parameter partitioned (threshold 0): while a bucket is sent nothing else is gathered, and the values
+    are the full weights."""
+    pytest.importorskip("deepspeed")
+    script = tmp_path / "zero3_sync.py"
+    script.write_text(ZERO3_SCRIPT)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+        "MASTER_PORT": str(29900 + os.getpid() % 90),
+    }
+    result = subprocess.run(
+        [sys.executable, str(script), str(tiny_vl_dir), str(REPO / "configs/deepspeed/zero3.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0 and "OK" in result.stdout, result.stdout[-2000:] + result.stderr[-3000:]
+
+
+def test_reference_offload_runs_on_the_device_and_returns_to_host_memory(tiny_vl_dir):
+    from mm_gmpo.testing.batches import sample_train_batch
+    from mm_gmpo.testing.device_emulation import EMULATED, emulated_device, is_emulated
+    from mm_gmpo.trainer.dist import DistContext
+    from mm_gmpo.trainer.offload import OffloadedModule
+    from mm_gmpo.trainer.update import UpdateSettings, no_grad_logprobs
+
+    processor = load_processor(tiny_vl_dir)
+    reference = load_model(tiny_vl_dir, "float32", "eager")
+    batch = sample_train_batch(processor, with_images=True).rollout
+    settings = UpdateSettings(
+        temperature=1.0, chunk_size=64, micro_batch_size=4, updates_per_round=1, sequences_per_step=batch.num_rows
+    )
+    expected = no_grad_logprobs(DistContext(), reference, batch, settings)
+    with emulated_device():
+        offloaded = OffloadedModule(reference, EMULATED)
+        with offloaded.on_device() as on_gpu:
+            assert all(is_emulated(p) for p in on_gpu.parameters())
+            got = no_grad_logprobs(DistContext(device=EMULATED), on_gpu, batch, settings)
+        assert not any(is_emulated(p) for p in reference.parameters())
+        assert reference.lm_head.weight is reference.get_input_embeddings().weight  # still tied
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_vllm_settings_are_refused_before_an_engine_is_built(tiny_vl_dir):
+    from mm_gmpo.rollout.vllm_backend import VLLMRollout, VLLMSettings
+
+    model = load_model(tiny_vl_dir, "float32")
+    processor = load_processor(tiny_vl_dir)
+    with pytest.raises(UserError, match="vllm_sleep_level=3"):
+        VLLMRollout(model, processor, settings=VLLMSettings(sleep_level=3))
+    with pytest.raises(UserError, match="vllm_sync_bucket_mb=0"):
+        VLLMRollout(model, processor, settings=VLLMSettings(sync_bucket_mb=0))
+    with pytest.raises(UserError, match="vllm_tensor_parallel_size=2 needs that many processes"):
+        VLLMRollout(model, processor, settings=VLLMSettings(tensor_parallel_size=2))
+
+
+def test_check_config_names_the_vllm_keys():
+    from mm_gmpo.config import Config
+    from mm_gmpo.trainer.setup import check_config
+
+    cfg = Config()
+    cfg.rollout.backend = "vllm"
+    cfg.rollout.prompts_per_round = 6
+    cfg.trainer.max_steps = cfg.trainer.save_every = 0
+    cfg.trainer.max_steps = 2
+    cfg.rollout.vllm_tensor_parallel_size = 4
+    with pytest.raises(UserError, match="vllm_tensor_parallel_size=4 must divide the 6"):
+        check_config(cfg, 6)
+    cfg.rollout.vllm_tensor_parallel_size = 2
+    cfg.rollout.vllm_sleep_level = 5
+    with pytest.raises(UserError, match="vllm_sleep_level=5"):
+        check_config(cfg, 6)
