@@ -64,6 +64,11 @@ class ModelConfig:
     # the KL reference lives in host memory (pinned on a GPU machine) and is copied onto the device only for its
     # log-prob pass each round (about 1 s for 16.6 GB of a 7B model), which frees its whole size on the GPU
     ref_offload: bool = False
+    # frozen parts of a vision-language model: they keep their weights, the optimizer holds none of them, and the
+    # vLLM sync does not resend them; the vision tower is the ViT (patch embedding and blocks), the merger projects
+    # its output into the language model
+    freeze_vision_tower: bool = False
+    freeze_merger: bool = False
 
 
 @dataclass

@@ -209,6 +209,7 @@ class VLLMRollout:
         suppressed = set(suppressed_token_ids(self.tokenizer, self.vocab_size).tolist())
         self.allowed_token_ids = [i for i in range(len(self.tokenizer)) if i not in suppressed]
         self.last_sync: dict[str, float] = {}
+        self.synced_once = False
         self.sync_weights(model)
 
     # ------------------------------------------------------------------ memory
@@ -241,8 +242,13 @@ class VLLMRollout:
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated()
         stats = SyncStats()
-        weights = stream_weights(model, self.settings.sync_bucket_mb * 2**20, self.dtype, stats)
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        # frozen tensors (vision parts, a LoRA base) are sent once; later only if the sleep dropped the weights
+        skip_frozen = self.synced_once and self.settings.sleep_level != 2
+        bucket = self.settings.sync_bucket_mb * 2**20
+        weights = stream_weights(model, bucket, self.dtype, stats, skip_frozen=skip_frozen)
+        with _quiet_partial_reload(skip_frozen):
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.synced_once = True
         # The worker dropped its encoder and multimodal caches with the old weights; the scheduler and the input
         # processor must forget theirs too, or they point at embeddings that no longer exist.
         engine = self.llm.llm_engine
@@ -342,6 +348,27 @@ class VLLMRollout:
                 f"vLLM expanded prompt {g} to {len(vllm_ids)} tokens, our processor to {len(ours)}: the image "
                 "resize settings differ (min_pixels/max_pixels), so the trainer would score other positions"
             )
+
+
+def _quiet_partial_reload(partial: bool):
+    """vLLM's in-place reload warns once per layer it was sent nothing for (and keeps that layer's weights, which
+    is what a partial sync wants): silence that logger while a partial sync runs."""
+    import contextlib
+
+    if not partial:
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def quiet():
+        logger = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+
+    return quiet()
 
 
 def _checkpoint_path(model: torch.nn.Module) -> str:

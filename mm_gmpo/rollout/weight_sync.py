@@ -151,19 +151,32 @@ def _value(t: SyncTensor, dtype: torch.dtype) -> torch.Tensor:
     return (base.to(torch.float32) + delta.to(torch.float32)).to(dtype)
 
 
+def trainable(t: SyncTensor) -> bool:
+    """Whether training can change the tensor (a merged LoRA weight can: its adapter trains)."""
+    return any(p.requires_grad for p in t.params)
+
+
 def stream_weights(
-    model: torch.nn.Module, bucket_bytes: int, dtype: torch.dtype, stats: SyncStats | None = None
+    model: torch.nn.Module,
+    bucket_bytes: int,
+    dtype: torch.dtype,
+    stats: SyncStats | None = None,
+    *,
+    skip_frozen: bool = False,
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """(checkpoint name, tensor in ``dtype``) for the whole model, gathering one bucket at a time.
 
     A generator: the gather of a bucket happens when the consumer reaches it, and its parameters are released
-    (re-partitioned) before the next one is gathered. ``stats`` is filled as it goes.
+    (re-partitioned) before the next one is gathered. ``stats`` is filled as it goes. ``skip_frozen``: leave out
+    the tensors no training step changes (frozen vision parts, a LoRA model's base), for a sampler that still
+    holds them.
     """
     stats = stats if stats is not None else SyncStats()
     itemsize = torch.empty((), dtype=dtype).element_size()
     all_params = list(model.parameters())
     stats.partitioned = bool(all_params) and hasattr(all_params[0], "ds_id")
-    for bucket in sync_buckets(sync_tensors(model), bucket_bytes, itemsize):
+    tensors = [t for t in sync_tensors(model) if trainable(t) or not skip_frozen]
+    for bucket in sync_buckets(tensors, bucket_bytes, itemsize):
         params = list({id(p): p for t in bucket for p in t.params}.values())
         with _gathered(params), torch.no_grad():
             resident = sum(p.data.numel() for p in all_params)

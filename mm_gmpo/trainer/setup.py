@@ -114,6 +114,9 @@ def build_policy(cfg: Config, path: str, precision: Precision):
         # the layers checkpoint only in train mode (module.training): the update switches it on
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
+    frozen = freeze_parts(model, vision_tower=cfg.model.freeze_vision_tower, merger=cfg.model.freeze_merger)
+    if frozen:
+        log.info("frozen: %d parameter tensors (%s)", len(frozen), _frozen_summary(cfg))
     if cfg.model.lora.enabled:
         peft = require("peft", "model.lora", "pip install peft")
         lora = cfg.model.lora
@@ -124,6 +127,41 @@ def build_policy(cfg: Config, path: str, precision: Precision):
             ),
         )
     return model
+
+
+def vision_parts(model) -> tuple[torch.nn.Module, torch.nn.Module | None] | None:
+    """(vision tower without its merger, merger) of a Qwen2.5-VL-style model; None for a text model."""
+    inner = getattr(model, "model", model)
+    visual = getattr(inner, "visual", None)
+    if visual is None:
+        return None
+    return visual, getattr(visual, "merger", None)
+
+
+def freeze_parts(model, *, vision_tower: bool, merger: bool) -> list[str]:
+    """Switch off gradients of the vision tower (all of ``visual`` but the merger) and/or the merger; the names of
+    the frozen parameters. A text model with either switch on is an error (nothing to freeze)."""
+    if not (vision_tower or merger):
+        return []
+    parts = vision_parts(model)
+    if parts is None:
+        raise UserError("model.freeze_vision_tower / model.freeze_merger: this model has no vision tower")
+    visual, merger_module = parts
+    merger_ids = {id(p) for p in merger_module.parameters()} if merger_module is not None else set()
+    frozen = []
+    for name, p in visual.named_parameters():
+        in_merger = id(p) in merger_ids
+        if (merger and in_merger) or (vision_tower and not in_merger):
+            p.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
+def _frozen_summary(cfg: Config) -> str:
+    parts = [
+        n for n, on in (("vision tower", cfg.model.freeze_vision_tower), ("merger", cfg.model.freeze_merger)) if on
+    ]
+    return " and ".join(parts)
 
 
 def build_reference(cfg: Config, path: str, device: torch.device, precision: Precision, start_weights=None):
