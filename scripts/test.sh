@@ -7,4 +7,7 @@ cd "$(dirname "$0")/.."
 pip install -q -r requirements.txt
 ruff check .
 ruff format --check .
-OMP_NUM_THREADS=1 python -m pytest -q "$@"
+# Two workers (one per core of the CI machine; PYTEST_WORKERS to change), each test file on one worker so that
+# a file's module fixtures (the straight training run that several e2e tests compare with) are built once.
+# The slowest tests are listed at the end.
+OMP_NUM_THREADS=1 python -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadfile --durations=25 "$@"

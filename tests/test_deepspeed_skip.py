@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from mm_gmpo.trainer.dist import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = r"""
@@ -38,6 +40,15 @@ for poison in (False, True, False):
     moved = any(not torch.equal(a, b) for a, b in zip(before, weights()))
     finite = all(torch.isfinite(w).all() for w in weights())
     out.append({"applied": applied, "moved": moved, "finite": bool(finite), "skipped": updater.engine.skipped_steps})
+# the weight sync on the same engine: a bucket per Linear (64 bytes), gathered one at a time
+from mm_gmpo.rollout.weight_sync import SyncStats, stream_weights
+stats = SyncStats()
+full = dict(zip([n for n, _ in updater.module.named_parameters()], weights()))
+sent = dict(stream_weights(updater.module, 64, torch.float32, stats))
+sync = {"names": sorted(sent) == sorted(full), "equal": all(torch.equal(sent[k], full[k]) for k in full),
+        "buckets": stats.buckets, "outside": stats.max_gathered_outside_bucket, "partitioned": stats.partitioned,
+        "resident_at_rest": sum(p.data.numel() for p in updater.module.parameters())}
+print(json.dumps(sync))
 print(json.dumps(out))
 """
 
@@ -45,17 +56,24 @@ print(json.dumps(out))
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [2, 3])
 def test_deepspeed_drops_a_nan_step_before_applying_it(tmp_path, stage):
+    """... and, on the same engine, the weight sync's ZeRO-3 gather: every parameter partitioned (threshold 0), the
+    full values sent, one bucket gathered at a time (nothing outside it resident)."""
     config = json.loads((REPO / f"configs/deepspeed/zero{stage}.json").read_text())
     config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
     ds = tmp_path / "ds.json"
     ds.write_text(json.dumps(config))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}
-    env["MASTER_PORT"] = str(29700 + (os.getpid() + stage) % 200)
+    env["MASTER_PORT"] = str(free_port())
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(ds)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    steps = json.loads(result.stdout.strip().splitlines()[-1])
+    lines = result.stdout.strip().splitlines()
+    steps, sync = json.loads(lines[-1]), json.loads(lines[-2])
+    # the weight sync sends the full weights under ZeRO-3 too, gathering one bucket (one Linear) at a time
+    assert sync["names"] and sync["equal"] and sync["buckets"] == 2
+    if stage == 3:
+        assert sync["partitioned"] and sync["resident_at_rest"] == 0 and sync["outside"] == 0
     assert [s["applied"] for s in steps] == [True, False, True]
     assert [s["moved"] for s in steps] == [True, False, True]  # the NaN step moved nothing, the next one trains
     assert all(s["finite"] for s in steps) and steps[-1]["skipped"] == 1

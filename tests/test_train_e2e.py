@@ -13,6 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mm_gmpo.trainer.dist import free_port
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +58,7 @@ def _train(tmp: Path, run: str, model_dir: Path, *extra: str, nproc: int = 1) ->
             "--nproc_per_node",
             str(nproc),
             "--master_port",
-            str(29500 + os.getpid() % 1000),
+            str(free_port()),
             "-m",
             "mm_gmpo",
             *args,
@@ -265,7 +267,7 @@ def test_zero3_two_processes_text_model_finishes(tmp_path):
     out = tmp_path / "math-z3"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_port", str(29500 + (os.getpid() + 7) % 1000), "-m", "mm_gmpo", "train",
+        "--master_port", str(free_port()), "-m", "mm_gmpo", "train",
         str(REPO / "configs/math_tiny.yaml"), f"trainer.output_dir={out}", f"model.path={tmp_path / 'tiny-text'}",
         f"trainer.deepspeed={ds}", "trainer.max_steps=2", "trainer.save_every=0", "warmstart.steps=20",
         "rollout.prompts_per_round=2", "rollout.max_new_tokens=16", "data.val_limit=3", "data.train_limit=20",

@@ -1,5 +1,6 @@
 """Weight sync into a sampler (no vLLM needed): what is sent, in which buckets, LoRA merged, ZeRO-3 gathered one
-bucket at a time; the reference offload; the vLLM settings refused before an engine is built.
+bucket at a time (that one in tests/test_deepspeed_skip.py, on its ZeRO-3 engine); the reference offload; the vLLM
+settings refused before an engine is built.
 
 The engine side (vLLM loading these tensors, 2 processes, tensor parallelism) is scripts/check_vllm.sh.
 """
@@ -7,10 +8,6 @@ The engine side (vLLM loading these tensors, 2 processes, tensor parallelism) is
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -66,60 +63,6 @@ def test_lora_sync_sends_merged_weights_under_the_base_names(tiny_text_dir):
     assert changed and all(("q_proj" in n or "v_proj" in n) and n.endswith(".weight") for n in changed)
     for name, value in sent.items():
         torch.testing.assert_close(value, merged[name], rtol=0, atol=1e-6)
-
-
-ZERO3_SCRIPT = textwrap.dedent(
-    """
-    import json, os, sys, torch, deepspeed
-    for key, value in (("MASTER_ADDR", "127.0.0.1"), ("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
-        os.environ.setdefault(key, value)
-    deepspeed.init_distributed("gloo")
-    from mm_gmpo.models import load_model
-    from mm_gmpo.rollout.weight_sync import SyncStats, stream_weights
-    model = load_model(sys.argv[1], "float32")
-    full = {k: v.clone() for k, v in model.state_dict().items()}
-    config = json.loads(open(sys.argv[2]).read())
-    config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
-    config.pop("bf16", None)
-    config.update(train_batch_size=1, train_micro_batch_size_per_gpu=1, gradient_accumulation_steps=1)
-    engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model.parameters()), config=config)
-    partitioned = sum(p.data.numel() for p in engine.module.parameters())
-    stats = SyncStats()
-    sent = dict(stream_weights(engine.module, 1 << 20, torch.float32, stats))
-    assert stats.partitioned and partitioned == 0, partitioned
-    assert sorted(sent) == sorted(full), set(full) ^ set(sent)
-    assert all(torch.equal(sent[k], full[k]) for k in full)
-    largest_bucket_numel = stats.max_bucket_bytes // 4
-    print("buckets", stats.buckets, "outside", stats.max_gathered_outside_bucket,
-          "gathered", stats.max_gathered_numel, "largest", largest_bucket_numel,
-          "total", sum(v.numel() for v in full.values()))
-    assert stats.buckets > 3 and stats.max_gathered_outside_bucket == 0
-    assert stats.max_gathered_numel <= largest_bucket_numel
-    print("OK")
-    """
-)
-
-
-def test_zero3_sync_gathers_one_bucket_at_a_time(tiny_vl_dir, tmp_path):
-    """Every parameter partitioned (threshold 0): while a bucket is sent nothing else is gathered, and the values
-    are the full weights."""
-    pytest.importorskip("deepspeed")
-    script = tmp_path / "zero3_sync.py"
-    script.write_text(ZERO3_SCRIPT)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "OMP_NUM_THREADS": "1",
-        "MASTER_PORT": str(29900 + os.getpid() % 90),
-    }
-    result = subprocess.run(
-        [sys.executable, str(script), str(tiny_vl_dir), str(REPO / "configs/deepspeed/zero3.json")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert result.returncode == 0 and "OK" in result.stdout, result.stdout[-2000:] + result.stderr[-3000:]
 
 
 def test_reference_offload_runs_on_the_device_and_returns_to_host_memory(tiny_vl_dir):

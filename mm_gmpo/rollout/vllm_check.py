@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mm_gmpo.trainer.dist import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -168,7 +170,7 @@ def multi_process_check(
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_port", str(29400 + os.getpid() % 500 + tensor_parallel), "-m", "mm_gmpo", "train",
+        "--master_port", str(free_port()), "-m", "mm_gmpo", "train",
         str(REPO / "configs/geo3k_tiny.yaml"), *overrides,
     ]  # fmt: skip
     label = f"multi-process: 2 ranks, ZeRO-3 (all parameters partitioned), tensor parallel {tensor_parallel}" + (

@@ -53,7 +53,7 @@ def init_distributed(use_deepspeed: bool) -> DistContext:
     if use_deepspeed and not dist.is_initialized():
         if world_size == 1:  # DeepSpeed wants a process group even alone (else it tries MPI discovery)
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+            os.environ.setdefault("MASTER_PORT", str(free_port()))
             for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
                 os.environ.setdefault(key, value)
         require("deepspeed", "trainer.deepspeed", "pip install deepspeed").init_distributed(dist_backend=backend)
@@ -62,7 +62,7 @@ def init_distributed(use_deepspeed: bool) -> DistContext:
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as sock:
