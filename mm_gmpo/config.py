@@ -111,6 +111,9 @@ class RolloutConfig:
     # fp32 1e-5 / 1e-4, bf16 0.05 / 0.5 (mm_gmpo.rollout.preflight.PREFLIGHT_TOLERANCES)
     preflight_mean_tolerance: float = 0.0
     preflight_p99_tolerance: float = 0.0
+    max_sampling_rounds: int = (
+        3  # dynamic sampling: samplings per round at most (then fill with zero-advantage groups)
+    )
     vllm_gpu_memory_utilization: float = 0.5  # share of GPU memory for the colocated vLLM engine while awake
     vllm_sleep: bool = True  # free vLLM's memory for the log-prob passes and the update (false: level 0)
     # 1: weights offloaded to host memory; 2: weights dropped (every wake is followed by a full sync anyway)
@@ -129,6 +132,9 @@ class AlgorithmConfig:
     normalize_std: bool = True  # divide group-centred rewards by the group std (False: Dr.GRPO)
     kl_coef: float = 0.0  # k3 KL to the reference policy; 0: off and no reference model is loaded
     entropy_coef: float = 0.0  # entropy bonus; 0: entropy is logged, not optimised
+    # DAPO's dynamic sampling: drop groups whose rewards are all equal and sample further prompts until the round
+    # holds rollout.prompts_per_round informative groups (at most rollout.max_sampling_rounds samplings)
+    dynamic_sampling: bool = False
 
 
 @dataclass

@@ -112,11 +112,15 @@ def model_dir(tmp_path_factory) -> Path:
     return folder
 
 
+# The straight run and the resumed one sample dynamically (DAPO), so exact resume is checked with it on.
+DYNAMIC = ["algorithm.dynamic_sampling=true", "rollout.max_sampling_rounds=2"]
+
+
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory, model_dir) -> Path:
     """4 optimizer steps straight, checkpoints every 2."""
     return _train(
-        tmp_path_factory.mktemp("runs"), "straight", model_dir, "trainer.max_steps=4", "trainer.save_every=2"
+        tmp_path_factory.mktemp("runs"), "straight", model_dir, "trainer.max_steps=4", "trainer.save_every=2", *DYNAMIC
     )
 
 
@@ -148,6 +152,11 @@ def test_single_process_run(straight, model_dir):
             assert isinstance(row[key], float) and math.isfinite(row[key]), (key, row[key])
     assert "val/accuracy" in rows[-1] and rows[-1]["step"] == 4  # final validation
     assert any(r["reward/std"] > 0 for r in train_rows)  # mixed rewards: the updates are informative
+    # dynamic sampling: one or two samplings per round, the share of informative groups before filtering logged
+    assert all(r["batch/sampling_rounds"] in (1.0, 2.0) for r in train_rows)
+    assert all(0.0 <= r["batch/informative_groups_frac"] <= 1.0 for r in train_rows)
+    for r in train_rows:  # a round ends early only when it has enough informative groups
+        assert r["batch/sampling_rounds"] == 2.0 or r["batch/uninformative_groups_kept"] == 0.0
     assert all(r["rollout/logprob_diff_max"] < 1e-4 for r in train_rows)  # fp32: the sampler is the trainer
     # the second update of a round is off-policy: its log-ratios are not all zero
     assert any(r["actor/log_ratio_max"] - r["actor/log_ratio_min"] > 0 for r in train_rows)
@@ -172,9 +181,15 @@ def test_checkpoint_loads_with_stock_transformers(straight):
 
 
 def test_resume_is_exact(tmp_path, straight, model_dir):
-    first = _train(tmp_path, "resumed", model_dir, "trainer.max_steps=2", "trainer.save_every=2")
+    first = _train(tmp_path, "resumed", model_dir, "trainer.max_steps=2", "trainer.save_every=2", *DYNAMIC)
     _train(
-        tmp_path, "resumed", model_dir, "trainer.max_steps=4", "trainer.save_every=2", f"trainer.resume_from={first}"
+        tmp_path,
+        "resumed",
+        model_dir,
+        "trainer.max_steps=4",
+        "trainer.save_every=2",
+        f"trainer.resume_from={first}",
+        *DYNAMIC,
     )
     assert _max_diff(_weights(straight, 4), _weights(first, 4)) <= 1e-6
     a = [r for r in _metrics(straight) if "actor/pg_loss" in r]

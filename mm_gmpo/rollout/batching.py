@@ -36,6 +36,12 @@ def suppressed_token_ids(tokenizer, vocab_size: int) -> torch.Tensor:
     return torch.tensor(sorted(i for i in ids if i < vocab_size), dtype=torch.long)
 
 
+def pad_token_id(processor_or_tokenizer) -> int:
+    """The id that pads rows (the tokenizer's pad token, else its end-of-text)."""
+    tokenizer = tokenizer_of(processor_or_tokenizer)
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_token_ids(tokenizer)[-1]
+
+
 def model_vocab_size(model) -> int:
     """Rows of the LM head (from the config: under ZeRO-3 the weight tensors are empty placeholders)."""
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
@@ -106,7 +112,7 @@ def assemble_batch(
     if len(responses) != num_rows:
         raise ValueError(f"expected {num_rows} responses ({len(prompts)} prompts x {n}), got {len(responses)}")
     width = max([len(r) for r in responses] + [1])
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_token_ids(tokenizer)[-1]
+    pad = pad_token_id(tokenizer)
     response_ids = torch.full((num_rows, width), pad, dtype=torch.long)
     response_mask = torch.zeros((num_rows, width), dtype=torch.bool)
     sampler_logprobs = torch.zeros((num_rows, width), dtype=torch.float32)

@@ -184,3 +184,50 @@ class RolloutBatch:
             images_per_prompt=move(self.images_per_prompt),
             suppressed_token_ids=move(self.suppressed_token_ids),
         )
+
+
+def concat_batches(batches: list[RolloutBatch], pad_token_id: int) -> RolloutBatch:
+    """The rows of ``batches`` in order, as one batch: prompts left-padded and responses right-padded to the
+    widest, prompt tables appended (``row_prompt`` shifted), groups renumbered after each other (``group_index``
+    shifted past the previous batches' groups). Sampling parameters are the first batch's; times add up."""
+    if not batches:
+        raise ValueError("concat_batches needs at least one batch")
+    if len(batches) == 1:
+        return batches[0]
+    prompt = max(b.prompt_length for b in batches)
+    response = max(b.response_length for b in batches)
+
+    def widen(b: RolloutBatch, t: torch.Tensor, fill) -> torch.Tensor:
+        left = torch.full((b.num_rows, prompt - b.prompt_length), fill, dtype=t.dtype)
+        right = torch.full((b.num_rows, response - b.response_length), fill, dtype=t.dtype)
+        return torch.cat([left, t, right], dim=1)
+
+    def right_pad(b: RolloutBatch, t: torch.Tensor, fill) -> torch.Tensor:
+        return torch.cat([t, torch.full((b.num_rows, response - b.response_length), fill, dtype=t.dtype)], dim=1)
+
+    row_prompt, group_index, prompt_offset, group_offset = [], [], 0, 0
+    for b in batches:
+        row_prompt.append(b.row_prompt + prompt_offset)
+        group_index.append(b.group_index + group_offset)
+        prompt_offset += len(b.images_per_prompt)
+        group_offset += int(b.group_index.max()) + 1 if b.num_rows else 0
+    grids = [b.image_grid_thw for b in batches if b.image_grid_thw is not None]
+    pixels = [b.pixel_values for b in batches if b.pixel_values is not None]
+    first = batches[0]
+    return replace(
+        first,
+        input_ids=torch.cat([widen(b, b.input_ids, pad_token_id) for b in batches]),
+        attention_mask=torch.cat([widen(b, b.attention_mask, 0) for b in batches]),
+        response_mask=torch.cat([right_pad(b, b.response_mask, False) for b in batches]),
+        sampler_logprobs=torch.cat([right_pad(b, b.sampler_logprobs, 0.0) for b in batches]),
+        prompt_length=prompt,
+        row_prompt=torch.cat(row_prompt),
+        group_index=torch.cat(group_index),
+        pixel_values=torch.cat(pixels) if pixels else None,
+        image_grid_thw=torch.cat(grids) if grids else None,
+        images_per_prompt=torch.cat([b.images_per_prompt for b in batches]),
+        finish_reason=[r for b in batches for r in b.finish_reason],
+        response_text=[t for b in batches for t in b.response_text],
+        examples=[e for b in batches for e in b.examples],
+        generation_seconds=sum(b.generation_seconds for b in batches),
+    )

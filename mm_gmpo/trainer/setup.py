@@ -52,6 +52,11 @@ def check_config(cfg: Config, world_size: int) -> None:
     get_policy_loss(cfg.algorithm.loss)  # an unknown name fails here, with a did-you-mean
     if cfg.algorithm.loss == "drgrpo" and cfg.algorithm.normalize_std:
         log.warning("algorithm.loss=drgrpo usually goes with algorithm.normalize_std=false (Dr.GRPO advantages)")
+    if cfg.algorithm.dynamic_sampling and (r.max_sampling_rounds < 1 or r.n < 2):
+        raise UserError(
+            f"algorithm.dynamic_sampling needs rollout.max_sampling_rounds >= 1 (got {r.max_sampling_rounds}) and "
+            f"rollout.n >= 2 (got {r.n}): a group of one response is never informative"
+        )
     tp = r.vllm_tensor_parallel_size
     if r.backend == "vllm" and (tp < 1 or world_size % tp):
         raise UserError(f"rollout.vllm_tensor_parallel_size={tp} must divide the {world_size} training processes")

@@ -28,11 +28,13 @@ from mm_gmpo.config import Config, save_config, to_dict
 from mm_gmpo.errors import TrainingHalted
 from mm_gmpo.reward import VerifierPool, compute_rewards
 from mm_gmpo.rollout import RolloutEngine, SamplingParams, assert_parity, default_tolerances, parity_report
+from mm_gmpo.rollout.batching import pad_token_id
 from mm_gmpo.rollout.preflight import ParityReport
 from mm_gmpo.trainer import dist
 from mm_gmpo.trainer.batch import TrainBatch
 from mm_gmpo.trainer.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from mm_gmpo.trainer.data import load_prompt_sets
+from mm_gmpo.trainer.dynamic import assemble_round, informative_groups
 from mm_gmpo.trainer.logger import MetricsLogger
 from mm_gmpo.trainer.policy import PolicyLogprobs
 from mm_gmpo.trainer.precision import resolve_precision
@@ -148,21 +150,8 @@ class Trainer:
                 timings: dict[str, float] = {}
                 peaks: dict[str, float] = {}  # GiB, GPU only
                 round_start = time.perf_counter()
-                with timed(timings, "rollout", peaks), self.precision.autocast():
-                    batch = self.rollout.generate(self._next_prompts(), cfg.rollout.n, self._sampling(state.round))
+                batch, scores, sampling_metrics = self._sample_round(timings, peaks)
                 self.rollout.sleep()  # vLLM frees its weights and KV cache until the sync (no-op for hf)
-                with timed(timings, "reward"):
-                    scores = compute_rewards(
-                        batch.response_text,
-                        [ex.answer for ex in batch.examples],
-                        choices=[ex.choices for ex in batch.examples],
-                        truncated=[reason == "length" for reason in batch.finish_reason],
-                        pool=self.verifier,
-                        accuracy_weight=cfg.reward.accuracy_weight,
-                        format_weight=cfg.reward.format_weight,
-                        format_kind=cfg.reward.format,
-                        zero_truncated=cfg.reward.zero_truncated,
-                    )
                 advantages = group_advantages(
                     torch.tensor(scores.total, dtype=torch.float32),
                     cfg.rollout.n,
@@ -191,6 +180,7 @@ class Trainer:
                 )
                 round_metrics.update(parity_metrics)
                 round_metrics.update(sync_metrics)
+                round_metrics.update(sampling_metrics)
                 round_metrics.update({f"perf/{name}_peak_gib": value for name, value in peaks.items()})
                 val_metrics = {}
                 if self.val_prompts and cfg.trainer.val_every and state.round % cfg.trainer.val_every == 0:
@@ -230,8 +220,9 @@ class Trainer:
         mine = indices[self.ctx.rank * share : (self.ctx.rank + 1) * share]
         return [self.train_prompts[i] for i in mine]
 
-    def _sampling(self, round_index: int) -> SamplingParams:
-        """Same seed on every process; rows are keyed by their global prompt index (see rollout.hf)."""
+    def _sampling(self, round_index: int, attempt: int = 0) -> SamplingParams:
+        """Same seed on every process; rows are keyed by their global prompt index (see rollout.hf). ``attempt``:
+        the dynamic-sampling round within the round (0: the only one without dynamic sampling)."""
         r = self.cfg.rollout
         share = r.prompts_per_round // self.ctx.world_size
         return SamplingParams(
@@ -239,8 +230,55 @@ class Trainer:
             top_p=r.top_p,
             top_k=r.top_k,
             max_new_tokens=r.max_new_tokens,
-            seed=self.cfg.trainer.seed * 1_000_003 + round_index,
+            seed=self.cfg.trainer.seed * 1_000_003 + round_index + 7_919 * attempt,
             first_prompt=self.ctx.rank * share,
+        )
+
+    def _rewards(self, batch):
+        r = self.cfg.reward
+        return compute_rewards(
+            batch.response_text,
+            [ex.answer for ex in batch.examples],
+            choices=[ex.choices for ex in batch.examples],
+            truncated=[reason == "length" for reason in batch.finish_reason],
+            pool=self.verifier,
+            accuracy_weight=r.accuracy_weight,
+            format_weight=r.format_weight,
+            format_kind=r.format,
+            zero_truncated=r.zero_truncated,
+        )
+
+    def _sample_round(self, timings: dict, peaks: dict):
+        """(rollout batch, reward scores, batch/* metrics) of the round. With ``algorithm.dynamic_sampling``: further
+        prompts are sampled until every process holds its share of informative groups (or the bound is hit), and
+        only those are kept (see :mod:`mm_gmpo.trainer.dynamic`)."""
+        cfg = self.cfg
+        attempts = cfg.rollout.max_sampling_rounds if cfg.algorithm.dynamic_sampling else 1
+        want = cfg.rollout.prompts_per_round // self.ctx.world_size
+        sampled = []
+        for attempt in range(attempts):
+            with timed(timings, "rollout", peaks), self.precision.autocast():
+                prompts, sampling = self._next_prompts(), self._sampling(self.state.round, attempt)
+                batch = self.rollout.generate(prompts, cfg.rollout.n, sampling)
+            with timed(timings, "reward"):
+                sampled.append((batch, self._rewards(batch)))
+            if attempts == 1:
+                return batch, sampled[0][1], {}
+            have = sum(sum(informative_groups(s.total, cfg.rollout.n)) for _, s in sampled)
+            if dist.all_reduce_max(self.ctx, [float(have < want)])[0] == 0.0:  # every process has its share
+                break
+        batch, scores, counts = assemble_round(sampled, cfg.rollout.n, want, pad_token_id(self.processor))
+        total = dist.all_reduce_sum(
+            self.ctx, [counts["groups_sampled"], counts["groups_informative"], counts["groups_filled"]]
+        )
+        return (
+            batch,
+            scores,
+            {
+                "batch/informative_groups_frac": total[1] / max(total[0], 1.0),
+                "batch/sampling_rounds": float(len(sampled)),
+                "batch/uninformative_groups_kept": total[2],
+            },
         )
 
     def _count_nonfinite(self, skipped: bool) -> None:
