@@ -128,7 +128,7 @@ class AlgorithmConfig:
 
 @dataclass
 class RewardConfig:
-    """The reward: weighted verifier accuracy and answer format."""
+    """The reward: weighted verifier accuracy and answer format, or a function of your own."""
 
     accuracy_weight: float = 0.9
     format_weight: float = 0.1
@@ -137,6 +137,10 @@ class RewardConfig:
     timeout: float = 1.0  # seconds per verification, enforced in worker processes
     workers: int = 2  # verifier worker processes per training process
     memory_mb: int = 1024  # address-space limit per verifier worker
+    # your own reward: path/to/file.py:name or package.module:name, called as name(response, answer, example) ->
+    # float or {"total": float, "<name>": float, ...} in the verifier workers (README "Rewards of your own");
+    # empty: the weighted verifier accuracy and format above
+    function: str = ""
 
 
 @dataclass

@@ -27,6 +27,7 @@ from mm_gmpo.algorithms import get_policy_loss, group_advantages
 from mm_gmpo.config import Config, save_config, to_dict
 from mm_gmpo.errors import TrainingHalted
 from mm_gmpo.reward import VerifierPool, compute_rewards
+from mm_gmpo.reward.custom import example_fields
 from mm_gmpo.rollout import RolloutEngine, SamplingParams, assert_parity, default_tolerances, parity_report
 from mm_gmpo.rollout.preflight import ParityReport
 from mm_gmpo.trainer import dist
@@ -36,6 +37,7 @@ from mm_gmpo.trainer.data import load_prompt_sets
 from mm_gmpo.trainer.logger import MetricsLogger
 from mm_gmpo.trainer.policy import PolicyLogprobs
 from mm_gmpo.trainer.precision import resolve_precision
+from mm_gmpo.trainer.reward_metrics import named_reward_metrics
 from mm_gmpo.trainer.setup import (
     build_policy,
     build_reference,
@@ -114,7 +116,10 @@ class Trainer:
             cfg.rollout.preflight_p99_tolerance or default_p99,
         )
         self.verifier = VerifierPool(
-            workers=cfg.reward.workers, timeout=cfg.reward.timeout, memory_mb=cfg.reward.memory_mb
+            workers=cfg.reward.workers,
+            timeout=cfg.reward.timeout,
+            memory_mb=cfg.reward.memory_mb,
+            reward_function=cfg.reward.function,
         )
         self.state = TrainState()
         resume_step = None
@@ -162,6 +167,7 @@ class Trainer:
                         format_weight=cfg.reward.format_weight,
                         format_kind=cfg.reward.format,
                         zero_truncated=cfg.reward.zero_truncated,
+                        examples=[example_fields(ex) for ex in batch.examples] if cfg.reward.function else None,
                     )
                 advantages = group_advantages(
                     torch.tensor(scores.total, dtype=torch.float32),
@@ -286,6 +292,8 @@ class Trainer:
             **{f"perf/{name}_s": value for name, value in timings.items()},
         }
         metrics.update(self.rollout.metrics(batch))
+        if self.cfg.reward.function:
+            metrics.update(named_reward_metrics(self.ctx, scores))
         return metrics
 
     # ------------------------------------------------------------------ around the loop
