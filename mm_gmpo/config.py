@@ -70,7 +70,8 @@ class ModelConfig:
 class DataConfig:
     """Which datasets, from where, and how prompts are built from them."""
 
-    train: str = "geometry3k:train"  # dataset spec: geometry3k:<split>, math_lvl3to5, math500, jsonl:<path>, ...
+    # dataset spec: geometry3k:<split>, math_lvl3to5, math500, jsonl:<path>, parquet:<path>, hf:<org/name>[:<split>]
+    train: str = "geometry3k:train"
     val: str = "geometry3k:validation"  # validation spec; empty: no validation
     source: Literal["auto", "local", "hub"] = "auto"  # auto: local files when present, else the hub
     local_dir: str = ""  # root of local data; empty: data/sample in the repo, then ../shared/data
@@ -84,6 +85,11 @@ class DataConfig:
     skip_invalid: bool = False  # skip (and count) bad rows instead of failing
     blank_images: bool = False  # replace every image by a blank one (control: does the image matter?)
     shuffle: bool = True  # reshuffle the training set every epoch (seeded)
+    # columns of your own dataset (jsonl, parquet, hf specs); empty: problem/question, answer, images/image, choices
+    prompt_key: str = ""  # problem text
+    answer_key: str = ""  # gold answer
+    image_key: str = ""  # an image or a list of images (paths, bytes, or the datasets Image feature)
+    choices_key: str = ""  # a list of multiple-choice options
 
 
 @dataclass

@@ -12,7 +12,12 @@ BENCHMARKS = ["geometry3k:test", "math500", "aime24", "aime25", "amc23", "minerv
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="hub id or local folder (e.g. a run's checkpoint)")
-    parser.add_argument("--data", nargs="+", required=True, help=f"dataset specs: {', '.join(BENCHMARKS)}, jsonl:PATH")
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        help=f"dataset specs: {', '.join(BENCHMARKS)}, jsonl:PATH, parquet:PATH, hf:ORG/NAME[:SPLIT]",
+    )
     parser.add_argument("--n", type=int, default=1, help="samples per problem (Pass@1 averaged over them)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     parser.add_argument("--max-new-tokens", type=int, default=3000)
@@ -38,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--attn-implementation", default="auto", help="auto: flash_attention_2 when importable, else sdpa"
     )
+    for column in ("prompt", "answer", "image", "choices"):
+        parser.add_argument(
+            f"--{column}-key", default="", help=f"{column} column of jsonl/parquet/hf data (as data.{column}_key)"
+        )
     parser.add_argument("--output", default="", help="folder for items-<set>.jsonl and summary.json")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -45,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mm_gmpo.config import RolloutConfig
     from mm_gmpo.data import build_prompts, load_examples
+    from mm_gmpo.data.generic import ColumnKeys
     from mm_gmpo.models import load_model, load_processor
     from mm_gmpo.reward import VerifierPool
     from mm_gmpo.rollout import RolloutEngine
@@ -63,7 +73,11 @@ def run(args: argparse.Namespace) -> int:
     with VerifierPool(workers=2, timeout=1.0) as verifier:
         for spec in args.data:
             examples, _ = load_examples(
-                spec, source=args.source, local_dir=args.local_dir or None, split_limit=args.limit or None
+                spec,
+                source=args.source,
+                local_dir=args.local_dir or None,
+                split_limit=args.limit or None,
+                keys=ColumnKeys(args.prompt_key, args.answer_key, args.image_key, args.choices_key),
             )
             template = args.template or ("geo3k" if spec.startswith("geometry3k") else "qwen_math")
             prompts, _ = build_prompts(
