@@ -146,3 +146,59 @@ def test_example_fields_leave_images_out():
         "choices": ["1", "2"],
         "source": "jsonl:x",
     }
+
+
+E2E_REWARD = textwrap.dedent(
+    """
+    def score(response, answer, example):
+        if example["id"] == "r1":
+            raise ValueError("this row always fails")
+        return {"total": float(len(response) > 0), "difficulty": example["difficulty"]}
+    """
+)
+
+
+@pytest.mark.slow
+def test_train_with_own_reward_on_own_parquet_data(tiny_text_dir, tmp_path):
+    """One round of `mm-gmpo train` on a Parquet file with mapped columns and a file-based reward function: the
+    unmapped column reaches the function, named scores and failures are logged."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mm_gmpo.cli import main
+
+    rows = [{"id": f"r{i}", "q": f"What is {i} + {i}?", "gold": str(2 * i), "difficulty": 3} for i in range(4)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "own.parquet")
+    (tmp_path / "own_reward.py").write_text(E2E_REWARD)
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "configs/math_tiny.yaml",
+            f"trainer.output_dir={out}",
+            f"model.path={tiny_text_dir}",
+            f"data.train=parquet:{tmp_path / 'own.parquet'}",
+            "data.val=",
+            "data.prompt_key=q",
+            "data.answer_key=gold",
+            f"reward.function={tmp_path / 'own_reward.py'}:score",
+            "reward.zero_truncated=false",
+            "rollout.n=2",
+            "rollout.prompts_per_round=4",
+            "rollout.max_new_tokens=4",
+            "trainer.max_steps=1",
+            "trainer.updates_per_round=1",
+            "trainer.save_every=0",
+            "trainer.num_threads=1",
+            "trainer.progress=false",
+            "trainer.tensorboard=false",
+            "warmstart.steps=0",
+        ]
+    )
+    assert code == 0
+    first, row = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert row["reward/function_errors"] == 2  # the two responses of row r1, scored 0
+    assert row["reward/difficulty"] == pytest.approx(3 * 6 / 8)
+    assert row["reward/mean"] == pytest.approx(6 / 8) and first["data/train_kept"] == 4
