@@ -75,7 +75,8 @@ class ModelConfig:
 class DataConfig:
     """Which datasets, from where, and how prompts are built from them."""
 
-    train: str = "geometry3k:train"  # dataset spec: geometry3k:<split>, math_lvl3to5, math500, jsonl:<path>, ...
+    # dataset spec: geometry3k:<split>, math_lvl3to5, math500, jsonl:<path>, parquet:<path>, hf:<org/name>[:<split>]
+    train: str = "geometry3k:train"
     val: str = "geometry3k:validation"  # validation spec; empty: no validation
     source: Literal["auto", "local", "hub"] = "auto"  # auto: local files when present, else the hub
     local_dir: str = ""  # root of local data; empty: data/sample in the repo, then ../shared/data
@@ -89,6 +90,11 @@ class DataConfig:
     skip_invalid: bool = False  # skip (and count) bad rows instead of failing
     blank_images: bool = False  # replace every image by a blank one (control: does the image matter?)
     shuffle: bool = True  # reshuffle the training set every epoch (seeded)
+    # columns of your own dataset (jsonl, parquet, hf specs); empty: problem/question, answer, images/image, choices
+    prompt_key: str = ""  # problem text
+    answer_key: str = ""  # gold answer
+    image_key: str = ""  # an image or a list of images (paths, bytes, or the datasets Image feature)
+    choices_key: str = ""  # a list of multiple-choice options
 
 
 @dataclass
@@ -139,7 +145,7 @@ class AlgorithmConfig:
 
 @dataclass
 class RewardConfig:
-    """The reward: weighted verifier accuracy and answer format."""
+    """The reward: weighted verifier accuracy and answer format, or a function of your own."""
 
     accuracy_weight: float = 0.9
     format_weight: float = 0.1
@@ -148,6 +154,10 @@ class RewardConfig:
     timeout: float = 1.0  # seconds per verification, enforced in worker processes
     workers: int = 2  # verifier worker processes per training process
     memory_mb: int = 1024  # address-space limit per verifier worker
+    # your own reward: path/to/file.py:name or package.module:name, called as name(response, answer, example) ->
+    # float or {"total": float, "<name>": float, ...} in the verifier workers (README "Rewards of your own");
+    # empty: the weighted verifier accuracy and format above
+    function: str = ""
 
 
 @dataclass

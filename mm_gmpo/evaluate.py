@@ -1,20 +1,39 @@
-"""`mm-gmpo eval`: Pass@1 of a model (hub id or folder) on one or more benchmarks, per-item JSONL and a table."""
+"""`mm-gmpo eval`: pass@k (unbiased, from n samples) and avg@n of a model (hub id or folder) on one or more
+benchmarks; per-item JSONL with every sample and its verdict, summary.json and a table."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 BENCHMARKS = ["geometry3k:test", "math500", "aime24", "aime25", "amc23", "minerva", "olympiadbench"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="hub id or local folder (e.g. a run's checkpoint)")
-    parser.add_argument("--data", nargs="+", required=True, help=f"dataset specs: {', '.join(BENCHMARKS)}, jsonl:PATH")
-    parser.add_argument("--n", type=int, default=1, help="samples per problem (Pass@1 averaged over them)")
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        help=f"dataset specs: {', '.join(BENCHMARKS)}, jsonl:PATH, parquet:PATH, hf:ORG/NAME[:SPLIT]",
+    )
+    parser.add_argument(
+        "--n", type=int, default=1, help="samples per problem (pass@k and avg@n are computed from them)"
+    )
+    parser.add_argument(
+        "--k",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="pass@k for each k (1 <= k <= n; unbiased estimator), e.g. 1 4 16",
+    )
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (1: off)")
     parser.add_argument("--max-new-tokens", type=int, default=3000)
     parser.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     parser.add_argument(
@@ -38,19 +57,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--attn-implementation", default="auto", help="auto: flash_attention_2 when importable, else sdpa"
     )
+    for column in ("prompt", "answer", "image", "choices"):
+        parser.add_argument(
+            f"--{column}-key", default="", help=f"{column} column of jsonl/parquet/hf data (as data.{column}_key)"
+        )
     parser.add_argument("--output", default="", help="folder for items-<set>.jsonl and summary.json")
     parser.add_argument("--seed", type=int, default=0)
+
+
+def check_arguments(args: argparse.Namespace) -> list[int]:
+    """The sorted distinct ks; raises :class:`UserError` naming the flag (before any model loads)."""
+    from mm_gmpo.errors import UserError
+
+    if args.n < 1:
+        raise UserError(f"--n {args.n}: needs at least 1 sample per problem")
+    ks = sorted(set(args.k))
+    if ks[0] < 1 or ks[-1] > args.n:
+        raise UserError(f"--k {' '.join(map(str, args.k))}: every k must be between 1 and --n {args.n}")
+    if args.temperature < 0 or not 0 < args.top_p <= 1:
+        raise UserError(f"--temperature {args.temperature} must be >= 0 and --top-p {args.top_p} in (0, 1]")
+    if args.n > 1 and args.temperature == 0:
+        log.warning("--n %d with --temperature 0: greedy samples are identical, pass@k = pass@1", args.n)
+    return ks
 
 
 def run(args: argparse.Namespace) -> int:
     from mm_gmpo.config import RolloutConfig
     from mm_gmpo.data import build_prompts, load_examples
+    from mm_gmpo.data.generic import ColumnKeys
     from mm_gmpo.models import load_model, load_processor
     from mm_gmpo.reward import VerifierPool
     from mm_gmpo.rollout import RolloutEngine
     from mm_gmpo.trainer.dist import local_device
     from mm_gmpo.trainer.evaluation import evaluate_prompts
+    from mm_gmpo.trainer.passk import summarize_samples
 
+    ks = check_arguments(args)
     device = local_device()
     processor = load_processor(args.model, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
     pixels = _pixel_budget(processor)
@@ -63,7 +105,11 @@ def run(args: argparse.Namespace) -> int:
     with VerifierPool(workers=2, timeout=1.0) as verifier:
         for spec in args.data:
             examples, _ = load_examples(
-                spec, source=args.source, local_dir=args.local_dir or None, split_limit=args.limit or None
+                spec,
+                source=args.source,
+                local_dir=args.local_dir or None,
+                split_limit=args.limit or None,
+                keys=ColumnKeys(args.prompt_key, args.answer_key, args.image_key, args.choices_key),
             )
             template = args.template or ("geo3k" if spec.startswith("geometry3k") else "qwen_math")
             prompts, _ = build_prompts(
@@ -82,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
                 verifier,
                 n=args.n,
                 temperature=args.temperature,
+                top_p=args.top_p,
                 max_new_tokens=args.max_new_tokens,
                 batch_size=args.batch_size,
                 format_kind="boxed",
@@ -90,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
             finish = [r for item in result.items for r in item["finish_reasons"]]
             summary[spec] = {
                 "pass@1": result.accuracy,
+                **summarize_samples([item["verdicts"] for item in result.items], ks),
                 "problems": result.count,
                 "mean_length": result.length_sum / max(result.count, 1),
                 "truncated_frac": sum(r == "length" for r in finish) / max(len(finish), 1),
@@ -101,8 +149,9 @@ def run(args: argparse.Namespace) -> int:
                 with (out_dir / f"items-{name}.jsonl").open("w") as f:
                     for item in result.items:
                         f.write(json.dumps(item) + "\n")
+    scores = ["pass@1", *(f"pass@{k}" for k in ks if k != 1), f"avg@{args.n}"]
     if summary:
-        summary["average"] = {"pass@1": sum(v["pass@1"] for v in summary.values()) / len(summary)}
+        summary["average"] = {name: sum(v[name] for v in summary.values()) / len(summary) for name in scores}
     if out_dir:
         record = {
             "model": args.model,
@@ -112,8 +161,9 @@ def run(args: argparse.Namespace) -> int:
             "limit": args.limit,
             "sampling": {
                 "n": args.n,
+                "k": ks,
                 "temperature": args.temperature,
-                "top_p": 1.0,
+                "top_p": args.top_p,
                 "top_k": 0,
                 "max_new_tokens": args.max_new_tokens,
                 "seed": args.seed,
@@ -126,10 +176,17 @@ def run(args: argparse.Namespace) -> int:
             **summary,  # one entry per dataset spec, and "average"
         }
         (out_dir / "summary.json").write_text(json.dumps(record, indent=1))
-    print(f"{'benchmark':<22}{'pass@1':>8}{'problems':>10}")
-    for spec, row in summary.items():
-        print(f"{spec:<22}{100 * row['pass@1']:>8.1f}{row.get('problems', ''):>10}")
+    print(format_table(summary, scores))
     return 0
+
+
+def format_table(summary: dict[str, dict], scores: list[str]) -> str:
+    """One line per data set (and the average): the scores in percent, then the number of problems."""
+    lines = [f"{'benchmark':<22}" + "".join(f"{name:>10}" for name in scores) + f"{'problems':>10}"]
+    for spec, row in summary.items():
+        values = "".join(f"{100 * row[name]:>10.1f}" for name in scores)
+        lines.append(f"{spec:<22}{values}{row.get('problems', ''):>10}")
+    return "\n".join(lines)
 
 
 def _pixel_budget(processor) -> tuple[int, int]:

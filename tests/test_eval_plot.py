@@ -79,13 +79,24 @@ def test_eval_writes_items_and_summary(tiny_vl_dir, tmp_path):
             "4",
             "--max-pixels",
             "12544",
+            "--n",
+            "2",
+            "--k",
+            "1",
+            "2",
+            "--temperature",
+            "1.0",
             "--output",
             str(out),
         ]
     )
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["geometry3k:test"]["problems"] == 3
-    assert 0.0 <= summary["geometry3k:test"]["pass@1"] <= 1.0
+    result = summary["geometry3k:test"]
+    assert result["problems"] == 3 and summary["sampling"]["k"] == [1, 2]
+    assert result["pass@1"] == pytest.approx(result["avg@2"])
+    assert 0.0 <= result["pass@1"] <= result["pass@2"] + 1e-12 <= 1.0 + 1e-12
+    assert set(summary["average"]) == {"pass@1", "pass@2", "avg@2"}
     items = [json.loads(line) for line in (out / "items-geometry3k_test.jsonl").read_text().splitlines()]
-    assert len(items) == 3 and all(len(item["responses"]) == 1 for item in items)
+    assert len(items) == 3 and all(len(item["responses"]) == len(item["verdicts"]) == 2 for item in items)
+    assert all(item["num_correct"] == sum(item["verdicts"]) for item in items)

@@ -1,4 +1,6 @@
-"""Dataset specs (``geometry3k:train``, ``math500``, ``jsonl:/path``) to examples, from local files or the hub.
+"""Dataset specs (``geometry3k:train``, ``math500``, ``jsonl:/path``, ``parquet:/path``, ``hf:ORG/NAME[:SPLIT]``) to
+examples, from local files or the hub. A user's own datasets (jsonl, parquet, hf) map their columns with
+:class:`~mm_gmpo.data.generic.ColumnKeys` (``data.prompt_key`` and friends).
 
 Local roots are searched in order: ``local_dir`` when given; else ``data/sample`` shipped in the repo, then
 ``../shared/data`` beside the repo. A root holds ``geometry3k/<split>.jsonl`` (image paths relative to
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from mm_gmpo.data import rows as rowfmt
+from mm_gmpo.data.generic import ColumnKeys, generic_example, load_hf, read_parquet
 from mm_gmpo.data.images import BadRow, blank_like
 from mm_gmpo.errors import UserError
 from mm_gmpo.types import Example
@@ -58,6 +61,8 @@ KNOWN_SPECS = [
     "geometry3k:test",
     *MATH_FILES,
     "jsonl:<path>",
+    "parquet:<path>",
+    "hf:<org/name or folder>[:<split>]",
     "synthetic:<task>:<split>[:<size>]",
 ]
 
@@ -85,15 +90,20 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 
     - ``"geometry3k:test"`` -> ("geometry3k", "test") (splits train, validation (or val), test; default train);
     - ``"math500"`` -> ("math500", None) (the text sets of ``MATH_FILES``);
-    - ``"jsonl:/path/rows.jsonl"`` -> ("jsonl", "/path/rows.jsonl");
+    - ``"jsonl:/path/rows.jsonl"`` -> ("jsonl", "/path/rows.jsonl"); ``"parquet:/path/rows.parquet"`` likewise;
+    - ``"hf:org/name:test"`` -> ("hf", "org/name:test"): ``datasets`` from the hub (or its cache), or from a local
+      folder saved with ``save_to_disk`` or holding data files (split default train);
     - ``"synthetic:<task>:<split>[:<size>]"`` -> ("synthetic", "<task>:<split>:<size>"): a generated image task
       (:mod:`mm_gmpo.data.synthetic`; tasks polygon_sides, longest_segment, number_inside, count_points) or text
       task (:mod:`mm_gmpo.data.synthetic_text`; chain_sum); splits train, val, test from fixed seeds; size
       defaults to 2000 / 300 / 500, e.g. ``synthetic:polygon_sides:train:2000``.
     """
     spec = spec.strip()
-    if spec.startswith("jsonl:"):
-        return "jsonl", spec.removeprefix("jsonl:")
+    for kind in ("jsonl", "parquet", "hf"):
+        if spec.startswith(f"{kind}:"):
+            if not spec.removeprefix(f"{kind}:"):
+                raise UserError(f"dataset spec {spec!r}: nothing after {kind}:")
+            return kind, spec.removeprefix(f"{kind}:")
     if spec.startswith("synthetic:"):
         from mm_gmpo.data.synthetic import parse_synthetic
 
@@ -193,21 +203,33 @@ def load_examples(
     skip_invalid: bool = False,
     blank_images: bool = False,
     render_missing: bool = True,
+    keys: ColumnKeys | None = None,
 ) -> tuple[list[Example], DataStats]:
     """Load a dataset by spec. Bad rows raise :class:`UserError` naming dataset, row id and file, or with
     ``skip_invalid`` are skipped and counted in ``DataStats.skipped`` by reason. ``split_limit`` keeps the first N
     rows read; ``blank_images`` replaces every image by a white one of the same size; ``render_missing`` draws a
-    Geometry3K diagram from its annotation where the row has no image."""
+    Geometry3K diagram from its annotation where the row has no image. ``keys``: the columns of a user's own
+    dataset (jsonl, parquet, hf); without any, JSONL rows keep their historical format (:func:`rows.jsonl_example`)."""
     name, split = parse_spec(spec)
     if source not in ("auto", "local", "hub"):
         raise UserError(f"data.source={source!r}: expected auto, local or hub")
-    if name == "jsonl":
+    keys = keys or ColumnKeys()
+    if name in ("jsonl", "parquet"):
         path = Path(split).expanduser()
         if not path.is_file():
             raise UserError(f"dataset spec {spec!r}: no such file {path}")
-        convert = partial(rowfmt.jsonl_example, dataset=spec, root=path.parent, where=str(path))
-        raw = read_jsonl(path, spec)[:split_limit]
+        if name == "jsonl" and not keys.any:
+            convert = partial(rowfmt.jsonl_example, dataset=spec, root=path.parent, where=str(path))
+        else:
+            convert = partial(generic_example, dataset=spec, root=path.parent, where=str(path), keys=keys)
+        raw = (read_jsonl if name == "jsonl" else read_parquet)(path, spec)[:split_limit]
         return _finish(convert, raw, DataStats(spec, origin=str(path)), skip_invalid, blank_images)
+    if name == "hf":  # data.source and data.local_dir do not apply: the spec says where
+        dataset, origin, root = load_hf(split, spec)
+        convert = partial(generic_example, dataset=spec, root=root, where=origin, keys=keys)
+        count = len(dataset) if split_limit is None else min(split_limit, len(dataset))
+        rows = (dataset[i] for i in range(count))
+        return _finish(convert, rows, DataStats(spec, origin=origin), skip_invalid, blank_images)
     if name == "synthetic":  # generated in process: data.source and data.local_dir do not apply
         from mm_gmpo.data.synthetic import synthetic_example
 
@@ -255,7 +277,7 @@ def _local_pool(root: Path, stats: DataStats) -> list[dict]:
 
 
 def _finish(
-    convert: Callable[..., Example], raw: list, stats: DataStats, skip_invalid: bool, blank_images: bool
+    convert: Callable[..., Example], raw: Iterable, stats: DataStats, skip_invalid: bool, blank_images: bool
 ) -> tuple[list[Example], DataStats]:
     """Convert rows one by one, skipping (and counting) or raising on bad ones; then blank images if asked."""
     examples, seen = [], set()

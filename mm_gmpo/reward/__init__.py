@@ -2,11 +2,23 @@
 
 ``verify``/``grade`` grade in-process; ``VerifierPool`` grades batches in worker processes with a hard
 per-item time and memory bound; ``compute_rewards`` turns a batch of responses into accuracy, format and
-weighted total rewards. The grading policy is in docs/verifier.md.
+weighted total rewards, or the total of a user's own function (``reward.function``: ``load_reward_function``).
+The grading policy is in docs/verifier.md.
 """
 
+from mm_gmpo.reward.custom import CustomScore, load_reward_function
 from mm_gmpo.reward.grading import Grade, grade, verify
 from mm_gmpo.reward.pool import VerifierPool
 from mm_gmpo.reward.rewards import RewardScores, compute_rewards, format_reward
 
-__all__ = ["Grade", "RewardScores", "VerifierPool", "compute_rewards", "format_reward", "grade", "verify"]
+__all__ = [
+    "CustomScore",
+    "Grade",
+    "load_reward_function",
+    "RewardScores",
+    "VerifierPool",
+    "compute_rewards",
+    "format_reward",
+    "grade",
+    "verify",
+]

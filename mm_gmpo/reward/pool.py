@@ -4,7 +4,8 @@ Why processes: sympy calls cannot be interrupted from inside Python in a thread 
 the main thread of the main interpreter), and a hostile answer can take any amount of time or memory. Each worker
 grades one item at a time; the parent waits on the workers' pipes with a deadline per item, and a worker that
 overruns is killed and replaced (its item graded ``timeout``); one that dies (memory limit, crash) is replaced
-(its item graded ``error``). Workers start with the "spawn" method, so the pool works from threads and inside
+(its item graded ``error``). With ``reward_function`` (``reward.function``, see :mod:`mm_gmpo.reward.custom`) the
+same workers also run a user's reward function under the same bounds (``score_batch``). Workers start with the "spawn" method, so the pool works from threads and inside
 torch.distributed worker processes (no fork of a process holding CUDA/NCCL/gloo state). Results come back in
 input order.
 """
@@ -30,8 +31,8 @@ _MAX_START_FAILURES = 5
 _GRADER = "mm_gmpo.reward.grading:grade"
 
 
-def _worker_main(conn: Connection, memory_mb: int, grader: str) -> None:
-    """Worker loop: import, warm up, bound the address space, then grade items until told to stop."""
+def _worker_main(conn: Connection, memory_mb: int, grader: str, reward_function: str = "") -> None:
+    """Worker loop: import, warm up, bound the address space, then grade (or score) items until told to stop."""
     import importlib
     import signal
 
@@ -40,6 +41,14 @@ def _worker_main(conn: Connection, memory_mb: int, grader: str) -> None:
 
     module, _, name = grader.partition(":")
     grade = getattr(importlib.import_module(module), name)
+    custom, custom_error = None, ""
+    if reward_function:  # imported before the memory bound, like the verifier (checked in the parent already)
+        from mm_gmpo.reward.custom import load_reward_function
+
+        try:
+            custom = load_reward_function(reward_function)
+        except Exception as exc:  # noqa: BLE001 (reported per item, scored 0)
+            custom_error = str(exc)
 
     warm_up()  # warm the parser before the clock of any real item starts
     if memory_mb > 0:
@@ -58,9 +67,13 @@ def _worker_main(conn: Connection, memory_mb: int, grader: str) -> None:
             return
         if message is None:
             return
-        index, response, gold, choices = message
+        index, kind, response, gold, extra = message
+        if kind == "score":
+            if not _score_item(conn, index, custom, custom_error, response, gold, extra):
+                return
+            continue
         try:
-            result = grade(response, gold, choices=choices)
+            result = grade(response, gold, choices=extra)
         except MemoryError:
             result = Grade(False, None, "error", f"memory limit ({memory_mb} MB) reached")
         except RecursionError:
@@ -73,15 +86,39 @@ def _worker_main(conn: Connection, memory_mb: int, grader: str) -> None:
             return
 
 
+def _score_item(conn: Connection, index: int, fn, load_error: str, response, gold, example) -> bool:
+    """Run the user's reward function on one item and send its :class:`CustomScore`; False if the pipe is gone.
+    ``call_reward`` turns any exception (MemoryError at the bound included) into an error scored 0."""
+    from mm_gmpo.reward.custom import CustomScore, call_reward
+
+    result = CustomScore(0.0, error=load_error or "no reward function") if fn is None else None
+    result = result or call_reward(fn, response, gold, example)
+    try:
+        conn.send((index, result))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _failed(kind: str, method: str, reason: str, extracted: str | None = None):
+    """The result of an item whose worker overran (``timeout``) or died (``error``)."""
+    if kind == "score":
+        from mm_gmpo.reward.custom import CustomScore
+
+        return CustomScore(0.0, error=f"{method}: {reason}")
+    return Grade(False, extracted, method, reason)
+
+
 class _Worker:
-    def __init__(self, ctx, memory_mb: int, grader: str):
+    def __init__(self, ctx, memory_mb: int, grader: str, reward_function: str = ""):
         self.conn, child = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=_worker_main, args=(child, memory_mb, grader), daemon=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, memory_mb, grader, reward_function), daemon=True)
         self.process.start()
         child.close()
         self.ready = False
         self.started = time.monotonic()
         self.item: int | None = None
+        self.kind = "grade"  # of the item in progress: grade (the verifier) or score (reward.function)
         self.response = ""  # of the item in progress (a timed-out item still reports what it extracted)
         self.deadline = 0.0
 
@@ -98,17 +135,27 @@ class VerifierPool:
     Thread-safe (one batch at a time); workers start on first use and live until ``close``.
     """
 
-    def __init__(self, workers: int = 2, timeout: float = 1.0, memory_mb: int = 1024, *, _grader: str = _GRADER):
+    def __init__(
+        self,
+        workers: int = 2,
+        timeout: float = 1.0,
+        memory_mb: int = 1024,
+        *,
+        reward_function: str = "",
+        _grader: str = _GRADER,
+    ):
         if workers < 1 or timeout <= 0:
             raise ValueError(f"VerifierPool needs workers >= 1 and timeout > 0, got {workers}, {timeout}")
         self.workers, self.timeout, self.memory_mb = workers, timeout, memory_mb
         self._grader = _grader  # "module:function" run in the workers (tests substitute a slow one)
+        self.reward_function = reward_function  # reward.function spec for score_batch; empty: none
         self._ctx = mp.get_context("spawn")
         self._pool: list[_Worker] = []
         self._lock = threading.Lock()
         self._start_failures = 0
         self.timeouts = 0  # items graded "timeout" since the pool started
         self.errors = 0  # items graded "error"
+        self.function_errors = 0  # score_batch items that raised, returned a bad value, overran or died
 
     def __enter__(self) -> VerifierPool:
         return self
@@ -134,7 +181,7 @@ class VerifierPool:
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
-        self._pool[self._pool.index(worker)] = _Worker(self._ctx, self.memory_mb, self._grader)
+        self._pool[self._pool.index(worker)] = _Worker(self._ctx, self.memory_mb, self._grader, self.reward_function)
 
     def grade_batch(
         self,
@@ -149,22 +196,39 @@ class VerifierPool:
                 + (f", {len(choices)} choice lists" if choices is not None else "")
             )
         items = [
-            (i, str(r) if r is not None else "", str(g) if g is not None else "", None if not choices else choices[i])
+            (i, "grade", *_texts(r, g), None if not choices else choices[i])
             for i, (r, g) in enumerate(zip(responses, golds, strict=True))
         ]
         with self._lock:
             return self._run(items)
 
-    def _run(self, items: list[tuple]) -> list[Grade]:
-        results: list[Grade | None] = [None] * len(items)
+    def score_batch(self, responses: Sequence[str], golds: Sequence[str], examples: Sequence[dict]) -> list:
+        """``reward_function(responses[i], golds[i], examples[i])`` per item, bounded like grading; results in
+        order as :class:`~mm_gmpo.reward.custom.CustomScore` (a failure scores 0 and counts in
+        ``function_errors``)."""
+        if not self.reward_function:
+            raise ValueError("score_batch needs a VerifierPool built with reward_function")
+        if not len(responses) == len(golds) == len(examples):
+            raise ValueError(f"score_batch: {len(responses)} responses, {len(golds)} golds, {len(examples)} examples")
+        items = [
+            (i, "score", *_texts(r, g), dict(e))
+            for i, (r, g, e) in enumerate(zip(responses, golds, examples, strict=True))
+        ]
+        with self._lock:
+            results = self._run(items)
+        self.function_errors += sum(bool(r.error) for r in results)
+        return results
+
+    def _run(self, items: list[tuple]) -> list:
+        results: list = [None] * len(items)
         pending = collections.deque(items)
         while len(self._pool) < self.workers:
-            self._pool.append(_Worker(self._ctx, self.memory_mb, self._grader))
+            self._pool.append(_Worker(self._ctx, self.memory_mb, self._grader, self.reward_function))
         while pending or any(w.item is not None for w in self._pool):
             for worker in self._pool:
                 if worker.ready and worker.item is None and pending:
                     item = pending.popleft()
-                    worker.item, worker.response = item[0], item[1]
+                    worker.item, worker.kind, worker.response = item[0], item[1], item[2]
                     worker.deadline = time.monotonic() + self.timeout
                     worker.conn.send(item)
             busy = [w for w in self._pool if w.item is not None]
@@ -174,15 +238,15 @@ class VerifierPool:
                 worker = next(w for w in self._pool if w.conn is conn)
                 self._receive(worker, results)
             self._enforce_deadlines(results)
-        return [r if r is not None else Grade(False, None, "error", "no result") for r in results]
+        return [r if r is not None else _failed(items[i][1], "error", "no result") for i, r in enumerate(results)]
 
-    def _receive(self, worker: _Worker, results: list[Grade | None]) -> None:
+    def _receive(self, worker: _Worker, results: list) -> None:
         try:
             tag, payload = worker.conn.recv()
         except (EOFError, OSError) as exc:
             if worker.item is not None:
-                results[worker.item] = Grade(False, None, "error", "verifier worker died (memory limit or crash)")
-                self.errors += 1
+                results[worker.item] = _failed(worker.kind, "error", "verifier worker died (memory limit or crash)")
+                self.errors += worker.kind == "grade"
             elif not worker.ready:
                 self._start_failures += 1
                 if self._start_failures > _MAX_START_FAILURES:
@@ -195,17 +259,22 @@ class VerifierPool:
             return
         if worker.item == tag:
             results[tag] = payload
-            self.errors += payload.method == "error"
+            self.errors += worker.kind == "grade" and payload.method == "error"
             worker.item = None
 
-    def _enforce_deadlines(self, results: list[Grade | None]) -> None:
+    def _enforce_deadlines(self, results: list) -> None:
         now = time.monotonic()
         for worker in list(self._pool):
             if worker.item is not None and now >= worker.deadline:
                 logger.debug("verifier item %d over %.2fs: worker replaced", worker.item, self.timeout)
-                extracted = extract_answer(worker.response).answer
-                results[worker.item] = Grade(False, extracted, "timeout", f"over the {self.timeout:g}s time bound")
-                self.timeouts += 1
+                extracted = extract_answer(worker.response).answer if worker.kind == "grade" else None
+                reason = f"over the {self.timeout:g}s time bound"
+                results[worker.item] = _failed(worker.kind, "timeout", reason, extracted)
+                self.timeouts += worker.kind == "grade"
                 self._replace(worker)
             elif not worker.ready and now - worker.started > _STARTUP_SECONDS:
                 raise RuntimeError(f"a verifier worker did not start within {_STARTUP_SECONDS:.0f}s")
+
+
+def _texts(response, gold) -> tuple[str, str]:
+    return (str(response) if response is not None else "", str(gold) if gold is not None else "")

@@ -1,11 +1,13 @@
-"""Training rewards: verifier accuracy, answer format, and their weighted sum (plain functions)."""
+"""Training rewards: verifier accuracy, answer format, and their weighted sum (plain functions); or a user's own
+reward function (``reward.function``, :mod:`mm_gmpo.reward.custom`) as the total."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from mm_gmpo.reward.custom import call_reward
 from mm_gmpo.reward.extract import find_boxes
 from mm_gmpo.reward.grading import Grade, grade
 
@@ -20,10 +22,14 @@ class RewardScores:
 
     accuracy: list[float]  # [B] 1.0 when the verifier says correct (0 for a truncated response if zeroed)
     format: list[float]  # [B] 1.0 when the response has the requested format
-    total: list[float]  # [B] accuracy_weight * accuracy + format_weight * format
+    total: list[float]  # [B] accuracy_weight * accuracy + format_weight * format, or the reward function's total
     timeouts: int  # responses whose grading overran the time bound (scored 0)
     errors: int  # responses whose grading failed (scored 0)
     extracted: list[str | None]  # [B] the answer taken from each response
+    # reward.function only: name -> [B] every named score it returned ("total" included; a name a row did not
+    # return, or a failed row, counts 0), and the responses whose call raised, returned a bad value or overran
+    named: dict[str, list[float]] = field(default_factory=dict)
+    function_errors: int = 0
 
 
 def _think_then_box(response: str) -> bool:
@@ -66,10 +72,17 @@ def compute_rewards(
     format_weight: float = 0.1,
     format_kind: str = "think_boxed",
     zero_truncated: bool = True,
+    examples: Sequence[dict] | None = None,
+    reward_function=None,
 ) -> RewardScores:
     """Rewards of a batch. ``pool`` (a ``VerifierPool``) bounds each grading in time and memory; without it
     grading runs in this process (fine for trusted text, not for training). ``truncated[i]``: the response hit
-    the length limit; with ``zero_truncated`` it scores 0 on everything."""
+    the length limit; with ``zero_truncated`` it scores 0 on everything.
+
+    ``examples`` (the fields of each response's example, :func:`~mm_gmpo.reward.custom.example_fields`): the total
+    is the user's reward function's instead of the weighted sum, run in the pool (built with ``reward_function``)
+    or, without a pool, ``reward_function`` (a callable) in this process. Accuracy and format are still the
+    verifier's, for the metrics."""
     n = len(responses)
     if (
         len(golds) != n
@@ -84,6 +97,16 @@ def compute_rewards(
             grade(r, g, choices=None if choices is None else choices[i])
             for i, (r, g) in enumerate(zip(responses, golds, strict=True))
         ]
+    customs = None
+    if examples is not None:
+        if len(examples) != n:
+            raise ValueError("compute_rewards: examples must have one entry per response")
+        if pool is not None:
+            customs = pool.score_batch(responses, golds, examples)
+        else:
+            customs = [
+                call_reward(reward_function, r, g, e) for r, g, e in zip(responses, golds, examples, strict=True)
+            ]
     accuracy, fmt, total = [], [], []
     for i, (response, result) in enumerate(zip(responses, grades, strict=True)):
         cut = bool(truncated[i]) if truncated is not None else False
@@ -92,6 +115,12 @@ def compute_rewards(
         accuracy.append(acc)
         fmt.append(form)
         total.append(accuracy_weight * acc + format_weight * form)
+    named: dict[str, list[float]] = {}
+    if customs is not None:
+        cut = [bool(truncated[i]) and zero_truncated if truncated is not None else False for i in range(n)]
+        total = [0.0 if cut[i] else c.total for i, c in enumerate(customs)]
+        for name in sorted({key for c in customs for key in c.named}):
+            named[name] = [0.0 if cut[i] else c.named.get(name, 0.0) for i, c in enumerate(customs)]
     return RewardScores(
         accuracy=accuracy,
         format=fmt,
@@ -99,6 +128,8 @@ def compute_rewards(
         timeouts=sum(g.method == "timeout" for g in grades),
         errors=sum(g.method == "error" for g in grades),
         extracted=[g.extracted for g in grades],
+        named=named,
+        function_errors=0 if customs is None else sum(bool(c.error) for c in customs),
     )
 
 

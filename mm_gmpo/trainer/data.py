@@ -23,6 +23,7 @@ def load_prompt_sets(cfg: Config, processor) -> tuple[list, list, dict[str, floa
 
 def _prompts(cfg: Config, processor, spec: str, limit: int, split: str):
     from mm_gmpo.data import build_prompts, load_examples
+    from mm_gmpo.data.generic import ColumnKeys
 
     d = cfg.data
     examples, stats = load_examples(
@@ -32,6 +33,7 @@ def _prompts(cfg: Config, processor, spec: str, limit: int, split: str):
         split_limit=limit or None,
         skip_invalid=d.skip_invalid,
         blank_images=d.blank_images,
+        keys=ColumnKeys(d.prompt_key, d.answer_key, d.image_key, d.choices_key),
     )
     prompts, prompt_stats = build_prompts(
         examples,

@@ -52,8 +52,12 @@ def _concat_scores(parts: list[RewardScores], sampled: list[RewardScores]) -> Re
         values = [getattr(p, f.name) for p in parts]
         if isinstance(values[0], list):
             out[f.name] = [x for v in values for x in v]
-        elif isinstance(values[0], dict):
-            out[f.name] = {k: [x for v in values for x in v[k]] for k in values[0]}
+        elif isinstance(values[0], dict):  # named scores: a name one part lacks is 0 for its rows
+            names = sorted({k for v in values for k in v})
+            out[f.name] = {
+                k: [x for v, p in zip(values, parts, strict=True) for x in v.get(k, [0.0] * len(p.total))]
+                for k in names
+            }
         elif isinstance(values[0], int | float):
             out[f.name] = sum(getattr(s, f.name) for s in sampled)
     return replace(parts[0], **out)

@@ -1,4 +1,5 @@
-"""Pass@1 over a list of prompts: generate, grade with the verifier, count. Used by validation and `mm-gmpo eval`."""
+"""Pass@1 over a list of prompts: generate, grade with the verifier, count; every sample's verdict is kept (pass@k,
+:mod:`mm_gmpo.trainer.passk`). Used by validation and `mm-gmpo eval`."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def evaluate_prompts(
     format_kind: str,
     seed: int,
     num_scored: int | None = None,
+    top_p: float = 1.0,
 ) -> EvalResult:
     """Sample ``n`` responses per prompt and grade them. ``num_scored``: only the first that many prompts count
     (the rest pad a process's share to the size of the others', so that every process generates equally often,
@@ -40,7 +42,7 @@ def evaluate_prompts(
 
     scored = len(prompts) if num_scored is None else num_scored
     result = EvalResult()
-    sampling = SamplingParams(temperature=temperature, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens, seed=seed)
+    sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens, seed=seed)
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
         batch = engine.generate(chunk, n, sampling)
@@ -70,6 +72,7 @@ def evaluate_prompts(
                     "finish_reasons": [batch.finish_reason[r] for r in rows],
                     "response_lengths": [int(lengths[r]) for r in rows],
                     "correct": correct,
+                    "num_correct": sum(bool(grades[r].correct) for r in rows),
                 }
             )
     return result

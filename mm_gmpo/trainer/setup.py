@@ -65,6 +65,10 @@ def check_config(cfg: Config, world_size: int) -> None:
             f"rollout.vllm_sleep_level={r.vllm_sleep_level} must be 0, 1 or 2 and "
             f"rollout.vllm_sync_bucket_mb={r.vllm_sync_bucket_mb} at least 1"
         )
+    if cfg.reward.function:  # a bad path, a missing name or a wrong signature stops here, before any model loads
+        from mm_gmpo.reward.custom import load_reward_function
+
+        load_reward_function(cfg.reward.function)
     from mm_gmpo.data.synthetic import TASKS, TEXT_TASKS
 
     known = [*TASKS, *TEXT_TASKS]

@@ -27,6 +27,7 @@ from mm_gmpo.algorithms import get_policy_loss, group_advantages
 from mm_gmpo.config import Config, save_config, to_dict
 from mm_gmpo.errors import TrainingHalted
 from mm_gmpo.reward import VerifierPool, compute_rewards
+from mm_gmpo.reward.custom import example_fields
 from mm_gmpo.rollout import RolloutEngine, SamplingParams, assert_parity, default_tolerances, parity_report
 from mm_gmpo.rollout.batching import pad_token_id
 from mm_gmpo.rollout.preflight import ParityReport
@@ -38,6 +39,7 @@ from mm_gmpo.trainer.dynamic import assemble_round, informative_groups
 from mm_gmpo.trainer.logger import MetricsLogger
 from mm_gmpo.trainer.policy import PolicyLogprobs
 from mm_gmpo.trainer.precision import resolve_precision
+from mm_gmpo.trainer.reward_metrics import named_reward_metrics
 from mm_gmpo.trainer.setup import (
     build_policy,
     build_reference,
@@ -116,7 +118,10 @@ class Trainer:
             cfg.rollout.preflight_p99_tolerance or default_p99,
         )
         self.verifier = VerifierPool(
-            workers=cfg.reward.workers, timeout=cfg.reward.timeout, memory_mb=cfg.reward.memory_mb
+            workers=cfg.reward.workers,
+            timeout=cfg.reward.timeout,
+            memory_mb=cfg.reward.memory_mb,
+            reward_function=cfg.reward.function,
         )
         self.state = TrainState()
         resume_step = None
@@ -246,6 +251,7 @@ class Trainer:
             format_weight=r.format_weight,
             format_kind=r.format,
             zero_truncated=r.zero_truncated,
+            examples=[example_fields(ex) for ex in batch.examples] if r.function else None,
         )
 
     def _sample_round(self, timings: dict, peaks: dict):
@@ -324,6 +330,8 @@ class Trainer:
             **{f"perf/{name}_s": value for name, value in timings.items()},
         }
         metrics.update(self.rollout.metrics(batch))
+        if self.cfg.reward.function:
+            metrics.update(named_reward_metrics(self.ctx, scores))
         return metrics
 
     # ------------------------------------------------------------------ around the loop
