@@ -124,6 +124,9 @@ class AlgorithmConfig:
     normalize_std: bool = True  # divide group-centred rewards by the group std (False: Dr.GRPO)
     kl_coef: float = 0.0  # k3 KL to the reference policy; 0: off and no reference model is loaded
     entropy_coef: float = 0.0  # entropy bonus; 0: entropy is logged, not optimised
+    # train even where every advantage is 0 (rollout.n=1, or rollout.temperature=0: identical responses), which
+    # learns nothing from the rewards; refused at start unless set (e.g. to time a round, or with entropy_coef)
+    allow_zero_advantages: bool = False
 
 
 @dataclass
@@ -132,7 +135,7 @@ class RewardConfig:
 
     accuracy_weight: float = 0.9
     format_weight: float = 0.1
-    format: str = "think_boxed"  # think_boxed | boxed | answer_tag | none
+    format: Literal["think_boxed", "boxed", "answer_tag", "none"] = "think_boxed"  # = reward.rewards.FORMAT_KINDS
     zero_truncated: bool = True  # a response cut at max_new_tokens scores 0
     timeout: float = 1.0  # seconds per verification, enforced in worker processes
     workers: int = 2  # verifier worker processes per training process
@@ -200,7 +203,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise UserError(f"{path}: not valid YAML ({exc})") from exc
+            raise UserError(_yaml_error(path, exc)) from exc
         if not isinstance(raw, dict):
             raise UserError(f"{path}: the top level must be a mapping of sections")
     for item in overrides or []:
@@ -209,6 +212,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise UserError(f"override {item!r} is not of the form key.sub=value")
         _set_dotted(raw, key.strip(), _parse_value(value))
     return _build(cls, raw, prefix="", root=cls)
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """One line: file, line and what the parser found (PyYAML's own message spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path} line {mark.line + 1}" if mark is not None else str(path)
+    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    return f"{where}: not valid YAML ({problem})"
 
 
 def to_dict(config: Any) -> dict:
@@ -287,7 +298,9 @@ def _coerce(hint: Any, value: Any, key: str, root: type) -> Any:
     if origin is Literal:
         if value not in args:
             choices = ", ".join(map(str, args))
-            raise UserError(f"config key {key}={value!r} is not one of: {choices}")
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise UserError(f"config key {key}={value!r} is not one of: {choices}{hint}")
         return value
     if origin is list:
         if not isinstance(value, list):
