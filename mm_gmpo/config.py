@@ -141,6 +141,9 @@ class AlgorithmConfig:
     # DAPO's dynamic sampling: drop groups whose rewards are all equal and sample further prompts until the round
     # holds rollout.prompts_per_round informative groups (at most rollout.max_sampling_rounds samplings)
     dynamic_sampling: bool = False
+    # train even where every advantage is 0 (rollout.n=1, or rollout.temperature=0: identical responses), which
+    # learns nothing from the rewards; refused at start unless set (e.g. to time a round, or with entropy_coef)
+    allow_zero_advantages: bool = False
 
 
 @dataclass
@@ -149,7 +152,7 @@ class RewardConfig:
 
     accuracy_weight: float = 0.9
     format_weight: float = 0.1
-    format: str = "think_boxed"  # think_boxed | boxed | answer_tag | none
+    format: Literal["think_boxed", "boxed", "answer_tag", "none"] = "think_boxed"  # = reward.rewards.FORMAT_KINDS
     zero_truncated: bool = True  # a response cut at max_new_tokens scores 0
     timeout: float = 1.0  # seconds per verification, enforced in worker processes
     workers: int = 2  # verifier worker processes per training process
@@ -221,7 +224,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise UserError(f"{path}: not valid YAML ({exc})") from exc
+            raise UserError(_yaml_error(path, exc)) from exc
         if not isinstance(raw, dict):
             raise UserError(f"{path}: the top level must be a mapping of sections")
     for item in overrides or []:
@@ -230,6 +233,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise UserError(f"override {item!r} is not of the form key.sub=value")
         _set_dotted(raw, key.strip(), _parse_value(value))
     return _build(cls, raw, prefix="", root=cls)
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """One line: file, line and what the parser found (PyYAML's own message spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path} line {mark.line + 1}" if mark is not None else str(path)
+    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    return f"{where}: not valid YAML ({problem})"
 
 
 def to_dict(config: Any) -> dict:
@@ -308,7 +319,9 @@ def _coerce(hint: Any, value: Any, key: str, root: type) -> Any:
     if origin is Literal:
         if value not in args:
             choices = ", ".join(map(str, args))
-            raise UserError(f"config key {key}={value!r} is not one of: {choices}")
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise UserError(f"config key {key}={value!r} is not one of: {choices}{hint}")
         return value
     if origin is list:
         if not isinstance(value, list):

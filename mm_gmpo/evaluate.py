@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from mm_gmpo.config import RolloutConfig
     from mm_gmpo.data import build_prompts, load_examples
     from mm_gmpo.data.generic import ColumnKeys
-    from mm_gmpo.models import load_model, load_processor
+    from mm_gmpo.models import check_model_path, load_model, load_processor
     from mm_gmpo.reward import VerifierPool
     from mm_gmpo.rollout import RolloutEngine
     from mm_gmpo.trainer.dist import local_device
@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from mm_gmpo.trainer.passk import summarize_samples
 
     ks = check_arguments(args)
+    check_model_path(args.model, "--model")  # a missing/empty folder or a file: one line, before anything loads
     device = local_device()
     processor = load_processor(args.model, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
     pixels = _pixel_budget(processor)

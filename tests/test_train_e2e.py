@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,13 @@ SMALL = [
 
 def _train(tmp: Path, run: str, model_dir: Path, *extra: str, nproc: int = 1) -> Path:
     out = tmp / run
+    cmd, env = _command(out, model_dir, *extra, nproc=nproc)
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out
+
+
+def _command(out: Path, model_dir: Path, *extra: str, nproc: int = 1) -> tuple[list[str], dict]:
     args = [
         "train",
         str(REPO / "configs/geo3k_tiny.yaml"),
@@ -63,9 +72,7 @@ def _train(tmp: Path, run: str, model_dir: Path, *extra: str, nproc: int = 1) ->
             "mm_gmpo",
             *args,
         ]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=900)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return out
+    return cmd, env
 
 
 def _metrics(run: Path) -> list[dict]:
@@ -200,6 +207,65 @@ def test_resume_is_exact(tmp_path, straight, model_dir):
             if key.startswith("perf/") or key.startswith("rollout/tokens_per_s"):
                 continue
             assert rb[key] == pytest.approx(value, abs=1e-6), key
+
+
+def _signalled_run(out: Path, model_dir: Path, *extra: str, signals: list[int], after: str) -> tuple[int, str]:
+    """Start `mm-gmpo train`, send ``signals`` (1.5 s apart: closer ones are one request) once ``after`` is in its
+    log; (exit code, log)."""
+    cmd, env = _command(out, model_dir, *extra)
+    log_file = out.parent / f"{out.name}-{len(list(out.parent.glob('*.log')))}.log"
+    with log_file.open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=out.parent)
+        deadline = time.monotonic() + 600
+        while after not in log_file.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for signum in signals:
+            proc.send_signal(signum)
+            time.sleep(1.5)
+        returncode = proc.wait(timeout=600)
+    return returncode, log_file.read_text()
+
+
+def test_interrupts_stop_at_a_round_boundary_and_resume_exactly(tmp_path, straight, model_dir):
+    """Issue 18. SIGTERM during round 1 (steps 1-2): the round finishes, checkpoint-2 is saved though save_every is
+    4, exit 143. Resumed, Ctrl-C during round 2: checkpoint-4, exit 130, equal to the straight run's step 4.
+    Resumed again, Ctrl-C twice during round 3 (a round takes several seconds here): stops at once, no
+    checkpoint-6; checkpoint-4 stays valid."""
+    from mm_gmpo.trainer.checkpoint import checkpoint_problem, latest_checkpoint
+
+    run = tmp_path / "run"
+    common = ["trainer.max_steps=6", "trainer.save_every=4"]
+    code, log = _signalled_run(run, model_dir, *common, signals=[signal.SIGTERM], after="training steps 1 to 6")
+    assert code == 143, log[-3000:]
+    assert "SIGTERM: stopping at the end of this round" in log and "Traceback" not in log
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-2"]
+    assert [r["step"] for r in _metrics(run) if "actor/pg_loss" in r] == [1, 2]
+
+    resume = [*common, f"trainer.resume_from={run}"]
+    code, log = _signalled_run(run, model_dir, *resume, signals=[signal.SIGINT], after="training steps 3 to 6")
+    assert code == 130, log[-3000:]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    assert _max_diff(_weights(straight, 4), _weights(run, 4)) <= 1e-6
+    a = [r for r in _metrics(straight) if "actor/pg_loss" in r]
+    b = [r for r in _metrics(run) if "actor/pg_loss" in r]
+    assert [r["step"] for r in b] == [1, 2, 3, 4]  # every step once: none repeated, none skipped
+    for ra, rb in zip(a, b, strict=True):
+        for key, value in ra.items():
+            if not (key.startswith("perf/") or key.startswith("rollout/tokens_per_s")):
+                assert rb[key] == pytest.approx(value, abs=1e-6), key
+
+    start = time.monotonic()
+    code, log = _signalled_run(
+        run, model_dir, *resume, signals=[signal.SIGINT, signal.SIGINT], after="training steps 5 to 6"
+    )
+    assert code == 130, log[-3000:]
+    assert "SIGINT again: stopping now" in log and "Traceback" not in log
+    assert time.monotonic() - start < 300
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    assert (
+        latest_checkpoint(run).name == "checkpoint-4" and checkpoint_problem(run / "checkpoints/checkpoint-4") is None
+    )
+    assert [r["step"] for r in _metrics(run) if "actor/pg_loss" in r] == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])

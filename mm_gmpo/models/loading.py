@@ -33,6 +33,24 @@ def resolve_attn_implementation(name: str | None) -> str | None:
     return "sdpa"
 
 
+def check_model_path(path: str | Path, key: str) -> None:
+    """Fail in one line, before anything loads, when ``path`` names a local model that is not a model folder: missing,
+    a file, empty, or without config.json. A hub id (``name`` or ``org/name`` that is not a local path) passes."""
+    text = str(path)
+    local = Path(text).expanduser()
+    looks_local = local.exists() or local.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1
+    if not looks_local:
+        return
+    if not local.exists():
+        raise UserError(f"{key}={text}: no such folder")
+    if not local.is_dir():
+        raise UserError(f"{key}={text} is a file; give the model's folder (with config.json)")
+    if not any(local.iterdir()):
+        raise UserError(f"{key}={text} is an empty folder")
+    if not (local / "config.json").is_file():
+        raise UserError(f"{key}={text} has no config.json: not a Hugging Face model folder")
+
+
 def load_model(path: str | Path, dtype: str | torch.dtype = "auto", attn_implementation: str | None = None):
     """The causal LM (text) or image-text-to-text model (Qwen2.5-VL) at ``path``, in ``dtype`` (a name or a
     torch dtype), with ``attn_implementation`` (see :func:`resolve_attn_implementation`)."""

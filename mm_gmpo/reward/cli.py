@@ -34,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.timeout > 0:
+        raise UserError(f"verify: --timeout {args.timeout} must be positive (seconds per row)")
+    if args.workers < 1:
+        raise UserError(f"verify: --workers {args.workers} must be at least 1")
     if args.input:
         if args.response is not None:
             raise UserError("verify: give either RESPONSE GOLD or --input FILE.jsonl, not both")
@@ -56,8 +60,12 @@ def read_rows(path: Path, args: argparse.Namespace) -> list[dict]:
     if not path.is_file():
         raise UserError(f"verify: input file {path} does not exist")
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(f"verify: {path} line {number} is not UTF-8 text ({exc.reason})") from exc
             if not line.strip():
                 continue
             try:

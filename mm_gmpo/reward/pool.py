@@ -37,6 +37,7 @@ def _worker_main(conn: Connection, memory_mb: int, grader: str, reward_function:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # so is a scheduler's SIGTERM (workers stop by message or kill)
     from mm_gmpo.reward.symbolic import warm_up
 
     module, _, name = grader.partition(":")

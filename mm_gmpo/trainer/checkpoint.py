@@ -1,7 +1,10 @@
 """Checkpoints: the model and processor in the Hugging Face layout, plus what it takes to resume exactly.
 
 A checkpoint is written into a temporary folder and renamed into place only when complete, so a kill during the
-write leaves the previous checkpoint usable. Layout::
+write leaves the previous checkpoint usable; a write that fails (disk full) removes the temporary folder and stops
+the run with one line. Resuming from a run directory takes the newest folder named exactly ``checkpoint-<step>``
+that passes :func:`checkpoint_problem` (complete safetensors and torch files), skipping damaged ones with a
+warning. Layout::
 
     RUN_DIR/checkpoints/checkpoint-<step>/
         config.json, model.safetensors, ...   # loadable by transformers and vLLM as they are
@@ -15,20 +18,24 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import shutil
+import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mm_gmpo.errors import UserError
-from mm_gmpo.trainer.dist import DistContext, barrier
+from mm_gmpo.errors import TrainingHalted, UserError
+from mm_gmpo.trainer.dist import DistContext, all_reduce_max, barrier
 from mm_gmpo.trainer.policy import strip_prefix
 
 log = logging.getLogger(__name__)
 
 PREFIX = "checkpoint-"
+_NAME = re.compile(rf"{PREFIX}\d+")
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -38,26 +45,47 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 def save_checkpoint(
     ctx: DistContext, run_dir: Path, step: int, updater, processor, state: dict[str, Any], keep_last: int
 ) -> Path:
-    """Write checkpoint-<step> atomically (all processes take part); returns its folder."""
+    """Write checkpoint-<step> atomically (all processes take part); returns its folder.
+
+    An OSError of any process's writes (disk full, permissions) removes the temporary folder, keeps the previous
+    checkpoints and raises :class:`TrainingHalted` on every process, saying why in one line."""
     root = checkpoint_dir(run_dir)
     final = root / f"{PREFIX}{step}"
     tmp = root / f".tmp-{PREFIX}{step}"
+    error: OSError | None = None
     if ctx.is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        try:
+            for stale in root.glob(f".tmp-{PREFIX}*"):  # left by a kill during an earlier write
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        except OSError as exc:
+            error = exc
     barrier(ctx)
     full_state = updater.full_state_dict()  # collective under ZeRO-3
-    if ctx.is_main:
-        model = updater.module.model  # the Hugging Face model inside the log-prob wrapper
-        if full_state is not None:
-            model.save_pretrained(tmp, state_dict=strip_prefix(full_state))
-        else:
-            model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
-    updater.save_state(tmp)
-    torch.save(_rng_state(), tmp / f"rng-rank{ctx.rank}.pt")
-    barrier(ctx)
+    try:
+        if ctx.is_main and error is None:
+            model = updater.module.model  # the Hugging Face model inside the log-prob wrapper
+            if full_state is not None:
+                model.save_pretrained(tmp, state_dict=strip_prefix(full_state))
+            else:
+                model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+    except OSError as exc:
+        error = exc
+    try:
+        updater.save_state(tmp)  # collective under DeepSpeed: every process calls it
+        torch.save(_rng_state(), tmp / f"rng-rank{ctx.rank}.pt")
+    except OSError as exc:
+        error = error or exc
+    if all_reduce_max(ctx, [float(error is not None)])[0]:  # every process learns of any failure
+        if ctx.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        kept = sorted(_complete(root), key=_step_of)
+        raise TrainingHalted(
+            f"could not save checkpoint {final}: {error or 'a write failed on another process'}; "
+            f"kept {kept[-1].name if kept else 'no earlier checkpoint'}"
+        )
     if ctx.is_main:
         if final.exists():
             shutil.rmtree(final)
@@ -69,14 +97,66 @@ def save_checkpoint(
 
 
 def latest_checkpoint(path: str | Path) -> Path:
-    """The checkpoint at ``path`` itself, or the newest complete one of the run directory ``path``."""
+    """The checkpoint at ``path`` itself, or the newest complete one of the run directory ``path``; damaged ones
+    (see :func:`checkpoint_problem`) are skipped with a warning."""
     path = Path(path)
     if (path / "trainer_state.json").is_file():
+        problem = checkpoint_problem(path)
+        if problem:
+            raise UserError(f"trainer.resume_from={path}: damaged checkpoint ({problem})")
         return path
-    found = sorted(_complete(checkpoint_dir(path)), key=_step_of)
-    if not found:
-        raise UserError(f"trainer.resume_from={path}: no complete checkpoint found (looked in {checkpoint_dir(path)})")
-    return found[-1]
+    for folder in sorted(_complete(checkpoint_dir(path)), key=_step_of, reverse=True):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder
+        log.warning("skipping damaged checkpoint %s (%s); trying the previous one", folder, problem)
+    raise UserError(f"trainer.resume_from={path}: no complete checkpoint found (looked in {checkpoint_dir(path)})")
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be resumed from (a truncated or missing file), or None. Cheap: reads headers only."""
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError) as exc:
+        return f"trainer_state.json unreadable: {exc}"
+    if not isinstance(state, dict) or "step" not in state:
+        return "trainer_state.json has no step"
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        return "no *.safetensors weights"
+    for file in weights:
+        if not _safetensors_complete(file):
+            return f"{file.name} is truncated or not a safetensors file"
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (ValueError, KeyError) as exc:
+            return f"{index.name} unreadable: {exc}"
+        missing = sorted(name for name in shards if not (folder / name).is_file())
+        if missing:
+            return f"missing weight shards {', '.join(missing)}"
+    if not (folder / "optimizer.pt").is_file() and not (folder / "deepspeed").is_dir():
+        return "no optimizer state (optimizer.pt or deepspeed/)"
+    for file in [*folder.glob("*.pt"), *(folder / "deepspeed").rglob("*.pt")]:
+        if not zipfile.is_zipfile(file):  # torch.save writes a zip; a truncated one has no central directory
+            return f"{file.relative_to(folder)} is truncated"
+    return None
+
+
+def _safetensors_complete(file: Path) -> bool:
+    """The file is as long as its header says (8-byte header size, JSON header, then the tensors' bytes)."""
+    try:
+        size = file.stat().st_size
+        with file.open("rb") as f:
+            header_size = struct.unpack("<Q", f.read(8))[0]
+            if header_size > size:
+                return False
+            header = json.loads(f.read(header_size))
+    except (OSError, ValueError, struct.error):
+        return False
+    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    return size >= 8 + header_size + max(ends, default=0)
 
 
 def load_trainer_state(ctx: DistContext, folder: Path) -> dict[str, Any]:
@@ -87,9 +167,10 @@ def load_trainer_state(ctx: DistContext, folder: Path) -> dict[str, Any]:
 
 
 def _complete(root: Path) -> list[Path]:
+    """Folders named exactly checkpoint-<step> with a trainer state (not checkpoint-5-backup, not .tmp-*)."""
     if not root.is_dir():
         return []
-    return [p for p in root.glob(f"{PREFIX}*") if (p / "trainer_state.json").is_file()]
+    return [p for p in root.iterdir() if _NAME.fullmatch(p.name) and (p / "trainer_state.json").is_file()]
 
 
 def _step_of(path: Path) -> int:

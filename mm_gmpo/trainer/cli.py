@@ -22,6 +22,10 @@ def run(args: argparse.Namespace) -> int:
         state = trainer.fit()
     finally:
         trainer.close()
+    if trainer.stopped_by:  # a signal ended the run at a round boundary, with a checkpoint
+        if trainer.ctx.is_main:
+            print(f"stopped: {state.step} steps, resume with trainer.resume_from={cfg.trainer.output_dir}")
+        return 128 + trainer.stopped_by  # 130 (SIGINT), 143 (SIGTERM): not a finished run
     if trainer.ctx.is_main:
         print(f"done: {state.step} steps, run directory {cfg.trainer.output_dir}")
     return 0

@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 
 
 class MetricsLogger:
-    """Writes on the main process only; on resume, rows after the resumed step are dropped (no duplicates)."""
+    """Writes on the main process only; on resume, rows after the resumed step are dropped (no duplicates), and
+    so is a partial line."""
 
     def __init__(
         self,
@@ -33,9 +34,8 @@ class MetricsLogger:
         if not enabled:
             return
         if resume_step is not None and self.path.exists():
-            rows = [line for line in self.path.read_text().splitlines() if line.strip()]
-            kept = [r for r in rows if json.loads(r).get("step", 0) <= resume_step]
-            self.path.write_text("".join(r + "\n" for r in kept))
+            kept = [line for line, row in _read_rows(self.path) if row.get("step", 0) <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
         elif self.path.exists():
             self.path.unlink()
         if tensorboard:
@@ -65,6 +65,24 @@ class MetricsLogger:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def _read_rows(path: Path) -> list[tuple[str, dict]]:
+    """(line, row) of every complete line; one that does not parse (a kill during the write of the last line)
+    is dropped with a warning."""
+    out = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict):
+            log.warning("%s line %d is not a complete JSON object: dropped (%.60r)", path, number, line)
+            continue
+        out.append((line, row))
+    return out
 
 
 def _clean(value: Any) -> Any:

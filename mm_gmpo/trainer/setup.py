@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 from pathlib import Path
 
@@ -21,11 +22,7 @@ def check_config(cfg: Config, world_size: int) -> None:
     """Cross-field rules that a type check cannot see; fails naming the keys."""
     t, r = cfg.trainer, cfg.rollout
     k = t.updates_per_round
-    if k < 1 or t.max_steps < 1 or r.n < 1 or r.prompts_per_round < 1 or t.micro_batch_size < 1:
-        raise UserError(
-            "trainer.updates_per_round, trainer.max_steps, trainer.micro_batch_size, rollout.n and "
-            "rollout.prompts_per_round must be positive"
-        )
+    check_values(cfg)
     if t.max_tokens_per_micro_batch < 0:
         raise UserError(
             f"trainer.max_tokens_per_micro_batch={t.max_tokens_per_micro_batch} must be 0 (off) or positive"
@@ -76,6 +73,59 @@ def check_config(cfg: Config, world_size: int) -> None:
         raise UserError(f"model.tiny.toy_task={cfg.model.tiny.toy_task!r}: not a synthetic task ({', '.join(known)})")
 
 
+def check_values(cfg: Config) -> None:
+    """Ranges of single keys: each failure names the one key that is wrong."""
+    t, r, w = cfg.trainer, cfg.rollout, cfg.reward
+    positive = {
+        "trainer.max_steps": t.max_steps,
+        "trainer.updates_per_round": t.updates_per_round,
+        "trainer.micro_batch_size": t.micro_batch_size,
+        "rollout.n": r.n,
+        "rollout.prompts_per_round": r.prompts_per_round,
+        "rollout.max_new_tokens": r.max_new_tokens,
+        "reward.workers": w.workers,
+        "reward.timeout": w.timeout,
+    }
+    for key, value in positive.items():
+        if not value > 0:  # also catches nan
+            raise UserError(f"{key}={value} must be positive")
+    if not (math.isfinite(t.lr) and t.lr >= 0):
+        raise UserError(f"trainer.lr={t.lr} must be a finite number >= 0")
+    if not 0 < r.top_p <= 1:
+        raise UserError(f"rollout.top_p={r.top_p} must be in (0, 1] (1: off)")
+    if r.temperature < 0 or not math.isfinite(r.temperature):
+        raise UserError(f"rollout.temperature={r.temperature} must be a finite number >= 0 (0: greedy)")
+    if not cfg.algorithm.allow_zero_advantages:
+        if r.n == 1:
+            raise UserError(
+                "rollout.n=1: every advantage would be 0 (a group of one response has nothing to be compared "
+                "with), so the rewards teach nothing; use rollout.n >= 2, or algorithm.allow_zero_advantages=true"
+            )
+        if r.temperature == 0:
+            raise UserError(
+                "rollout.temperature=0: greedy sampling gives a prompt the same response n times, so every "
+                "advantage would be 0; use a temperature > 0, or algorithm.allow_zero_advantages=true"
+            )
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """Create the run directory, or fail in one line if it is a file, under a file, or not writable."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"trainer.output_dir={path} is a file, not a folder")
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise UserError(f"trainer.output_dir={path} is under {above}, which is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"trainer.output_dir={path} is not writable ({exc.strerror or exc})") from exc
+    return path
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -89,6 +139,9 @@ def ensure_model(cfg: Config, ctx: DistContext) -> str:
         if ctx.is_main:
             _build_tiny(cfg.model.tiny, path)
         barrier(ctx)
+    from mm_gmpo.models import check_model_path
+
+    check_model_path(path, "model.path")
     return path
 
 

@@ -5,7 +5,8 @@ prompts -> rollouts (n per prompt) -> rewards (verifier workers, time-bounded) -
 old log-probs (recomputed in the update's micro-batches when the round has several updates, on the first round
 for the preflight, and every round with vLLM for the sampler/trainer log-prob gap; with one update the loss uses
 the policy's own detached log-probs, exactly on-policy) -> reference log-probs (only with KL) -> K optimizer steps
-over strided mini-batches (:mod:`mm_gmpo.trainer.update`) -> metrics -> validation -> checkpoint.
+over strided mini-batches (:mod:`mm_gmpo.trainer.update`) -> metrics -> validation -> checkpoint. A first
+SIGINT/SIGTERM stops the loop at the end of its round, with a checkpoint (:mod:`mm_gmpo.trainer.interrupt`).
 
 Where it departs from the paper's description: the loss is normalised by the number of sequences in the global
 mini-batch (all micro-batches of all processes), so one global batch gives the same update on any number of
@@ -36,6 +37,7 @@ from mm_gmpo.trainer.batch import TrainBatch
 from mm_gmpo.trainer.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from mm_gmpo.trainer.data import load_prompt_sets
 from mm_gmpo.trainer.dynamic import assemble_round, informative_groups
+from mm_gmpo.trainer.interrupt import StopRequest
 from mm_gmpo.trainer.logger import MetricsLogger
 from mm_gmpo.trainer.policy import PolicyLogprobs
 from mm_gmpo.trainer.precision import resolve_precision
@@ -45,6 +47,7 @@ from mm_gmpo.trainer.setup import (
     build_reference,
     build_updater,
     check_config,
+    check_output_dir,
     ensure_model,
     seed_everything,
 )
@@ -64,7 +67,7 @@ class Trainer:
         seed_everything(cfg.trainer.seed + self.ctx.rank)
         self.run_dir = Path(cfg.trainer.output_dir)
         if self.ctx.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            check_output_dir(self.run_dir)  # a file, under a file, not writable: one line, before any model loads
             save_config(cfg, self.run_dir / "config.yaml")
 
         model_path = ensure_model(cfg, self.ctx)
@@ -124,6 +127,7 @@ class Trainer:
             reward_function=cfg.reward.function,
         )
         self.state = TrainState()
+        self.stopped_by = 0  # the signal that stopped fit() at a round boundary (0: it ran to trainer.max_steps)
         resume_step = None
         if cfg.trainer.resume_from:
             resume_step = self._resume(latest_checkpoint(cfg.trainer.resume_from))
@@ -150,6 +154,12 @@ class Trainer:
             disable=not (self.ctx.is_main and cfg.trainer.progress),
         )
         preflight_due = cfg.rollout.preflight and state.step == 0
+        stop = StopRequest().install()
+        log.info(
+            "training steps %d to %d (Ctrl-C or SIGTERM: stop at the end of the round, with a checkpoint)",
+            state.step + 1,
+            cfg.trainer.max_steps,
+        )
         try:
             while state.step < cfg.trainer.max_steps:
                 timings: dict[str, float] = {}
@@ -200,18 +210,27 @@ class Trainer:
                     loss=f"{step_rows[-1]['actor/pg_loss']:.4f}",
                     s_per_step=f"{round_metrics['perf/step_s']:.2f}",
                 )
-                if cfg.trainer.save_every and state.step % cfg.trainer.save_every == 0:
+                self.stopped_by = self._agreed_stop(stop)
+                if self.stopped_by or (cfg.trainer.save_every and state.step % cfg.trainer.save_every == 0):
                     self.save()
-        except KeyboardInterrupt:
-            log.warning("interrupted: saving a checkpoint at step %d", state.step)
-            self.save()
+                if self.stopped_by:
+                    log.warning(
+                        "stopped at step %d of %d: resume with trainer.resume_from=%s",
+                        state.step,
+                        cfg.trainer.max_steps,
+                        self.run_dir,
+                    )
+                    return state
+            if self.val_prompts and not val_metrics:
+                self.logger.log(state.step, self.validate())
+            if not cfg.trainer.save_every or state.step % cfg.trainer.save_every:
+                self.save()
+        except KeyboardInterrupt:  # a second signal (mm_gmpo.trainer.interrupt): no checkpoint of this round
+            log.warning("interrupted at step %d: the newest complete checkpoint is kept as it was", state.step)
             raise
         finally:
+            stop.restore()
             bar.close()
-        if self.val_prompts and not val_metrics:
-            self.logger.log(state.step, self.validate())
-        if not cfg.trainer.save_every or state.step % cfg.trainer.save_every:
-            self.save()
         return state
 
     # ------------------------------------------------------------------ stages
@@ -286,6 +305,10 @@ class Trainer:
                 "batch/uninformative_groups_kept": total[2],
             },
         )
+
+    def _agreed_stop(self, stop: StopRequest) -> int:
+        """The signal that stops the run after this round (0: go on); the same on every process."""
+        return int(dist.all_reduce_max(self.ctx, [float(stop.signal)])[0])
 
     def _count_nonfinite(self, skipped: bool) -> None:
         self.state.nonfinite_in_a_row = self.state.nonfinite_in_a_row + 1 if skipped else 0
