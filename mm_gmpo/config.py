@@ -80,7 +80,7 @@ class DataConfig:
     val: str = "geometry3k:validation"  # validation spec; empty: no validation
     source: Literal["auto", "local", "hub"] = "auto"  # auto: local files when present, else the hub
     local_dir: str = ""  # root of local data; empty: data/sample in the repo, then ../shared/data
-    template: str = "geo3k"  # prompt template: geo3k | qwen_math | r1
+    template: Literal["geo3k", "qwen_math", "r1"] = "geo3k"  # prompt template (= data.prompts.TEMPLATES)
     show_choices: bool = False  # list the multiple-choice options in the prompt
     max_prompt_length: int = 2048  # tokens incl. image tokens; longer prompts are dropped (never cut)
     min_pixels: int = 3136  # Qwen resize rule lower bound (pixels per image)
@@ -132,7 +132,8 @@ class RolloutConfig:
 class AlgorithmConfig:
     """Policy objective and advantages."""
 
-    loss: str = "gmpo"  # gmpo | gmpo_noclip | gmpo_seqclip | gmpo_nonorm | grpo | gspo | drgrpo (docs/algorithms.md)
+    # = algorithms.registry.LossName (docs/algorithms.md); a typo fails at load with a did-you-mean
+    loss: Literal["gmpo", "gmpo_noclip", "gmpo_seqclip", "gmpo_nonorm", "grpo", "gspo", "drgrpo"] = "gmpo"
     clip_low: float | None = None  # None: the loss's default (GMPO 0.4 in log space, GRPO 0.2)
     clip_high: float | None = None  # None: the loss's default
     normalize_std: bool = True  # divide group-centred rewards by the group std (False: Dr.GRPO)

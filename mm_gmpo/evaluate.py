@@ -94,9 +94,30 @@ def run(args: argparse.Namespace) -> int:
 
     ks = check_arguments(args)
     check_model_path(args.model, "--model")  # a missing/empty folder or a file: one line, before anything loads
+    # every data set is read before anything loads: a bad spec fails before any set is evaluated
+    keys = ColumnKeys(args.prompt_key, args.answer_key, args.image_key, args.choices_key)
+    example_sets = {
+        spec: load_examples(
+            spec, source=args.source, local_dir=args.local_dir or None, split_limit=args.limit or None, keys=keys
+        )[0]
+        for spec in args.data
+    }
     device = local_device()
     processor = load_processor(args.model, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
     pixels = _pixel_budget(processor)
+    prompt_sets = {}
+    for spec, examples in example_sets.items():
+        template = args.template or ("geo3k" if spec.startswith("geometry3k") else "qwen_math")
+        prompts, _ = build_prompts(
+            examples,
+            processor,
+            template=template,
+            show_choices=args.show_choices,
+            max_prompt_length=1 << 20,
+            min_pixels=pixels[0],
+            max_pixels=pixels[1],
+        )
+        prompt_sets[spec] = (template, prompts)
     model = load_model(args.model, args.dtype, args.attn_implementation).to(device).eval()
     engine = RolloutEngine(args.backend, model, processor, config=RolloutConfig(backend=args.backend))
     out_dir = Path(args.output) if args.output else None
@@ -104,24 +125,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     summary = {}
     with VerifierPool(workers=2, timeout=1.0) as verifier:
-        for spec in args.data:
-            examples, _ = load_examples(
-                spec,
-                source=args.source,
-                local_dir=args.local_dir or None,
-                split_limit=args.limit or None,
-                keys=ColumnKeys(args.prompt_key, args.answer_key, args.image_key, args.choices_key),
-            )
-            template = args.template or ("geo3k" if spec.startswith("geometry3k") else "qwen_math")
-            prompts, _ = build_prompts(
-                examples,
-                processor,
-                template=template,
-                show_choices=args.show_choices,
-                max_prompt_length=1 << 20,
-                min_pixels=pixels[0],
-                max_pixels=pixels[1],
-            )
+        for spec, (template, prompts) in prompt_sets.items():
             start = time.perf_counter()
             result = evaluate_prompts(
                 engine,

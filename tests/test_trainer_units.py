@@ -66,15 +66,37 @@ def test_skipped_update_leaves_weights_unchanged():
         (["trainer.updates_per_round=3"], "divisible by trainer.updates_per_round=3"),
         (["trainer.max_steps=5"], "multiple of trainer.updates_per_round"),
         (["trainer.save_every=3"], "trainer.save_every=3 must be a multiple"),
-        (["algorithm.loss=gmop"], "did you mean 'gmpo'"),
+        (["algorithm.loss=gmop"], "algorithm.loss='gmop' is not one of.*did you mean gmpo"),
         (["model.tiny.toy_task=count_dots"], "model.tiny.toy_task='count_dots': not a synthetic task"),
     ],
 )
 def test_cross_field_rules(overrides, message):
     base = ["rollout.prompts_per_round=4", "rollout.n=4", "trainer.updates_per_round=2", "trainer.max_steps=4"]
-    cfg = load_config(None, base + overrides)
-    with pytest.raises(UserError, match=message):
-        check_config(cfg, world_size=2)
+    with pytest.raises(UserError, match=message):  # at load time (typed choices) or in the cross-field check
+        check_config(load_config(None, base + overrides), world_size=2)
+
+
+def test_choice_fields_are_the_registries():
+    """algorithm.loss and data.template are typed with exactly the registered names (a typo fails at load)."""
+    import typing
+
+    from mm_gmpo.algorithms.registry import LossName
+    from mm_gmpo.config import AlgorithmConfig, DataConfig
+    from mm_gmpo.data.prompts import TEMPLATES
+
+    assert typing.get_args(typing.get_type_hints(AlgorithmConfig)["loss"]) == tuple(m.value for m in LossName)
+    assert set(typing.get_args(typing.get_type_hints(DataConfig)["template"])) == set(TEMPLATES)
+    with pytest.raises(UserError, match="data.template='qwen_maths'.*did you mean qwen_math"):
+        load_config(None, ["data.template=qwen_maths"])
+
+
+def test_a_loss_spec_binds_its_settings_and_warns_about_a_mismatch():
+    from mm_gmpo.algorithms.registry import policy_loss_for
+
+    fn, warnings = policy_loss_for("drgrpo", max_response_length=64, normalize_std=True)
+    assert fn.keywords == {"max_response_length": 64} and "normalize_std=false" in warnings[0]
+    fn, warnings = policy_loss_for("gmpo", max_response_length=64, normalize_std=True)
+    assert not hasattr(fn, "keywords") and warnings == []
 
 
 def test_toy_task_builds_the_toy_model(tmp_path):

@@ -41,6 +41,11 @@ OTHER = [
     ("eval missing model", ["eval", "--model", "{tmp}/nomodel", "--data", "math500"], "--model={tmp}/nomodel: no"),
     ("eval empty model", ["eval", "--model", "{tmp}/empty", "--data", "math500"], "is an empty folder"),
     ("eval file model", ["eval", "--model", "{tmp}/afile", "--data", "math500"], "--model={tmp}/afile is a file"),
+    (
+        "eval checks every data set first",
+        ["eval", "--model", "{tmp}/fakemodel", "--data", "math500", "jsonl:{tmp}/missing.jsonl"],
+        "missing.jsonl",
+    ),
     ("verify not utf-8", ["verify", "--input", "{tmp}/latin1.jsonl"], "latin1.jsonl line 2 is not UTF-8 text"),
     ("verify timeout 0", ["verify", "a", "a", "--timeout", "0"], "--timeout 0.0 must be positive"),
     ("verify workers 0", ["verify", "--input", "{tmp}/latin1.jsonl", "--workers", "0"], "--workers 0 must be at"),
@@ -61,6 +66,8 @@ def folder(tmp_path, monkeypatch) -> Path:
     (tmp_path / "empty").mkdir()
     (tmp_path / "noconfig").mkdir()
     (tmp_path / "noconfig" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "fakemodel").mkdir()
+    (tmp_path / "fakemodel" / "config.json").write_text("{}")
     (tmp_path / "bad.yaml").write_text("trainer:\n  lr: [1, 2\n  x: 1\n")
     (tmp_path / "latin1.jsonl").write_bytes(
         '{"response": "1", "gold": "1"}\n{"response": "caf\xe9"}\n'.encode("latin-1")

@@ -6,6 +6,7 @@ import difflib
 import functools
 import inspect
 import sys
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -65,6 +66,37 @@ POLICY_LOSSES: dict[LossName, PolicyLoss] = {
     LossName.GSPO: gspo_loss,
     LossName.DRGRPO: drgrpo_loss,
 }
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """What the trainer needs to know about a loss besides the function: the settings it takes from the run's
+    config, and the advantage normalisation it is meant for (a mismatch is warned about, not refused)."""
+
+    takes_max_response_length: bool = False  # a constant length normaliser: rollout.max_new_tokens
+    normalize_std: bool | None = None  # the group-std normalisation it pairs with; None: either
+
+
+LOSS_SPECS: dict[LossName, LossSpec] = {
+    LossName.DRGRPO: LossSpec(takes_max_response_length=True, normalize_std=False),
+}
+
+
+def loss_spec(name: str) -> LossSpec:
+    return LOSS_SPECS.get(LossName(name), LossSpec())
+
+
+def policy_loss_for(name: str, *, max_response_length: int, normalize_std: bool) -> tuple[PolicyLoss, list[str]]:
+    """The loss ``algorithm.loss`` with the settings its spec asks for bound, and warnings about the config."""
+    get_policy_loss(name)  # an unknown name: UserError with a did-you-mean
+    spec = loss_spec(name)
+    options = {"max_response_length": max_response_length} if spec.takes_max_response_length else {}
+    warnings = []
+    if spec.normalize_std is not None and spec.normalize_std != normalize_std:
+        warnings.append(
+            f"algorithm.loss={name} usually goes with algorithm.normalize_std={str(spec.normalize_std).lower()}"
+        )
+    return get_policy_loss(name, **options), warnings
 
 
 def get_policy_loss(name: str, **options: Any) -> PolicyLoss:

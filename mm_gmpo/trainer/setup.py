@@ -44,11 +44,13 @@ def check_config(cfg: Config, world_size: int) -> None:
             f"trainer.save_every={t.save_every} must be a multiple of trainer.updates_per_round={k} "
             "(checkpoints are taken between rollout rounds)"
         )
-    from mm_gmpo.algorithms import get_policy_loss
+    from mm_gmpo.algorithms.registry import policy_loss_for
 
-    get_policy_loss(cfg.algorithm.loss)  # an unknown name fails here, with a did-you-mean
-    if cfg.algorithm.loss == "drgrpo" and cfg.algorithm.normalize_std:
-        log.warning("algorithm.loss=drgrpo usually goes with algorithm.normalize_std=false (Dr.GRPO advantages)")
+    _, warnings = policy_loss_for(  # an unknown name fails here, with a did-you-mean
+        cfg.algorithm.loss, max_response_length=cfg.rollout.max_new_tokens, normalize_std=cfg.algorithm.normalize_std
+    )
+    for warning in warnings:
+        log.warning(warning)
     if cfg.algorithm.dynamic_sampling and (r.max_sampling_rounds < 1 or r.n < 2):
         raise UserError(
             f"algorithm.dynamic_sampling needs rollout.max_sampling_rounds >= 1 (got {r.max_sampling_rounds}) and "

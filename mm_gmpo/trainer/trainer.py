@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mm_gmpo.algorithms import get_policy_loss, group_advantages
+from mm_gmpo.algorithms import group_advantages
+from mm_gmpo.algorithms.registry import policy_loss_for
 from mm_gmpo.config import Config, save_config, to_dict
 from mm_gmpo.errors import TrainingHalted
 from mm_gmpo.reward import VerifierPool, compute_rewards
@@ -100,8 +101,11 @@ class Trainer:
             dtype=self.precision.compute_dtype,
             seed=cfg.trainer.seed,
         )
-        options = {"max_response_length": cfg.rollout.max_new_tokens} if cfg.algorithm.loss == "drgrpo" else {}
-        self.loss_fn = get_policy_loss(cfg.algorithm.loss, **options)
+        self.loss_fn, _ = policy_loss_for(
+            cfg.algorithm.loss,
+            max_response_length=cfg.rollout.max_new_tokens,
+            normalize_std=cfg.algorithm.normalize_std,
+        )
         a, k = cfg.algorithm, cfg.trainer.updates_per_round
         self.update_settings = UpdateSettings(
             temperature=cfg.rollout.temperature,
