@@ -212,3 +212,17 @@ def test_shipped_samples_load_by_default():
     for spec in ("math_lvl3to5", "math500", "aime24", "aime25", "amc23", "minerva", "olympiadbench"):
         examples, stats = load_examples(spec, source="local")
         assert examples and stats.skipped == {} and "data/sample" in stats.origin, spec
+
+
+def test_malformed_and_non_utf8_lines_are_skipped_and_counted_with_skip_invalid(tmp_path):
+    from mm_gmpo.data import load_examples
+    from mm_gmpo.errors import UserError
+
+    path = tmp_path / "rows.jsonl"
+    good = '{"id": "a", "problem": "1+1?", "answer": "2"}\n'
+    path.write_bytes((good + '{"id": "b", "problem": \n' + '{"id": "c"}\n').encode() + b'{"p": "caf\xe9"}\n')
+    with pytest.raises(UserError, match=r"rows.jsonl line 2 is not valid JSON"):
+        load_examples(f"jsonl:{path}")
+    examples, stats = load_examples(f"jsonl:{path}", skip_invalid=True)
+    assert [e.id for e in examples] == ["a"]
+    assert stats.skipped["malformed_json"] == 1 and stats.skipped["not_utf8"] == 1 and stats.rows == 4

@@ -148,15 +148,36 @@ def _find_local(name: str, split: str | None, roots: list[Path]) -> tuple[str, P
     return None
 
 
-def read_jsonl(path: Path, dataset: str) -> list[dict]:
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{dataset}: {path} line {line_no} is not valid JSON ({exc.msg})") from exc
+@dataclass(frozen=True)
+class UnreadableLine:
+    """A JSONL line that is not UTF-8 or not JSON, kept in its place so that ``data.skip_invalid`` can count it."""
+
+    message: str
+    reason: str  # "not_utf8" | "malformed_json"
+
+
+def read_jsonl(path: Path, dataset: str, *, keep_unreadable: bool = False) -> list:
+    """The JSON rows of ``path``. A line that is not UTF-8 or not JSON raises :class:`UserError` naming file and
+    line, or with ``keep_unreadable`` stands in the list as an :class:`UnreadableLine` (a bad row, see ``_finish``)."""
+    rows: list = []
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
+                rows.append(json.loads(line))
+            except UnicodeDecodeError:
+                problem = UnreadableLine(f"{dataset}: {path} line {line_no} is not UTF-8 text", "not_utf8")
+            except json.JSONDecodeError as exc:
+                problem = UnreadableLine(
+                    f"{dataset}: {path} line {line_no} is not valid JSON ({exc.msg})", "malformed_json"
+                )
+            else:
+                continue
+            if not keep_unreadable:
+                raise UserError(problem.message)
+            rows.append(problem)
     return rows
 
 
@@ -222,7 +243,10 @@ def load_examples(
             convert = partial(rowfmt.jsonl_example, dataset=spec, root=path.parent, where=str(path))
         else:
             convert = partial(generic_example, dataset=spec, root=path.parent, where=str(path), keys=keys)
-        raw = (read_jsonl if name == "jsonl" else read_parquet)(path, spec)[:split_limit]
+        if name == "jsonl":
+            raw = read_jsonl(path, spec, keep_unreadable=skip_invalid)[:split_limit]
+        else:
+            raw = read_parquet(path, spec)[:split_limit]
         return _finish(convert, raw, DataStats(spec, origin=str(path)), skip_invalid, blank_images)
     if name == "hf":  # data.source and data.local_dir do not apply: the spec says where
         dataset, origin, root = load_hf(split, spec)
@@ -255,7 +279,7 @@ def load_examples(
     if layout == "pool":
         raw = _local_pool(path, stats)
     else:
-        raw = read_jsonl(path, spec)
+        raw = read_jsonl(path, spec, keep_unreadable=skip_invalid)
     if name == "geometry3k":
         convert = partial(
             rowfmt.geometry3k_example, dataset=spec, root=path.parent, where=str(path), render_missing=render_missing
@@ -284,6 +308,8 @@ def _finish(
     for index, row in enumerate(raw):
         stats.rows += 1
         try:
+            if isinstance(row, UnreadableLine):
+                raise BadRow(row.message, row.reason)
             example = convert(row, index=index)
             if example.id in seen:
                 raise BadRow(f"{stats.dataset} row {example.id} ({stats.origin}): duplicate id", "duplicate_id")
