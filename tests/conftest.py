@@ -26,3 +26,13 @@ def tiny_text_dir(tmp_path_factory) -> Path:
     from mm_gmpo.models import TinyModelSpec, make_tiny_model
 
     return make_tiny_model(TinyModelSpec(kind="qwen2"), tmp_path_factory.mktemp("models") / "tiny-text")
+
+
+# The files that take longest start first, so that the two CI workers (pytest-xdist, a file per worker) end
+# together instead of one of them starting the learning run when the other is nearly done.
+LONGEST_FIRST = ("test_does_it_learn.py", "test_train_e2e.py", "test_training_modes.py", "test_deepspeed_skip.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order

@@ -234,7 +234,7 @@ def test_interrupts_stop_at_a_round_boundary_and_resume_exactly(tmp_path, straig
     from mm_gmpo.trainer.checkpoint import checkpoint_problem, latest_checkpoint
 
     run = tmp_path / "run"
-    common = ["trainer.max_steps=6", "trainer.save_every=4"]
+    common = ["trainer.max_steps=6", "trainer.save_every=4", *DYNAMIC]  # as the straight run samples
     code, log = _signalled_run(run, model_dir, *common, signals=[signal.SIGTERM], after="training steps 1 to 6")
     assert code == 143, log[-3000:]
     assert "SIGTERM: stopping at the end of this round" in log and "Traceback" not in log

@@ -137,8 +137,10 @@ def seed_everything(seed: int) -> None:
 def ensure_model(cfg: Config, ctx: DistContext) -> str:
     """The model path; a tiny random model is built there first when asked and missing."""
     path = cfg.model.path
-    if cfg.model.tiny_if_missing and not Path(path).exists():
-        if ctx.is_main:
+    if cfg.model.tiny_if_missing:
+        # every process waits, whatever it sees: the folder appears (empty) as soon as the main process starts
+        # writing it, so "exists" must not decide who enters the barrier
+        if ctx.is_main and not Path(path).exists():
             _build_tiny(cfg.model.tiny, path)
         barrier(ctx)
     from mm_gmpo.models import check_model_path
