@@ -27,6 +27,7 @@ same calls run there.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -67,6 +68,12 @@ class VLLMSettings:
     seed: int = 0  # the engine seed of data-parallel group g is seed + g
     max_model_len: int | None = None
     max_images_per_prompt: int = 4
+
+    def __post_init__(self):
+        if self.sleep_level not in SLEEP_LEVELS:
+            raise UserError(f"rollout.vllm_sleep_level={self.sleep_level} is not one of {SLEEP_LEVELS}")
+        if self.sync_bucket_mb < 1:
+            raise UserError(f"rollout.vllm_sync_bucket_mb={self.sync_bucket_mb} must be at least 1")
 
 
 def _empty_cache() -> None:
@@ -151,10 +158,6 @@ class VLLMRollout:
     ):
         """``dtype``: the engine's (the policy's compute dtype: bf16 for a run whose fp32 master weights stay in the
         trainer); default the parameters' dtype."""
-        if settings.sleep_level not in SLEEP_LEVELS:
-            raise UserError(f"rollout.vllm_sleep_level={settings.sleep_level} is not one of {SLEEP_LEVELS}")
-        if settings.sync_bucket_mb < 1:
-            raise UserError(f"rollout.vllm_sync_bucket_mb={settings.sync_bucket_mb} must be at least 1")
         executor, self.dp_group_index, world = _placement(settings.tensor_parallel_size)
         vllm = require("vllm", "rollout.backend=vllm", "pip install -e .[gpu]")
         on_cuda = torch.cuda.is_available()
@@ -208,7 +211,6 @@ class VLLMRollout:
         self.vocab_size = model_vocab_size(model)
         suppressed = set(suppressed_token_ids(self.tokenizer, self.vocab_size).tolist())
         self.allowed_token_ids = [i for i in range(len(self.tokenizer)) if i not in suppressed]
-        self.last_sync: dict[str, float] = {}
         self.synced_once = False
         self.sync_weights(model)
 
@@ -269,7 +271,7 @@ class VLLMRollout:
         _empty_cache()
         self._wake("kv_cache")
         metrics["perf/weight_sync_s"] = time.perf_counter() - start
-        self.last_sync, self.last_sync_stats = metrics, stats
+        self.last_sync_stats = stats
         return metrics
 
     def close(self) -> None:
@@ -350,25 +352,18 @@ class VLLMRollout:
             )
 
 
+@contextlib.contextmanager
 def _quiet_partial_reload(partial: bool):
     """vLLM's in-place reload warns once per layer it was sent nothing for (and keeps that layer's weights, which
     is what a partial sync wants): silence that logger while a partial sync runs."""
-    import contextlib
-
-    if not partial:
-        return contextlib.nullcontext()
-
-    @contextlib.contextmanager
-    def quiet():
-        logger = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
-        level = logger.level
+    logger = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+    level = logger.level
+    if partial:
         logger.setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            logger.setLevel(level)
-
-    return quiet()
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _checkpoint_path(model: torch.nn.Module) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -43,10 +43,9 @@ class SyncStats:
     tensors: int = 0
     buckets: int = 0
     max_bucket_bytes: int = 0
-    max_gathered_numel: int = 0  # measured: elements of full (gathered) parameters resident during a bucket
+    max_gathered_numel: int = 0  # ZeRO-3, measured: elements of full (gathered) parameters resident during a bucket
     max_gathered_outside_bucket: int = 0  # of those, elements that do not belong to the bucket being sent
     partitioned: bool = False  # the model's parameters were ZeRO-3 partitioned
-    names: list[str] = field(default_factory=list)
 
 
 def full_numel(param: torch.Tensor) -> int:
@@ -179,16 +178,16 @@ def stream_weights(
     for bucket in sync_buckets(tensors, bucket_bytes, itemsize):
         params = list({id(p): p for t in bucket for p in t.params}.values())
         with _gathered(params), torch.no_grad():
-            resident = sum(p.data.numel() for p in all_params)
-            outside = resident - sum(p.data.numel() for p in params)
-            stats.max_gathered_numel = max(stats.max_gathered_numel, resident)
-            stats.max_gathered_outside_bucket = max(stats.max_gathered_outside_bucket, outside)
+            if stats.partitioned:  # measured, not assumed: what is whole on this device while the bucket is sent
+                resident = sum(p.data.numel() for p in all_params)
+                outside = resident - sum(p.data.numel() for p in params)
+                stats.max_gathered_numel = max(stats.max_gathered_numel, resident)
+                stats.max_gathered_outside_bucket = max(stats.max_gathered_outside_bucket, outside)
             bucket_bytes_sent = 0
             for t in bucket:
                 value = _value(t, dtype)
                 bucket_bytes_sent += value.numel() * itemsize
                 stats.tensors += 1
-                stats.names.append(t.name)
                 yield t.name, value
         stats.buckets += 1
         stats.bytes += bucket_bytes_sent

@@ -56,14 +56,13 @@ def check_config(cfg: Config, world_size: int) -> None:
             f"algorithm.dynamic_sampling needs rollout.max_sampling_rounds >= 1 (got {r.max_sampling_rounds}) and "
             f"rollout.n >= 2 (got {r.n}): a group of one response is never informative"
         )
-    tp = r.vllm_tensor_parallel_size
-    if r.backend == "vllm" and (tp < 1 or world_size % tp):
-        raise UserError(f"rollout.vllm_tensor_parallel_size={tp} must divide the {world_size} training processes")
-    if r.vllm_sleep_level not in (0, 1, 2) or r.vllm_sync_bucket_mb < 1:
-        raise UserError(
-            f"rollout.vllm_sleep_level={r.vllm_sleep_level} must be 0, 1 or 2 and "
-            f"rollout.vllm_sync_bucket_mb={r.vllm_sync_bucket_mb} at least 1"
-        )
+    if r.backend == "vllm":
+        from mm_gmpo.rollout.engine import vllm_settings
+
+        vllm_settings(r)  # the engine's own checks (sleep level, bucket size), before any model loads
+        tp = r.vllm_tensor_parallel_size
+        if tp < 1 or world_size % tp:
+            raise UserError(f"rollout.vllm_tensor_parallel_size={tp} must divide the {world_size} training processes")
     if cfg.reward.function:  # a bad path, a missing name or a wrong signature stops here, before any model loads
         from mm_gmpo.reward.custom import load_reward_function
 
