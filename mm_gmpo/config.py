@@ -185,6 +185,12 @@ class TrainerConfig:
     # > 0: micro-batches of rows of similar length, each at most this many padded tokens (rows x its longest row,
     # prompt + response), each trimmed to its own longest row; 0: micro_batch_size rows each
     max_tokens_per_micro_batch: int = 0
+    # true: each micro-batch's rows laid end to end in one sequence with no padding, each with its own positions
+    # (rope (t, h, w) for Qwen2.5-VL); fast on a GPU with flash-attention 2 (sdpa/eager build a block-diagonal mask)
+    packing: bool = False
+    # several processes: before the old-log-prob pass, rows move between processes so that each optimizer step has
+    # about the same tokens on every process (row counts kept; advantages already computed; the update is the same)
+    balance_tokens: bool = True
     logprob_chunk_size: int = 512  # response tokens per LM-head chunk (never full [B, T, V] logits)
     val_every: int = 0  # rounds between validations; 0: only before training and at the end
     max_nonfinite_steps: int = 3  # consecutive skipped non-finite updates before the run stops

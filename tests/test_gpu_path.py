@@ -47,8 +47,8 @@ def test_the_emulation_raises_where_cuda_would(vl):
         assert is_emulated(loss) and float(loss) == pytest.approx(float(loss.cpu()))
 
 
-@pytest.mark.parametrize("kind", ["vl", "text"])
-def test_update_and_no_grad_passes_keep_everything_on_the_model_device(kind, vl, tiny_text_dir):
+@pytest.mark.parametrize("kind,packing", [("vl", False), ("text", False), ("vl", True), ("text", True)])
+def test_update_and_no_grad_passes_keep_everything_on_the_model_device(kind, packing, vl, tiny_text_dir):
     folder, processor = vl if kind == "vl" else (tiny_text_dir, load_processor(tiny_text_dir))
     batch = sample_train_batch(processor, with_images=kind == "vl")
     model = load_model(folder, "float32", "eager")  # sdpa would pick CUDA-only kernels for an emulated tensor
@@ -59,16 +59,16 @@ def test_update_and_no_grad_passes_keep_everything_on_the_model_device(kind, vl,
             ctx, PolicyLogprobs(model), lr=1e-3, betas=[0.9, 0.95], weight_decay=0.0, grad_clip=1.0, warmup=0
         )
         before = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
-        old = no_grad_logprobs(ctx, model, batch.rollout, _settings())
+        old = no_grad_logprobs(ctx, model, batch.rollout, _settings(packing=packing))
         assert old.device.type == "cpu" and torch.isfinite(old).all()
-        ref = no_grad_logprobs(ctx, model, batch.rollout, _settings(chunk_size=512))
+        ref = no_grad_logprobs(ctx, model, batch.rollout, _settings(chunk_size=512, packing=packing))
         assert torch.allclose(old, ref, atol=1e-5)  # chunking changes no value
         rows = update_round(
             ctx,
             updater,
             get_policy_loss("gmpo"),
             TrainBatch(batch.rollout, batch.advantages, old, ref),
-            _settings(kl_coef=0.1),
+            _settings(kl_coef=0.1, packing=packing),
         )
         assert mode.ops > 1000  # the model really ran on the emulated device
         moved = [n for n, p in model.named_parameters() if not torch.equal(p.detach().cpu(), before[n])]

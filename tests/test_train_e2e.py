@@ -291,19 +291,27 @@ def test_two_process_deepspeed_matches_one_process(tmp_path, model_dir, stage):
 
 
 def test_token_budget_on_two_processes_matches_one_big_batch(tmp_path, model_dir):
-    """Issue 15: token-budget micro-batches (each trimmed to its own rows) on 2 processes give the update of one
-    micro-batch per step on 1 process."""
+    """Issue 15: packed token-budget micro-batches on 2 processes, rows balanced between them by tokens, give the
+    update of one padded micro-batch per step on 1 process."""
     ds = f"trainer.deepspeed={REPO}/configs/deepspeed/zero2.json"
     one = _train(tmp_path, "one", model_dir, "trainer.max_steps=2", ds, "trainer.micro_batch_size=8")
     two = _train(
-        tmp_path, "two", model_dir, "trainer.max_steps=2", ds, "trainer.max_tokens_per_micro_batch=200", nproc=2
+        tmp_path,
+        "two",
+        model_dir,
+        "trainer.max_steps=2",
+        ds,
+        "trainer.max_tokens_per_micro_batch=200",
+        "trainer.packing=true",
+        nproc=2,
     )
     assert _max_diff(_weights(one, 2), _weights(two, 2)) <= 1e-5
     rows_one = [r for r in _metrics(one) if "actor/pg_loss" in r]
     rows_two = [r for r in _metrics(two) if "actor/pg_loss" in r]
     assert all(r["perf/micro_batches"] == 1 for r in rows_one)
-    assert all(r["perf/micro_batches"] >= 1 for r in rows_two)
-    assert rows_two[0]["perf/padding_frac"] <= rows_one[0]["perf/padding_frac"]
+    assert all(r["perf/micro_batches"] > 1 for r in rows_two)
+    assert rows_one[0]["perf/padding_frac"] > 0 and rows_two[0]["perf/padding_frac"] == 0.0
+    assert rows_two[0]["perf/token_imbalance_after"] <= rows_two[0]["perf/token_imbalance_before"]
     assert rows_two[-1]["actor/pg_loss"] == pytest.approx(rows_one[-1]["actor/pg_loss"], abs=1e-5)
 
 
@@ -343,7 +351,8 @@ def test_zero3_two_processes_with_unequal_lengths_finishes(tmp_path, model_dir):
 
 
 def test_zero3_two_processes_text_model_finishes(tmp_path):
-    """The second repro: math_tiny after its warm start (responses of different lengths), 2 processes, ZeRO-3."""
+    """The second repro: math_tiny after its warm start (responses of different lengths), 2 processes, ZeRO-3; with
+    packed token-budget micro-batches and rows balanced between the processes (issue 15)."""
     ds = _zero3_partition_everything(tmp_path)
     out = tmp_path / "math-z3"
     cmd = [
@@ -353,12 +362,14 @@ def test_zero3_two_processes_text_model_finishes(tmp_path):
         f"trainer.deepspeed={ds}", "trainer.max_steps=2", "trainer.save_every=0", "warmstart.steps=20",
         "rollout.prompts_per_round=2", "rollout.max_new_tokens=16", "data.val_limit=3", "data.train_limit=20",
         "trainer.num_threads=1", "trainer.progress=false", "trainer.tensorboard=false", "trainer.logprob_chunk_size=4",
+        "trainer.packing=true", "trainer.max_tokens_per_micro_batch=160",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     rows = [r for r in _metrics(out) if "actor/pg_loss" in r]
     assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["perf/padding_frac"] == 0.0 and r["actor/skipped"] == 0.0 for r in rows)
 
 
 def test_text_math_run(tmp_path):

@@ -64,8 +64,22 @@ def _image_embeddings(model: torch.nn.Module, batch: RolloutBatch, dtype: torch.
     return torch.cat(rows).to(dtype)
 
 
-def response_hidden_states(model: torch.nn.Module, batch: RolloutBatch) -> torch.Tensor:
-    """[N, R, H]: the last hidden state at the positions that predict each response token."""
+def packed_text_positions(keep: torch.Tensor) -> torch.Tensor:
+    """[1, M] long: the kept tokens of all rows in one sequence, each row's positions starting again at 0 (the reset
+    is how attention tells the rows apart: a block-diagonal causal mask for sdpa/eager, varlen for flash-attention)."""
+    return text_position_ids(keep.long())[keep].unsqueeze(0)
+
+
+def response_hidden_states(model: torch.nn.Module, batch: RolloutBatch, packed: bool = False) -> torch.Tensor:
+    """[M, H]: the last hidden state at the position that predicts each response token (``response_mask``'s real
+    tokens, in row-major order).
+
+    ``packed``: the rows' real tokens are laid end to end in one sequence of M' tokens with no padding; each row
+    keeps its own positions (for Qwen2.5-VL its rope (time, height, width) positions, with the plain text
+    positions in front that tell transformers where each row starts). The attention implementation must support
+    packed sequences: flash-attention 2 (variable lengths), or sdpa/eager (transformers builds the block-diagonal
+    mask from the position resets; M' x M' booleans).
+    """
     hf = _hf_model(model)
     input_ids = batch.input_ids[:, :-1]  # the last token predicts nothing we score
     attention_mask = batch.attention_mask[:, :-1]
@@ -86,8 +100,18 @@ def response_hidden_states(model: torch.nn.Module, batch: RolloutBatch) -> torch
     else:
         position_ids = text_position_ids(attention_mask)
         backbone = hf.model
-    out = backbone(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    return out.last_hidden_state[:, batch.prompt_length - 1 :]
+    predictors = slice(batch.prompt_length - 1, None)  # the column before each response token
+    if not packed:
+        out = backbone(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        return out.last_hidden_state[:, predictors][batch.response_mask]
+    keep = attention_mask.bool()
+    text = packed_text_positions(keep)
+    positions = torch.cat([text[None], position_ids[:, keep].unsqueeze(1)]) if position_ids.ndim == 3 else text
+    out = backbone(
+        inputs_embeds=embeds[keep].unsqueeze(0), attention_mask=None, position_ids=positions, use_cache=False
+    )
+    index = keep.flatten().cumsum(0).view(keep.shape) - 1  # [N, T-1]: each kept token's place in the sequence
+    return out.last_hidden_state[0, index[:, predictors][batch.response_mask]]
 
 
 def _tempered_logp(hidden: torch.Tensor, weight, bias, suppressed: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -225,6 +249,7 @@ def policy_logprobs(
     with_entropy: bool = False,
     entropy_grad: bool = True,
     min_chunks: int = 0,
+    packed: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(log-probs [N, R], entropy [N, R] or None) of the batch's response tokens under ``model``.
 
@@ -233,14 +258,14 @@ def policy_logprobs(
     ``entropy_grad=False``: the entropy is returned detached (a metric; cheaper backward, less memory).
     ``min_chunks``: call the LM head at least this often (empty chunks after the real ones). Under ZeRO-3 each call
     gathers the head's weight in a collective, so every process must make the same number of calls.
+    ``packed``: the backbone runs on the rows laid end to end without padding (see :func:`response_hidden_states`).
     """
     hf = _hf_model(model)
     device = next(hf.parameters()).device
     batch = batch.to(device)
     temperature = temperature if temperature > 0 else 1.0
-    hidden = response_hidden_states(hf, batch)  # [N, R, H]
+    selected = response_hidden_states(hf, batch, packed)  # [M, H]: only real response tokens reach the LM head
     mask = batch.response_mask
-    selected = hidden[mask]  # [M, H]: only real response tokens reach the LM head
     tokens = batch.response_ids[mask]  # [M]
     lm_head = hf.get_output_embeddings()
     suppressed = batch.suppressed_token_ids

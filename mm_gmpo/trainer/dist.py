@@ -96,6 +96,21 @@ def gather_objects(ctx: DistContext, obj: Any) -> list[Any]:
     return out
 
 
+def exchange_objects(ctx: DistContext, outgoing: list[Any]) -> list[Any]:
+    """All-to-all of picklable objects: ``outgoing[d]`` goes to process d; returns what each process sent this one,
+    in rank order (one scatter per process, so each object crosses only to its own destination)."""
+    if ctx.world_size == 1:
+        return list(outgoing)
+    if len(outgoing) != ctx.world_size:
+        raise ValueError(f"exchange_objects needs one object per process ({ctx.world_size}), got {len(outgoing)}")
+    incoming: list[Any] = []
+    for source in range(ctx.world_size):
+        received: list[Any] = [None]
+        dist.scatter_object_list(received, list(outgoing) if ctx.rank == source else None, src=source)
+        incoming.append(received[0])
+    return incoming
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.world_size > 1:
         dist.barrier()

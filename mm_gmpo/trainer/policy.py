@@ -23,10 +23,12 @@ class PolicyLogprobs(torch.nn.Module):
         with_entropy: bool = False,
         entropy_grad: bool = True,
         min_chunks: int = 0,
+        packed: bool = False,
     ):
         """(log-probs [N, R], entropy [N, R] or None) of the batch's response tokens under the policy.
 
-        ``entropy_grad=False``: the entropy is only a metric (detached; see ``policy_logprobs``).
+        ``entropy_grad=False``: the entropy is only a metric (detached; see ``policy_logprobs``); ``packed``: the
+        rows end to end without padding.
         """
         from mm_gmpo.rollout import policy_logprobs
 
@@ -38,6 +40,7 @@ class PolicyLogprobs(torch.nn.Module):
             with_entropy=with_entropy,
             entropy_grad=entropy_grad,
             min_chunks=min_chunks,
+            packed=packed,
         )
 
 

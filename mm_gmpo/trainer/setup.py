@@ -175,6 +175,14 @@ def build_policy(cfg: Config, path: str, precision: Precision):
         getattr(model.config, "_attn_implementation", "default"),
         "on" if cfg.model.gradient_checkpointing else "off",
     )
+    attention = str(getattr(model.config, "_attn_implementation", ""))
+    if cfg.trainer.packing and torch.cuda.is_available() and not attention.startswith("flash"):
+        log.warning(
+            "trainer.packing with %s attention: each micro-batch builds a block-diagonal mask of (its tokens)^2 "
+            "booleans and runs dense kernels; install flash-attn for variable-length attention "
+            "(model.attn_implementation=flash_attention_2)",
+            attention,
+        )
     if cfg.model.gradient_checkpointing:
         # the layers checkpoint only in train mode (module.training): the update switches it on
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -34,6 +34,7 @@ from mm_gmpo.rollout import RolloutEngine, SamplingParams, assert_parity, defaul
 from mm_gmpo.rollout.batching import pad_token_id
 from mm_gmpo.rollout.preflight import ParityReport
 from mm_gmpo.trainer import dist
+from mm_gmpo.trainer.balance import balance_rows
 from mm_gmpo.trainer.batch import TrainBatch
 from mm_gmpo.trainer.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from mm_gmpo.trainer.data import load_prompt_sets
@@ -118,6 +119,7 @@ class Trainer:
             entropy_coef=a.entropy_coef,
             sync_chunks=self.updater.partitioned,
             max_tokens_per_micro_batch=cfg.trainer.max_tokens_per_micro_batch,
+            packing=cfg.trainer.packing,
         )
         default_mean, default_p99 = default_tolerances(self.precision.compute_dtype)
         self.preflight_tolerances = (
@@ -176,11 +178,12 @@ class Trainer:
                     cfg.rollout.n,
                     normalize_std=cfg.algorithm.normalize_std,
                 )
+                rows, row_advantages, balance_metrics = self._balanced(batch, advantages, timings)
                 with timed(timings, "old_logprobs", peaks), self.precision.autocast():
-                    old_logprobs, ref_logprobs, parity_metrics = self._old_and_ref_logprobs(batch, preflight_due)
+                    old_logprobs, ref_logprobs, parity_metrics = self._old_and_ref_logprobs(rows, preflight_due)
                     preflight_due = False
                 with timed(timings, "update", peaks):
-                    train_batch = TrainBatch(batch, advantages, old_logprobs, ref_logprobs)
+                    train_batch = TrainBatch(rows, row_advantages, old_logprobs, ref_logprobs)
                     step_rows = update_round(
                         self.ctx,
                         self.updater,
@@ -198,6 +201,7 @@ class Trainer:
                     batch, scores, advantages, timings, time.perf_counter() - round_start
                 )
                 round_metrics.update(parity_metrics)
+                round_metrics.update(balance_metrics)
                 round_metrics.update(sync_metrics)
                 round_metrics.update(sampling_metrics)
                 round_metrics.update({f"perf/{name}_peak_gib": value for name, value in peaks.items()})
@@ -309,6 +313,17 @@ class Trainer:
                 "batch/uninformative_groups_kept": total[2],
             },
         )
+
+    def _balanced(self, batch, advantages, timings: dict):
+        """(rows, advantages, perf/token_imbalance_*) for the update: with several processes and
+        ``trainer.balance_tokens``, rows moved so that each optimizer step has about the same tokens on every
+        process (:mod:`mm_gmpo.trainer.balance`); the round's own ``batch`` stays as sampled for its metrics."""
+        if self.ctx.world_size == 1 or not self.cfg.trainer.balance_tokens:
+            return batch, advantages, {}
+        with timed(timings, "balance"):
+            return balance_rows(
+                self.ctx, batch, advantages, self.cfg.trainer.updates_per_round, pad_token_id(self.processor)
+            )
 
     def _agreed_stop(self, stop: StopRequest) -> int:
         """The signal that stops the run after this round (0: go on); the same on every process."""

@@ -1,11 +1,12 @@
 """The policy update of one rollout round, and the no-grad log-prob passes that feed it.
 
 ``update_round``: K optimizer steps over strided mini-batches of the round's rows; each step accumulates
-micro-batches of ``micro_batch_size`` rows, or, with ``trainer.max_tokens_per_micro_batch``, of rows of similar
-length packed up to a padded-token budget. Per micro-batch, in this order: take the rows of everything (one
-``TrainBatch.select``), drop the columns that are padding in all of them (``trimmed``: each micro-batch is as wide
-as its own longest row, not the round's), move them to the policy's device (one ``to``), forward with gradients in train mode (so
-gradient checkpointing recomputes), the loss (:func:`micro_batch_loss`, pure), one collective to agree whether the
+micro-batches of ``micro_batch_size`` rows, or, with ``trainer.max_tokens_per_micro_batch``, of rows grouped up to
+a token budget (padded tokens; with ``trainer.packing``, real tokens, the rows laid end to end without padding).
+The no-grad passes (old and reference log-probs) run the same micro-batches, step by step. Per micro-batch, in
+this order: take the rows of everything (one ``TrainBatch.select``), drop the columns that are padding in all of
+them (``trimmed``: each micro-batch is as wide as its own longest row, not the round's), move them to the policy's
+device (one ``to``), forward with gradients in train mode (so gradient checkpointing recomputes), the loss (:func:`micro_batch_loss`, pure), one collective to agree whether the
 loss is finite everywhere, backward. A non-finite loss is replaced by one whose gradients are NaN, so the step is
 dropped before anything is applied: by :class:`~mm_gmpo.trainer.dist.TorchUpdater` itself, and by DeepSpeed's own
 overflow check under ZeRO (AdamW's moments never see the bad gradients).
@@ -44,7 +45,8 @@ class UpdateSettings:
     kl_coef: float = 0.0
     entropy_coef: float = 0.0
     sync_chunks: bool = False  # ZeRO-3 with several processes: equal LM-head calls on every process
-    max_tokens_per_micro_batch: int = 0  # > 0: micro-batches by padded-token budget instead of by row count
+    max_tokens_per_micro_batch: int = 0  # > 0: micro-batches by token budget instead of by row count
+    packing: bool = False  # each micro-batch's rows end to end in one sequence, no padding (see policy_logprobs)
     trim: bool = True  # each micro-batch as wide as its own rows; False: as wide as the round (benchmarks only)
 
 
@@ -53,15 +55,31 @@ def micro_batches(rows: list[int], size: int) -> list[list[int]]:
     return [rows[start : start + size] for start in range(0, len(rows), max(size, 1))]
 
 
-def token_budget_bins(prompt_lengths: list[int], response_lengths: list[int], budget: int) -> list[list[int]]:
-    """Indices of the rows in bins whose padded cost stays within ``budget`` tokens. A trimmed micro-batch is
-    rows x (its longest prompt + its longest response): prompts are left-padded and responses right-padded, so
-    the two maxima add up even when no single row has both.
+def token_budget_bins(
+    prompt_lengths: list[int], response_lengths: list[int], budget: int, packed: bool = False
+) -> list[list[int]]:
+    """Indices of the rows in bins whose cost stays within ``budget`` tokens; a row over the budget gets a bin of
+    its own. Pure.
 
-    Longest rows first, so each bin's rows are of similar length; a row over the budget gets a bin of its own. Pure.
+    Padded (``packed=False``): a trimmed micro-batch costs rows x (its longest prompt + its longest response), since
+    prompts are left-padded and responses right-padded the two maxima add up even when no single row has both.
+    Longest rows first into the open bin, so each bin's rows are of similar length.
+    Packed: a micro-batch costs the sum of its rows' lengths; first fit, longest first (no padding to share).
     """
     order = sorted(range(len(prompt_lengths)), key=lambda i: -(prompt_lengths[i] + response_lengths[i]))
     bins: list[list[int]] = []
+    if packed:
+        loads: list[int] = []
+        for i in order:
+            size = prompt_lengths[i] + response_lengths[i]
+            fits = next((b for b, load in enumerate(loads) if load + size <= budget), None)
+            if fits is None:
+                bins.append([i])
+                loads.append(size)
+            else:
+                bins[fits].append(i)
+                loads[fits] += size
+        return bins
     longest = (0, 0)  # the open bin's longest prompt and response
     for i in order:
         grown = (max(longest[0], prompt_lengths[i]), max(longest[1], response_lengths[i]))
@@ -88,26 +106,38 @@ def split_to_count(bins: list[list[int]], count: int) -> list[list[int]]:
 
 
 def plan_micro_batches(ctx, batch: RolloutBatch, rows: list[int], s: UpdateSettings) -> list[list[int]]:
-    """The micro-batches of ``rows``: by count (``micro_batch_size``), or by the padded-token budget
+    """The micro-batches of ``rows``: by count (``micro_batch_size``), or by the token budget
     ``max_tokens_per_micro_batch``; with several processes, as many on each process as on the busiest."""
     if not s.max_tokens_per_micro_batch:
         return micro_batches(rows, s.micro_batch_size)
     prompt = batch.attention_mask[rows, : batch.prompt_length].sum(dim=1).tolist()
     response = batch.response_mask[rows].sum(dim=1).tolist()
-    bins = [[rows[i] for i in b] for b in token_budget_bins(prompt, response, s.max_tokens_per_micro_batch)]
+    plan = token_budget_bins(prompt, response, s.max_tokens_per_micro_batch, packed=s.packing)
+    bins = [[rows[i] for i in b] for b in plan]
     if ctx.world_size > 1:
         bins = split_to_count(bins, int(dist.all_reduce_max(ctx, [float(len(bins))])[0]))
     return bins
 
 
-def padding_stats(batch: RolloutBatch, plan: list[list[int]], trim: bool = True) -> tuple[float, float]:
+def round_plan(ctx, batch: RolloutBatch, s: UpdateSettings) -> list[list[list[int]]]:
+    """The micro-batches of every optimizer step of the round (step k: the strided rows ``i % K == k``)."""
+    k = s.updates_per_round
+    return [plan_micro_batches(ctx, batch, minibatch_rows(batch.num_rows, k, update), s) for update in range(k)]
+
+
+def padding_stats(
+    batch: RolloutBatch, plan: list[list[int]], trim: bool = True, packed: bool = False
+) -> tuple[float, float]:
     """(computed tokens, real tokens) of ``plan``'s micro-batches, each trimmed to its own longest row (or, with
-    ``trim=False``, as wide as the whole batch)."""
+    ``trim=False``, as wide as the whole batch; with ``packed``, its real tokens only)."""
+    real = float(batch.attention_mask[[r for rows in plan for r in rows]].sum())
+    if packed:
+        return real, real
     computed = 0
     for rows in plan:
         width = sum(batch.select(rows).padded_width()) if trim else batch.input_ids.shape[1]
         computed += len(rows) * width
-    return float(computed), float(batch.attention_mask[[r for rows in plan for r in rows]].sum())
+    return float(computed), real
 
 
 def lm_head_chunks(ctx: dist.DistContext, batch: RolloutBatch, chunk_size: int, sync: bool) -> int:
@@ -123,19 +153,25 @@ def no_grad_logprobs(
     settings: UpdateSettings,
 ) -> torch.Tensor:
     """[N, R] float32 on the CPU: log-probs of the sampled tokens under ``model`` (eval mode, no gradients),
-    in micro-batches planned as the update's, each trimmed to its own rows and moved to the model's device."""
+    in the update's micro-batches (:func:`round_plan`), each trimmed to its own rows and moved to the model's
+    device."""
     device = next(model.parameters()).device
     out = torch.zeros(batch.sampler_logprobs.shape, dtype=torch.float32)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for rows in plan_micro_batches(ctx, batch, list(range(batch.num_rows)), settings):
+            for rows in (micro for step in round_plan(ctx, batch, settings) for micro in step):
                 sub = batch.select(rows)
                 sub = (sub.trimmed() if settings.trim else sub).to(device)
                 chunks = lm_head_chunks(ctx, sub, settings.chunk_size, settings.sync_chunks)
                 logprobs, _ = policy_logprobs(
-                    model, sub, temperature=settings.temperature, chunk_size=settings.chunk_size, min_chunks=chunks
+                    model,
+                    sub,
+                    temperature=settings.temperature,
+                    chunk_size=settings.chunk_size,
+                    min_chunks=chunks,
+                    packed=settings.packing,
                 )
                 out[rows, : logprobs.shape[1]] = logprobs.float().cpu()
     finally:
@@ -182,6 +218,7 @@ def optimizer_step(ctx, updater, loss_fn, batch: TrainBatch, rows: list[int], s:
             with_entropy=True,
             entropy_grad=bool(s.entropy_coef),  # otherwise a metric: no backward through it
             min_chunks=lm_head_chunks(ctx, sub.rollout, s.chunk_size, s.sync_chunks),
+            packed=s.packing,
         )
         loss, metrics = micro_batch_loss(loss_fn, logprobs, entropy, sub, s)
         finite = dist.all_reduce_max(ctx, [0.0 if torch.isfinite(loss) else 1.0])[0] == 0.0
@@ -193,7 +230,7 @@ def optimizer_step(ctx, updater, loss_fn, batch: TrainBatch, rows: list[int], s:
     grad_norm, applied = updater.step(skip=nonfinite)
     row = {f"actor/{key}": v for key, v in reduce_step_metrics(ctx, micro_metrics).items()}
     row.update({"actor/grad_norm": grad_norm, "actor/lr": updater.lr, "actor/skipped": float(not applied)})
-    computed, real = dist.all_reduce_sum(ctx, list(padding_stats(batch.rollout, plan, s.trim)))
+    computed, real = dist.all_reduce_sum(ctx, list(padding_stats(batch.rollout, plan, s.trim, s.packing)))
     row["perf/padding_frac"] = 1.0 - real / max(computed, 1.0)  # pad tokens / computed tokens, all processes
     row["perf/micro_batches"] = float(len(plan))  # per process (equal on every process)
     return row
