@@ -38,6 +38,15 @@ def _logprobs_and_grads(folder, batch, packed: bool):
     return logprobs.detach(), entropy.detach(), grads
 
 
+def _recording(forward, seen):
+    def recorded(self, input_ids):
+        if input_ids.dtype == torch.long and input_ids.ndim == 2:  # token embeddings (not rotary or vision ones)
+            seen.append(tuple(input_ids.shape))
+        return forward(self, input_ids)
+
+    return recorded
+
+
 @pytest.mark.parametrize("kind", ["text", "vl"])
 def test_packed_logprobs_and_gradients_equal_padded(kind, tiny_text_dir, tiny_vl_dir, monkeypatch):
     folder, batch = _batch(kind, tiny_text_dir, tiny_vl_dir)
@@ -47,7 +56,12 @@ def test_packed_logprobs_and_gradients_equal_padded(kind, tiny_text_dir, tiny_vl
     if kind == "vl":
         assert len({tuple(g) for g in rollout.image_grid_thw.tolist()}) > 1  # images of different sizes
     padded_lp, padded_ent, padded_grads = _logprobs_and_grads(folder, rollout, packed=False)
+    seen = []  # the token ids the embedding gets: the real tokens only, in one sequence (no padded [N, T, H])
+    monkeypatch.setattr(torch.nn.Embedding, "forward", _recording(torch.nn.Embedding.forward, seen))
     packed_lp, packed_ent, packed_grads = _logprobs_and_grads(folder, rollout, packed=True)
+    monkeypatch.undo()
+    real = int(rollout.attention_mask[:, :-1].sum())
+    assert seen and all(shape == (1, real) for shape in seen), (seen, real)
     assert torch.allclose(packed_lp, padded_lp, atol=1e-5)
     assert torch.allclose(packed_ent, padded_ent, atol=1e-4)  # entropies are ~log V: the same relative error
     assert packed_grads.keys() == padded_grads.keys()

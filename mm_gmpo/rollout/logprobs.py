@@ -83,12 +83,15 @@ def response_hidden_states(model: torch.nn.Module, batch: RolloutBatch, packed: 
     hf = _hf_model(model)
     input_ids = batch.input_ids[:, :-1]  # the last token predicts nothing we score
     attention_mask = batch.attention_mask[:, :-1]
-    embeds = hf.get_input_embeddings()(input_ids)
+    keep = attention_mask.bool()
+    # packed: only the real tokens are embedded (a padded [N, T, H] would cost rows x the longest row, here as well)
+    tokens = input_ids[keep].unsqueeze(0) if packed else input_ids  # [1, M'] or [N, T-1]
+    embeds = hf.get_input_embeddings()(tokens)
     if _is_vision(hf):
         grid = batch.row_image_grid_thw()
         if batch.pixel_values is not None and grid is not None and grid.numel():
             image_embeds = _image_embeddings(hf, batch, embeds.dtype)
-            image_mask = (input_ids == batch.image_token_id).unsqueeze(-1)
+            image_mask = (tokens == batch.image_token_id).unsqueeze(-1)  # row-major either way: the same order
             if int(image_mask.sum()) != image_embeds.shape[0]:
                 raise ValueError(
                     f"image placeholders ({int(image_mask.sum())}) and image embeddings ({image_embeds.shape[0]}) "
@@ -104,12 +107,9 @@ def response_hidden_states(model: torch.nn.Module, batch: RolloutBatch, packed: 
     if not packed:
         out = backbone(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
         return out.last_hidden_state[:, predictors][batch.response_mask]
-    keep = attention_mask.bool()
     text = packed_text_positions(keep)
     positions = torch.cat([text[None], position_ids[:, keep].unsqueeze(1)]) if position_ids.ndim == 3 else text
-    out = backbone(
-        inputs_embeds=embeds[keep].unsqueeze(0), attention_mask=None, position_ids=positions, use_cache=False
-    )
+    out = backbone(inputs_embeds=embeds, attention_mask=None, position_ids=positions, use_cache=False)
     index = keep.flatten().cumsum(0).view(keep.shape) - 1  # [N, T-1]: each kept token's place in the sequence
     return out.last_hidden_state[0, index[:, predictors][batch.response_mask]]
 
