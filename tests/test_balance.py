@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from mm_gmpo.algorithms import get_policy_loss
 from mm_gmpo.models import load_model, load_processor
 from mm_gmpo.rollout.batching import pad_token_id
-from mm_gmpo.testing.batches import sample_train_batch
+from mm_gmpo.testing.batches import run_update_round, sample_train_batch
 from mm_gmpo.trainer.balance import balance_rows, row_tokens, swap_plan
 from mm_gmpo.trainer.batch import TrainBatch
 from mm_gmpo.trainer.dist import DistContext, TorchUpdater, free_port
@@ -101,16 +101,9 @@ def test_balanced_update_equals_unbalanced_and_one_process(tiny_vl_dir, tmp_path
     assert balanced[0]["groups"] != plain[0]["groups"]  # rows (with their images) did move
 
     model, _, batch, settings = _setup(str(tiny_vl_dir))  # the same round on one process
-    ctx = DistContext()
-    old = no_grad_logprobs(ctx, model, batch.rollout, settings)
-    updater = TorchUpdater(
-        ctx, PolicyLogprobs(model), lr=1e-3, betas=[0.9, 0.95], weight_decay=0.0, grad_clip=0.0, warmup=0
-    )
-    one = update_round(
-        ctx, updater, get_policy_loss("gmpo"), TrainBatch(batch.rollout, batch.advantages, old, None), settings
-    )
-    for name, value in model.named_parameters():
-        assert torch.allclose(plain[0]["params"][name], value.detach(), atol=1e-5), name
-        assert torch.allclose(balanced[0]["params"][name], value.detach(), atol=1e-5), name
+    _, params, one = run_update_round(model, batch, settings)
+    for name, value in params.items():
+        assert torch.allclose(plain[0]["params"][name], value, atol=1e-5), name
+        assert torch.allclose(balanced[0]["params"][name], value, atol=1e-5), name
     for key in ("actor/pg_loss", "actor/grad_norm"):
         assert balanced[0]["steps"][1][key] == pytest.approx(one[1][key], rel=1e-4, abs=1e-6), key

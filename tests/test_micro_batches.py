@@ -5,20 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mm_gmpo.algorithms import get_policy_loss
 from mm_gmpo.models import load_model, load_processor
-from mm_gmpo.testing.batches import sample_train_batch
-from mm_gmpo.trainer.batch import TrainBatch
-from mm_gmpo.trainer.dist import DistContext, TorchUpdater
-from mm_gmpo.trainer.policy import PolicyLogprobs
+from mm_gmpo.testing.batches import run_update_round, sample_train_batch
+from mm_gmpo.trainer.dist import DistContext
 from mm_gmpo.trainer.update import (
     UpdateSettings,
-    no_grad_logprobs,
     padding_stats,
     plan_micro_batches,
     split_to_count,
     token_budget_bins,
-    update_round,
 )
 
 
@@ -40,7 +35,6 @@ def test_token_budget_update_equals_one_big_batch(kind, tiny_text_dir, tiny_vl_d
     processor = load_processor(folder, min_pixels=3136, max_pixels=12544)
     batch = sample_train_batch(processor, with_images=kind == "vl")
     batch = batch.select(list(range(6)) * 2)  # 12 rows of 3 response lengths (and 6 image sizes for vl)
-    ctx = DistContext()
     one = UpdateSettings(
         temperature=1.0, chunk_size=512, micro_batch_size=12, updates_per_round=2, sequences_per_step=6
     )
@@ -48,17 +42,7 @@ def test_token_budget_update_equals_one_big_batch(kind, tiny_text_dir, tiny_vl_d
         batch.rollout.select([i]).padded_width()[0] + batch.rollout.select([i]).padded_width()[1] for i in range(12)
     )
     budget = UpdateSettings(**{**one.__dict__, "micro_batch_size": 1, "max_tokens_per_micro_batch": 2 * widest})
-    results = []
-    for settings in (one, budget):
-        model = load_model(folder, "float32")
-        old = no_grad_logprobs(ctx, model, batch.rollout, settings)
-        updater = TorchUpdater(
-            ctx, PolicyLogprobs(model), lr=1e-3, betas=[0.9, 0.95], weight_decay=0.0, grad_clip=0.0, warmup=0
-        )
-        rows = update_round(
-            ctx, updater, get_policy_loss("gmpo"), TrainBatch(batch.rollout, batch.advantages, old, None), settings
-        )
-        results.append((old, {n: p.detach().clone() for n, p in model.named_parameters()}, rows))
+    results = [run_update_round(load_model(folder, "float32"), batch, settings) for settings in (one, budget)]
     (old_a, params_a, rows_a), (old_b, params_b, rows_b) = results
     assert torch.allclose(old_a, old_b, atol=1e-5)  # trimmed micro-batches, the same log-probs
     assert rows_b[0]["perf/micro_batches"] > rows_a[0]["perf/micro_batches"] == 1

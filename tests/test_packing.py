@@ -7,20 +7,15 @@ import pytest
 import torch
 
 import mm_gmpo.rollout.logprobs as logprobs_module
-from mm_gmpo.algorithms import get_policy_loss
 from mm_gmpo.models import load_model, load_processor
 from mm_gmpo.rollout import policy_logprobs
-from mm_gmpo.testing.batches import sample_train_batch
-from mm_gmpo.trainer.batch import TrainBatch
-from mm_gmpo.trainer.dist import DistContext, TorchUpdater
-from mm_gmpo.trainer.policy import PolicyLogprobs
+from mm_gmpo.testing.batches import run_update_round, sample_train_batch
+from mm_gmpo.trainer.dist import DistContext
 from mm_gmpo.trainer.update import (
     UpdateSettings,
-    no_grad_logprobs,
     padding_stats,
     round_plan,
     token_budget_bins,
-    update_round,
 )
 
 
@@ -87,7 +82,6 @@ def test_packed_bins_sum_real_tokens():
 def test_packed_update_equals_one_padded_batch(kind, tiny_text_dir, tiny_vl_dir):
     folder, batch = _batch(kind, tiny_text_dir, tiny_vl_dir)
     batch = batch.select(list(range(6)) * 2)  # 12 rows: 3 response lengths, 6 prompts (images of 6 sizes)
-    ctx = DistContext()
     padded = UpdateSettings(
         temperature=1.0, chunk_size=512, micro_batch_size=12, updates_per_round=2, sequences_per_step=6
     )
@@ -95,17 +89,7 @@ def test_packed_update_equals_one_padded_batch(kind, tiny_text_dir, tiny_vl_dir)
     packed = UpdateSettings(
         **{**padded.__dict__, "micro_batch_size": 1, "max_tokens_per_micro_batch": real // 4, "packing": True}
     )
-    results = []
-    for settings in (padded, packed):
-        model = load_model(folder, "float32")
-        old = no_grad_logprobs(ctx, model, batch.rollout, settings)
-        updater = TorchUpdater(
-            ctx, PolicyLogprobs(model), lr=1e-3, betas=[0.9, 0.95], weight_decay=0.0, grad_clip=0.0, warmup=0
-        )
-        rows = update_round(
-            ctx, updater, get_policy_loss("gmpo"), TrainBatch(batch.rollout, batch.advantages, old, None), settings
-        )
-        results.append((old, {n: p.detach().clone() for n, p in model.named_parameters()}, rows))
+    results = [run_update_round(load_model(folder, "float32"), batch, settings) for settings in (padded, packed)]
     (old_a, params_a, rows_a), (old_b, params_b, rows_b) = results
     assert torch.allclose(old_a, old_b, atol=1e-5)
     assert rows_b[0]["perf/micro_batches"] > 1 and rows_b[0]["perf/padding_frac"] == 0.0
