@@ -103,7 +103,9 @@ def test_balanced_update_equals_unbalanced_and_one_process(tiny_vl_dir, tmp_path
     model, _, batch, settings = _setup(str(tiny_vl_dir))  # the same round on one process
     _, params, one = run_update_round(model, batch, settings)
     for name, value in params.items():
-        assert torch.allclose(plain[0]["params"][name], value, atol=1e-5), name
-        assert torch.allclose(balanced[0]["params"][name], value, atol=1e-5), name
-    for key in ("actor/pg_loss", "actor/grad_norm"):
-        assert balanced[0]["steps"][1][key] == pytest.approx(one[1][key], rel=1e-4, abs=1e-6), key
+        # atol: see test_packing (AdamW turns float noise on near-zero gradients into ~1e-5 at lr 1e-3)
+        assert torch.allclose(plain[0]["params"][name], value, atol=1e-4), name
+        assert torch.allclose(balanced[0]["params"][name], value, atol=1e-4), name
+    for step in range(2):  # the gradients themselves, step by step
+        for key in ("actor/pg_loss", "actor/grad_norm"):
+            assert balanced[0]["steps"][step][key] == pytest.approx(one[step][key], rel=1e-5, abs=1e-6), key

@@ -95,8 +95,12 @@ def test_packed_update_equals_one_padded_batch(kind, tiny_text_dir, tiny_vl_dir)
     assert rows_b[0]["perf/micro_batches"] > 1 and rows_b[0]["perf/padding_frac"] == 0.0
     assert rows_a[0]["perf/padding_frac"] > 0.1
     for name, value in params_a.items():
-        assert torch.allclose(value, params_b[name], atol=1e-5), name
-    assert rows_a[1]["actor/pg_loss"] == pytest.approx(rows_b[1]["actor/pg_loss"], abs=1e-5)
+        # AdamW's first steps are about lr x sign(gradient) (2e-3 after two): float noise on near-zero gradients
+        # moves a weight by up to ~1e-5 (it did, once, in CI); a different update flips signs in bulk (1e-3)
+        assert torch.allclose(value, params_b[name], atol=1e-4), name
+    for a, b in zip(rows_a, rows_b, strict=True):  # the gradients themselves, step by step
+        assert a["actor/grad_norm"] == pytest.approx(b["actor/grad_norm"], rel=1e-5)
+        assert a["actor/pg_loss"] == pytest.approx(b["actor/pg_loss"], abs=1e-5)
 
 
 def test_no_grad_passes_run_the_update_micro_batches(tiny_text_dir):
