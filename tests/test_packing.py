@@ -9,7 +9,7 @@ import torch
 import mm_gmpo.rollout.logprobs as logprobs_module
 from mm_gmpo.models import load_model, load_processor
 from mm_gmpo.rollout import policy_logprobs
-from mm_gmpo.testing.batches import run_update_round, sample_train_batch
+from mm_gmpo.testing.batches import assert_same_update, run_update_round, sample_train_batch
 from mm_gmpo.trainer.dist import DistContext
 from mm_gmpo.trainer.update import (
     UpdateSettings,
@@ -94,10 +94,7 @@ def test_packed_update_equals_one_padded_batch(kind, tiny_text_dir, tiny_vl_dir)
     assert torch.allclose(old_a, old_b, atol=1e-5)
     assert rows_b[0]["perf/micro_batches"] > 1 and rows_b[0]["perf/padding_frac"] == 0.0
     assert rows_a[0]["perf/padding_frac"] > 0.1
-    for name, value in params_a.items():
-        # AdamW's first steps are about lr x sign(gradient) (2e-3 after two): float noise on near-zero gradients
-        # moves a weight by up to ~1e-5 (it did, once, in CI); a different update flips signs in bulk (1e-3)
-        assert torch.allclose(value, params_b[name], atol=1e-4), name
+    assert_same_update(params_a, params_b)  # (a few weights may differ: see its docstring; it happened in CI)
     for a, b in zip(rows_a, rows_b, strict=True):  # the gradients themselves, step by step
         assert a["actor/grad_norm"] == pytest.approx(b["actor/grad_norm"], rel=1e-5)
         assert a["actor/pg_loss"] == pytest.approx(b["actor/pg_loss"], abs=1e-5)

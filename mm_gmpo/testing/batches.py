@@ -53,3 +53,12 @@ def run_update_round(model, batch: TrainBatch, settings, ctx=None) -> tuple[torc
         ctx, updater, get_policy_loss("gmpo"), TrainBatch(batch.rollout, batch.advantages, old, None), settings
     )
     return old, {name: p.detach().clone() for name, p in model.named_parameters()}, rows
+
+
+def assert_same_update(a: dict, b: dict, atol: float = 1e-5, max_frac: float = 1e-3) -> None:
+    """Two sets of weights after the same AdamW steps agree: all but a ``max_frac`` fraction of the elements within
+    ``atol``. AdamW's first steps are about lr x sign(gradient), so float noise on a gradient that is ~0 can move
+    that element by up to 2 lr: a few such elements are noise, a different update differs almost everywhere."""
+    far = sum(int(((a[name] - b[name]).abs() > atol).sum()) for name in a)
+    total = sum(t.numel() for t in a.values())
+    assert a.keys() == b.keys() and far <= max_frac * total, f"{far} of {total} weights differ by more than {atol}"
