@@ -30,7 +30,13 @@ def tiny_text_dir(tmp_path_factory) -> Path:
 
 # The files that take longest start first, so that the two CI workers (pytest-xdist, a file per worker) end
 # together instead of one of them starting the learning run when the other is nearly done.
-LONGEST_FIRST = ("test_train_e2e.py", "test_training_modes.py", "test_deepspeed_skip.py", "test_gpu_smoke.py")
+LONGEST_FIRST = (
+    "test_does_it_learn_text.py",
+    "test_train_e2e.py",
+    "test_training_modes.py",
+    "test_deepspeed_skip.py",
+    "test_gpu_smoke.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):

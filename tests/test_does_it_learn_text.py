@@ -1,10 +1,12 @@
 """Issue 17, scaled down for CI: on the text task chain_sum, `mm-gmpo train` with GMPO raises held-out accuracy
 over a supervised warm start.
 
-The same commands and config as ``scripts/does_it_learn.py --task text`` (configs/toy_text_gmpo.yaml, worked
-responses of 45..69 tokens) for one seed, with fewer rounds (RL_STEPS), 100 held-out prompts instead of 300 (4
-samples each, no greedy pass) and two threads. ``val/accuracy`` is the mean over the samples at the rollout
-temperature. What this test measured is in MEASURED; it asks for a rise of RISE.
+The same commands and config as ``scripts/does_it_learn.py --task text`` (configs/toy_text_gmpo.yaml: a 400-step
+warm start, then 25 rounds of 4 updates on worked responses of 45..69 tokens, validated on 300 held-out prompts x
+2 samples) for seed 1, on one thread, without the greedy validation pass: the recorded run ``gmpo-seed1`` of
+docs/does_it_learn/text/results.json but for that pass. ``val/accuracy`` is the mean over the samples at the
+rollout temperature. It asks for a rise of RISE; what it measured is in MEASURED. Over six seeds the recorded gain
+was +0.050 +- 0.034 (lowest +0.007): this test is one seed of it, not a bound that holds for every seed.
 """
 
 from __future__ import annotations
@@ -18,13 +20,9 @@ from mm_gmpo.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs/toy_text_gmpo.yaml")
-RL_STEPS = 80
-RISE = 0.05
-# The full setting (100 steps, 300 prompts x 2 samples) measured 0.710 -> 0.868 on seed 1
-# (docs/does_it_learn/text/results.json). This test measured 0.660 -> 0.8075 (+0.148) and passed, in 43m52s on a
-# 2-core machine with a load average of about 5 (its warm start ran at 3.3 s per step with 2 threads, against 0.9 s
-# with 1 thread on the same machine). Its time on an idle 2-core machine has not been measured.
-MEASURED = "0.660 -> 0.8075 on 100 held-out prompts x 4 samples (seed 1)"
+RL_STEPS = 100
+RISE = 0.04
+MEASURED = "pending"
 
 
 def _val(run: Path) -> list[dict]:
@@ -33,15 +31,12 @@ def _val(run: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.long  # not in CI until its time is measured: python -m pytest -m long tests/test_does_it_learn_text.py
 def test_gmpo_raises_held_out_accuracy_on_the_text_task(tmp_path):
     common = [
         f"model.path={tmp_path / 'base'}",  # the toy Qwen2 is built there from its config (tiny_if_missing)
-        "data.val=synthetic:chain_sum:test:100",
-        "rollout.val_n=4",
         "rollout.val_also_greedy=false",
         "trainer.seed=1",
-        "trainer.num_threads=2",
+        "trainer.num_threads=1",  # beside the other CI worker: two threads would share its core
         "trainer.progress=false",
         "trainer.tensorboard=false",
     ]
