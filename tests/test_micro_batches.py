@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mm_gmpo.models import load_model, load_processor
-from mm_gmpo.testing.batches import run_update_round, sample_train_batch
+from mm_gmpo.testing.batches import assert_same_update, run_update_round, sample_train_batch
 from mm_gmpo.trainer.dist import DistContext
 from mm_gmpo.trainer.update import (
     UpdateSettings,
@@ -47,8 +47,7 @@ def test_token_budget_update_equals_one_big_batch(kind, tiny_text_dir, tiny_vl_d
     assert torch.allclose(old_a, old_b, atol=1e-5)  # trimmed micro-batches, the same log-probs
     assert rows_b[0]["perf/micro_batches"] > rows_a[0]["perf/micro_batches"] == 1
     assert rows_b[0]["perf/padding_frac"] < rows_a[0]["perf/padding_frac"]
-    for name, value in params_a.items():
-        assert torch.allclose(value, params_b[name], atol=1e-5), name
+    assert_same_update(params_a, params_b)  # AdamW's sign-like first steps: a few near-zero gradients may differ
     assert rows_a[1]["actor/pg_loss"] == pytest.approx(rows_b[1]["actor/pg_loss"], abs=1e-5)
 
 
