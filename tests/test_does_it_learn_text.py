@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs/toy_text_gmpo.yaml")
 RL_STEPS = 100
 RISE = 0.04
-MEASURED = "pending"
+# alone on an idle 2-core machine 248 s; in the clean-clone CI beside the other worker 281 s
+MEASURED = "0.672 -> 0.752 on 300 held-out prompts x 2 samples (seed 1), as the recorded run gmpo-seed1"
 
 
 def _val(run: Path) -> list[dict]:
