@@ -284,7 +284,7 @@ class VLLMRollout:
         """``n`` responses for each of this process's prompts (its tensor-parallel group samples all members'
         prompts in one call and each member keeps its own)."""
         self.wake()
-        members = self._group_prompts(prompts, sampling.first_prompt)
+        members, mine = self._group_prompts(prompts, sampling.first_prompt)
         stops = stop_token_ids(self.tokenizer)
         requests, params = [], []
         for first, member_prompts in members:
@@ -295,7 +295,6 @@ class VLLMRollout:
                 requests.append(request)
                 params.append(self._sampling_params(n, sampling, first + g, stops))
         outputs = self.llm.generate(requests, params, use_tqdm=False)
-        mine = next(i for i, (first, _) in enumerate(members) if first == sampling.first_prompt)
         offset = sum(len(p) for _, p in members[:mine])
         outputs = outputs[offset : offset + len(prompts)]
         encoded = encode_prompts(self.processor, prompts)
@@ -332,15 +331,18 @@ class VLLMRollout:
             skip_special_tokens=True,
         )
 
-    def _group_prompts(self, prompts: list[Prompt], first_prompt: int) -> list[tuple[int, list[Prompt]]]:
-        """[(first global prompt index, prompts)] of every member of this process's tensor-parallel group."""
+    def _group_prompts(self, prompts: list[Prompt], first_prompt: int) -> tuple[list[tuple[int, list[Prompt]]], int]:
+        """[(first global prompt index, prompts)] of every member of this process's tensor-parallel group, in
+        group-rank order, and this process's place in it. The place is the group rank, not a search for this
+        process's ``first_prompt``: two members may pass the same one (validation's shares are not numbered like
+        a round's), and a search would hand both the first member's responses."""
         if self.group is None:
-            return [(first_prompt, prompts)]
+            return [(first_prompt, prompts)], 0
         import torch.distributed as dist
 
         gathered: list = [None] * dist.get_world_size(self.group)
         dist.all_gather_object(gathered, (first_prompt, prompts), group=self.group)
-        return [(first, list(member)) for first, member in gathered]
+        return [(first, list(member)) for first, member in gathered], dist.get_rank(self.group)
 
     @staticmethod
     def _check_prompt(g: int, vllm_ids, encoded) -> None:

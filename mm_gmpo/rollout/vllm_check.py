@@ -152,19 +152,28 @@ def multi_process_check(
     path: str, tmp: Path, args, report: Report, *, tensor_parallel: int, lora: bool, full_mb: float = 0.0
 ) -> float:
     """The trainer under torchrun (2 processes, ZeRO-3, vLLM); checks its logs and metrics. Returns the MB of the
-    last sync (0.0 when the run failed). With LoRA the engine sleeps at level 1 (keeps its weights), so after the
-    first sync only the merged LoRA weights are sent: fewer than ``full_mb``."""
+    last sync (0.0 when the run failed). With tensor parallelism it also validates every round on 5 prompts
+    (shares of 3 and 2, one padded), sampled and greedy: both members of the group then ask for their share at
+    once and must each get their own responses back. With LoRA the engine sleeps at level 1 (keeps its weights),
+    so after the first sync only the merged LoRA weights are sent: fewer than ``full_mb``."""
     run = tmp / f"run-tp{tensor_parallel}{'-lora' if lora else ''}"
     rounds = 3
     overrides = [
         f"model.path={path}", "model.tiny_if_missing=false", f"trainer.output_dir={run}",
         f"trainer.deepspeed={_zero3_config(tmp)}", "rollout.backend=vllm", f"rollout.vllm_sync_bucket_mb={args.bucket_mb}",
         f"rollout.vllm_tensor_parallel_size={tensor_parallel}", f"rollout.max_new_tokens={args.max_new_tokens}",
-        "rollout.n=4", "rollout.prompts_per_round=4", "warmstart.steps=0", "data.val=", "trainer.val_every=0",
+        "rollout.n=4", "rollout.prompts_per_round=4", "warmstart.steps=0",
+        *([
+            "data.val_limit=5", "trainer.val_every=1", "rollout.val_temperature=1.0", "rollout.val_n=2",
+            "rollout.val_also_greedy=true",
+        ] if tensor_parallel > 1 else ["data.val=", "trainer.val_every=0"]),
         f"trainer.max_steps={2 * rounds}", "trainer.updates_per_round=2", "trainer.save_every=0",
         "trainer.micro_batch_size=4", "trainer.num_threads=1", f"trainer.lr={1e-2 if lora else 1e-3}",
         f"rollout.preflight_mean_tolerance={args.tolerance / 10}", f"rollout.preflight_p99_tolerance={args.tolerance}",
-        "algorithm.kl_coef=0.01", "model.ref_offload=true", f"model.lora.enabled={'true' if lora else 'false'}",
+        "algorithm.kl_coef=0.01", "model.ref_offload=true",
+        # a random model's 8 tokens never earn the verifier's reward: a brevity bonus (by characters) varies within
+        # every group, so the advantages are not all 0 and the policy moves
+        "reward.function=mm_gmpo.reward.examples:correct_and_short", "reward.zero_truncated=false", f"model.lora.enabled={'true' if lora else 'false'}",
         f"rollout.vllm_sleep_level={1 if lora else 2}",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
@@ -196,6 +205,13 @@ def multi_process_check(
         len(diffs) == rounds and max(diffs) <= args.tolerance,
         "max abs diff per round " + ", ".join(f"{d:.2e}" for d in diffs),
     )
+    if tensor_parallel > 1:
+        vals = [row for row in rows if "val/accuracy" in row]
+        ok &= report(
+            f"{run.name}: validation in tensor-parallel groups, every round and before the first",
+            len(vals) == rounds + 1 and all("val/accuracy_greedy" in row for row in vals),
+            f"{len(vals)} validations, accuracy " + ", ".join(f"{row['val/accuracy']:.2f}" for row in vals),
+        )
     kl = rounds_rows[-1].get("actor/kl_ref", 0.0)
     ok &= report(f"{run.name}: the policy moved", kl > 1e-4, f"KL to the reference in the last round {kl:.2e}")
     last = rounds_rows[-1]
