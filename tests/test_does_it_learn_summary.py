@@ -83,3 +83,53 @@ def test_every_arm_is_a_valid_config(does_it_learn, task):
     repo = SCRIPT.parents[1]
     for config, extra, _ in does_it_learn.SETTINGS[task].arms.values():
         check_config(load_config(repo / config, extra), world_size=1)  # raises a UserError naming the key if not
+
+
+def test_runs_without_a_greedy_pass_get_it_from_evaluations_of_their_start_and_last_checkpoint(
+    does_it_learn, tmp_path
+):
+    import yaml
+
+    warm = tmp_path / "warmstart"
+    warm.mkdir()
+    logged, silent = tmp_path / "grpo-seed1", tmp_path / "gmpo-seed1"
+    _write_run(logged, 0.40, 0.50, p99=0.1)
+    _write_run(silent, 0.40, 0.55, p99=0.1)
+    rows = [json.loads(line) for line in (silent / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        row.pop("val/accuracy_greedy", None)
+    (silent / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = {"model": {"path": str(warm)}, "data": {"val": "synthetic:chain_sum:test:300", "template": "geo3k"},
+              "rollout": {"max_new_tokens": 96}}  # fmt: skip
+    for run in (logged, silent):
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+        for step in (100, 400, 99):  # "checkpoint-99" sorts last as a name
+            (run / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
+    jobs = does_it_learn.greedy_jobs(tmp_path, [1], ["gmpo", "grpo"])
+    assert [out for _, out, _ in jobs] == [warm / "greedy", silent / "greedy"]  # the logged run needs none
+    commands = {out: cmd for _, out, cmd in jobs}
+    assert str(silent / "checkpoints/checkpoint-400") in commands[silent / "greedy"]  # the highest step
+    assert commands[warm / "greedy"][commands[warm / "greedy"].index("--temperature") + 1] == "0"
+    assert does_it_learn.accuracies(silent)["greedy_end"] is None  # not evaluated yet: no greedy row in the table
+    for out, value in ((warm / "greedy", 0.7), (silent / "greedy", 0.8)):
+        out.mkdir()
+        spec = "synthetic:chain_sum:test:300"
+        (out / "summary.json").write_text(json.dumps({"data": [spec], spec: {"pass@1": value}}))
+    record = does_it_learn.accuracies(silent)
+    assert (record["greedy_start"], record["greedy_end"]) == (0.7, 0.8)
+    assert does_it_learn.accuracies(logged)["greedy_end"] == pytest.approx(0.6)  # logged: from its metrics
+
+
+def test_the_stress_arms_differ_from_the_short_setting_only_in_the_stress(does_it_learn):
+    from dataclasses import asdict
+
+    from mm_gmpo.config import load_config
+
+    config = SCRIPT.parents[1] / "configs/toy_text_gmpo.yaml"
+    short = asdict(load_config(config, does_it_learn.SHORT))
+    stress = asdict(load_config(config, does_it_learn.STRESS))
+    changed = {(part, key) for part in short if isinstance(short[part], dict)
+               for key in short[part] if short[part][key] != stress[part][key]}  # fmt: skip
+    assert changed == {("trainer", k) for k in ("lr", "updates_per_round", "micro_batch_size", "max_steps")}
+    assert (short["rollout"]["prompts_per_round"], short["trainer"]["max_steps"]) == (8, 100)
+    assert short["rollout"]["val_also_greedy"] and short["trainer"]["val_every"] == 0
