@@ -19,11 +19,13 @@ Prints a Markdown table and one JSON line last; ``--out`` gets ``results.json``,
 by ``mm-gmpo plot`` (seed 1 of every arm overlaid, and every seed of GMPO, and of GRPO).
 
 ``--task text`` (issue 17) runs configs/toy_text_gmpo.yaml and configs/toy_text_grpo.yaml on ``synthetic:chain_sum``
-(worked responses of 45..69 tokens), and the same two with the stress overrides ``STRESS`` (arms ``gmpo_stress``,
-``grpo_stress``), into runs/toy_text and docs/does_it_learn/text. One warm start (seed 1) is shared by every seed
-and arm there: the seeds vary RL (sampling, batch order), not the starting point, which saves a warm start per seed
-(2.4 minutes on an idle core). One RL run took 2.5 minutes there, so 6 seeds x 4 arms, two at a time, is about 33
-minutes on 2 idle cores.
+(worked responses of 45..69 tokens; 100 rounds of 16 prompts), the same two in the first recorded setting ``SHORT``
+(25 rounds of 8 prompts; arms ``gmpo_short``, ``grpo_short``) and with the stress overrides ``STRESS`` on top of it
+(arms ``gmpo_stress``, ``grpo_stress``), into runs/toy_text and docs/does_it_learn/text. One warm start (seed 1) is
+shared by every seed and arm there: the seeds vary RL (sampling, batch order), not the starting point, which saves
+a warm start per seed (2.4 minutes on an idle core). A main run took 9.1-10.1 minutes there, a 25-round one 2.5-2.6,
+so 6 seeds x 6 arms, two at a time, is about 1 hour 35 minutes on 2 idle cores. Runs that log no greedy pass (the
+main arms) get greedy accuracy at both ends from ``greedy_jobs``.
 Its third table adds the held-out and training response lengths and the per-step p99 of |log r|.
 """
 
