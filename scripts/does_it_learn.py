@@ -66,7 +66,7 @@ SHORT = [
 # the stress setting of issue 17, for both objectives: from SHORT, three times the learning rate and twice the
 # updates per round (mini-batches of 8), over the same 25 rounds
 STRESS = [
-    "rollout.prompts_per_round=8", "trainer.val_every=0", "rollout.val_also_greedy=true",
+    *(o for o in SHORT if not o.startswith("trainer.max_steps=")),
     "trainer.lr=3.0e-4", "trainer.updates_per_round=8", "trainer.micro_batch_size=8", "trainer.max_steps=200",
 ]  # fmt: skip
 SETTINGS = {
@@ -172,25 +172,34 @@ def run_all(setting: Setting, root: Path, seeds: list[int], arms: list[str], par
 def greedy_jobs(root: Path, seeds: list[int], arms: list[str]) -> list:
     """For runs that logged no greedy accuracy (``rollout.val_also_greedy=false``, as the text task's main arms:
     five greedy passes would add a third to a run), ``mm-gmpo eval`` at temperature 0 of the run's model at step 0
-    (its ``model.path``, the warm start) and of its last checkpoint, on its validation set, into ``<folder>/greedy``:
-    the number the trainer's greedy pass logs (same prompts and template, greedy decoding; 0.707 both ways for the
-    text task's warm start)."""
+    (its ``model.path``, the warm start) and of its checkpoint at its last validation step, on its validation set,
+    into ``<folder>/greedy``: the number the trainer's greedy pass logs (same prompts and template, greedy decoding;
+    0.707 both ways for the text task's warm start)."""
+    from mm_gmpo.trainer.checkpoint import PREFIX, checkpoint_dir
+
     found: dict = {}
     for arm in arms:
         for seed in seeds:
             run = run_dir(root, arm, seed)
-            if any("val/accuracy_greedy" in row for row in _rows(run)):
+            rows = _rows(run)
+            if any("val/accuracy_greedy" in row for row in rows):
                 continue
-            config = yaml.safe_load((run / "config.yaml").read_text())
-            last = max((run / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-            for model, out in ((Path(config["model"]["path"]), Path(config["model"]["path"]) / "greedy"),
-                               (last, run / "greedy")):  # fmt: skip
+            config = _config(run)
+            end = checkpoint_dir(run) / f"{PREFIX}{max(r['step'] for r in rows if 'val/accuracy' in r)}"
+            if not end.is_dir():
+                raise SystemExit(f"{run}: no checkpoint at its last validation step ({end}) for the greedy evaluation")
+            start = Path(config["model"]["path"])
+            for model, out in ((start, start / "greedy"), (end, run / "greedy")):
                 found.setdefault(out, (f"greedy {out.parent.name}", out, [
                     sys.executable, "-m", "mm_gmpo.cli", "eval", "--model", str(model), "--data",
                     config["data"]["val"], "--template", config["data"]["template"], "--temperature", "0",
                     "--max-new-tokens", str(config["rollout"]["max_new_tokens"]), "--output", str(out),
                 ]))  # fmt: skip
     return list(found.values())
+
+
+def _config(run: Path) -> dict:
+    return yaml.safe_load((run / "config.yaml").read_text())
 
 
 def _rows(path: Path) -> list[dict]:
@@ -217,8 +226,7 @@ def accuracies(path: Path) -> dict:
     seconds = json.loads(final.read_text())["seconds"] if final.exists() else None
     greedy_start, greedy_end = val[0][2], val[-1][2]
     if greedy_end is None:  # not logged: from greedy_jobs' evaluations, when they ran
-        start_model = Path(yaml.safe_load((path / "config.yaml").read_text())["model"]["path"])
-        greedy_start, greedy_end = _greedy_eval(start_model), _greedy_eval(path)
+        greedy_start, greedy_end = _greedy_eval(Path(_config(path)["model"]["path"])), _greedy_eval(path)
     return {
         "start": val[0][1],
         "end": val[-1][1],

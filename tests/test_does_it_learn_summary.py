@@ -103,12 +103,12 @@ def test_runs_without_a_greedy_pass_get_it_from_evaluations_of_their_start_and_l
               "rollout": {"max_new_tokens": 96}}  # fmt: skip
     for run in (logged, silent):
         (run / "config.yaml").write_text(yaml.safe_dump(config))
-        for step in (100, 400, 99):  # "checkpoint-99" sorts last as a name
+        for step in (10, 20):
             (run / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
     jobs = does_it_learn.greedy_jobs(tmp_path, [1], ["gmpo", "grpo"])
     assert [out for _, out, _ in jobs] == [warm / "greedy", silent / "greedy"]  # the logged run needs none
     commands = {out: cmd for _, out, cmd in jobs}
-    assert str(silent / "checkpoints/checkpoint-400") in commands[silent / "greedy"]  # the highest step
+    assert str(silent / "checkpoints/checkpoint-20") in commands[silent / "greedy"]  # the last validation's step
     assert commands[warm / "greedy"][commands[warm / "greedy"].index("--temperature") + 1] == "0"
     assert does_it_learn.accuracies(silent)["greedy_end"] is None  # not evaluated yet: no greedy row in the table
     for out, value in ((warm / "greedy", 0.7), (silent / "greedy", 0.8)):
@@ -117,6 +117,9 @@ def test_runs_without_a_greedy_pass_get_it_from_evaluations_of_their_start_and_l
         (out / "summary.json").write_text(json.dumps({"data": [spec], spec: {"pass@1": value}}))
     record = does_it_learn.accuracies(silent)
     assert (record["greedy_start"], record["greedy_end"]) == (0.7, 0.8)
+    (silent / "checkpoints" / "checkpoint-20").rmdir()
+    with pytest.raises(SystemExit, match="no checkpoint at its last validation step"):
+        does_it_learn.greedy_jobs(tmp_path, [1], ["gmpo"])
     assert does_it_learn.accuracies(logged)["greedy_end"] == pytest.approx(0.6)  # logged: from its metrics
 
 

@@ -173,7 +173,8 @@ def multi_process_check(
         "algorithm.kl_coef=0.01", "model.ref_offload=true",
         # a random model's 8 tokens never earn the verifier's reward: a brevity bonus (by characters) varies within
         # every group, so the advantages are not all 0 and the policy moves
-        "reward.function=mm_gmpo.reward.examples:correct_and_short", "reward.zero_truncated=false", f"model.lora.enabled={'true' if lora else 'false'}",
+        "reward.function=mm_gmpo.reward.examples:correct_and_short", "reward.zero_truncated=false",
+        f"model.lora.enabled={'true' if lora else 'false'}",
         f"rollout.vllm_sleep_level={1 if lora else 2}",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
