@@ -19,13 +19,15 @@ Prints a Markdown table and one JSON line last; ``--out`` gets ``results.json``,
 by ``mm-gmpo plot`` (seed 1 of every arm overlaid, and every seed of GMPO, and of GRPO).
 
 ``--task text`` (issue 17) runs configs/toy_text_gmpo.yaml and configs/toy_text_grpo.yaml on ``synthetic:chain_sum``
-(worked responses of 45..69 tokens; 100 rounds of 16 prompts), the same two in the first recorded setting ``SHORT``
+(worked responses of 45..69 tokens; 150 rounds of 16 prompts), the same two in the first recorded setting ``SHORT``
 (25 rounds of 8 prompts; arms ``gmpo_short``, ``grpo_short``) and with the stress overrides ``STRESS`` on top of it
 (arms ``gmpo_stress``, ``grpo_stress``), into runs/toy_text and docs/does_it_learn/text. One warm start (seed 1) is
 shared by every seed and arm there: the seeds vary RL (sampling, batch order), not the starting point, which saves
-a warm start per seed (2.4 minutes on an idle core). A main run took 9.1-10.1 minutes there, a 25-round one 2.5-2.6,
-so 6 seeds x 6 arms, two at a time, is about 1 hour 35 minutes on 2 idle cores. Runs that log no greedy pass (the
-main arms) get greedy accuracy at both ends from ``greedy_jobs``.
+a warm start per seed (2.4 minutes on an idle core). A main run's first 400 steps took 9.1-10.1 minutes there and
+steps 401-600 4.4-5.7, a 25-round run 2.5-2.6, so 6 seeds x 6 arms, two at a time, is about 2 hours on 2 idle cores,
+and the evaluations below about 30 minutes more. Runs that log no greedy pass (the
+main arms) get greedy accuracy at both ends from ``eval_jobs``; every run gets sampled accuracy at both ends from
+``mm-gmpo eval`` with 16 samples per prompt (``Setting.sampled_n``), 4800 samples where validation draws 600.
 Its third table adds the held-out and training response lengths and the per-step p99 of |log r|.
 """
 
@@ -55,6 +57,7 @@ class Setting:
     chance: str  # the table's note on chance level
     shared_warm_start: bool = False  # one warm start (seed 1) for every seed, instead of one per seed
     settle: int = 50  # steps left out of the log-ratio extremes (the warm-up of the first rounds)
+    sampled_n: int = 0  # samples per held-out prompt in the evaluation of the start and the end (0: none)
     names: dict = field(default_factory=dict)  # arm -> label in the tables
 
 
@@ -97,6 +100,9 @@ SETTINGS = {
         chance="the most frequent answer (9) is right on 44 of the 300 held-out items (0.15).",
         shared_warm_start=True,
         settle=8,
+        # in-run validation (2 samples on each of 300 prompts) measured the one shared warm start at 0.620..0.677
+        # over 12 runs (sd 0.024, the size of the seed-to-seed spread of the gains): 4800 samples at both ends
+        sampled_n=16,
         names={
             "gmpo": "GMPO",
             "grpo": "GRPO",
@@ -169,12 +175,15 @@ def run_all(setting: Setting, root: Path, seeds: list[int], arms: list[str], par
     run_queue(rl, parallel)
 
 
-def greedy_jobs(root: Path, seeds: list[int], arms: list[str]) -> list:
-    """For runs that logged no greedy accuracy (``rollout.val_also_greedy=false``, as the text task's main arms:
-    five greedy passes would add a third to a run), ``mm-gmpo eval`` at temperature 0 of the run's model at step 0
-    (its ``model.path``, the warm start) and of its checkpoint at its last validation step, on its validation set,
-    into ``<folder>/greedy``: the number the trainer's greedy pass logs (same prompts and template, greedy decoding;
-    0.707 both ways for the text task's warm start)."""
+def eval_jobs(setting: Setting, root: Path, seeds: list[int], arms: list[str], kind: str) -> list:
+    """``mm-gmpo eval`` of each run's model at step 0 (its ``model.path``, the warm start) and of its checkpoint at
+    its last validation step, on its validation set (same prompts and template), into ``<folder>/<kind>``:
+
+    - ``greedy``: temperature 0, for runs that logged no greedy accuracy (``rollout.val_also_greedy=false``, as the
+      text task's main arms: five greedy passes would add a third to a run); the number the trainer's greedy pass
+      logs (0.707 both ways for the text task's warm start);
+    - ``sampled``: ``setting.sampled_n`` samples per prompt at the run's rollout temperature and top-p, for every
+      run: the in-run ``val/accuracy`` (``rollout.val_n`` samples per prompt) measured more precisely."""
     from mm_gmpo.trainer.checkpoint import PREFIX, checkpoint_dir
 
     found: dict = {}
@@ -182,18 +191,26 @@ def greedy_jobs(root: Path, seeds: list[int], arms: list[str]) -> list:
         for seed in seeds:
             run = run_dir(root, arm, seed)
             rows = _rows(run)
-            if any("val/accuracy_greedy" in row for row in rows):
+            if kind == "greedy" and any("val/accuracy_greedy" in row for row in rows):
                 continue
             config = _config(run)
             end = checkpoint_dir(run) / f"{PREFIX}{max(r['step'] for r in rows if 'val/accuracy' in r)}"
             if not end.is_dir():
-                raise SystemExit(f"{run}: no checkpoint at its last validation step ({end}) for the greedy evaluation")
-            start = Path(config["model"]["path"])
-            for model, out in ((start, start / "greedy"), (end, run / "greedy")):
-                found.setdefault(out, (f"greedy {out.parent.name}", out, [
+                raise SystemExit(f"{run}: no checkpoint at its last validation step ({end}) for the {kind} evaluation")
+            rollout = config["rollout"]
+            if kind == "greedy":
+                sampling = ["--temperature", "0"]
+            elif rollout.get("top_k", 0):
+                raise SystemExit(f"{run}: rollout.top_k={rollout['top_k']}; mm-gmpo eval samples with top_k 0 only")
+            else:
+                sampling = ["--temperature", str(rollout["temperature"]), "--top-p", str(rollout["top_p"]),
+                            "--n", str(setting.sampled_n), "--k", "1"]  # fmt: skip
+            start = Path(config["model"]["path"]).resolve()  # one evaluation for every spelling of the path
+            for model, out, eval_seed in ((start, start / kind, 0), (end, run / kind, seed)):
+                found.setdefault(out, (f"{kind} {out.parent.name}", out, [
                     sys.executable, "-m", "mm_gmpo.cli", "eval", "--model", str(model), "--data",
-                    config["data"]["val"], "--template", config["data"]["template"], "--temperature", "0",
-                    "--max-new-tokens", str(config["rollout"]["max_new_tokens"]), "--output", str(out),
+                    config["data"]["val"], "--template", config["data"]["template"], *sampling,
+                    "--max-new-tokens", str(rollout["max_new_tokens"]), "--seed", str(eval_seed), "--output", str(out),
                 ]))  # fmt: skip
     return list(found.values())
 
@@ -206,12 +223,28 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
-def _greedy_eval(path: Path) -> float | None:
-    summary = path / "greedy" / "summary.json"
+def _evaluated(path: Path, kind: str) -> float | None:
+    summary = path / kind / "summary.json"
     if not summary.exists():
         return None
     record = json.loads(summary.read_text())
     return record[record["data"][0]]["pass@1"]
+
+
+def sampling_se(path: Path, kind: str = "sampled") -> float | None:
+    """Standard error of an evaluation's accuracy from its sampling alone, for its fixed prompts: the per-prompt
+    spread of the verdicts over the samples (``mm-gmpo eval``'s items file), ``sqrt(sum_i var_i / n_i) / N``."""
+    items = sorted((path / kind).glob("items-*.jsonl"))
+    if len(items) != 1:
+        return None
+    total, prompts = 0.0, 0
+    for line in items[0].read_text().splitlines():
+        verdicts = [float(v) for v in json.loads(line)["verdicts"]]
+        if len(verdicts) < 2:
+            return None
+        total += statistics.variance(verdicts) / len(verdicts)
+        prompts += 1
+    return total**0.5 / prompts
 
 
 def accuracies(path: Path) -> dict:
@@ -225,13 +258,18 @@ def accuracies(path: Path) -> dict:
     final = path / "final.json"
     seconds = json.loads(final.read_text())["seconds"] if final.exists() else None
     greedy_start, greedy_end = val[0][2], val[-1][2]
-    if greedy_end is None:  # not logged: from greedy_jobs' evaluations, when they ran
-        greedy_start, greedy_end = _greedy_eval(Path(_config(path)["model"]["path"])), _greedy_eval(path)
+    start = Path(_config(path)["model"]["path"]) if (path / "config.yaml").exists() else None
+    if greedy_end is None and start:  # not logged: from eval_jobs' evaluations, when they ran
+        greedy_start, greedy_end = _evaluated(start, "greedy"), _evaluated(path, "greedy")
     return {
         "start": val[0][1],
         "end": val[-1][1],
         "greedy_start": greedy_start,
         "greedy_end": greedy_end,
+        "sampled_start": _evaluated(start, "sampled") if start else None,
+        "sampled_end": _evaluated(path, "sampled"),
+        "sampled_start_se": sampling_se(start) if start else None,
+        "sampled_end_se": sampling_se(path),
         "end_step": val[-1][0],
         "response_length_start": lengths[0] if lengths else None,
         "response_length_end": lengths[-1] if lengths else None,
@@ -274,8 +312,13 @@ def summarise(setting: Setting, root: Path, seeds: list[int], arms: list[str]) -
             **_paired(runs, "start", "end"),
             "minutes_mean": statistics.fmean(times) / 60 if times else None,
         }
-        if all(r["greedy_start"] is not None and r["greedy_end"] is not None for r in runs):
-            result[arm]["greedy"] = _paired(runs, "greedy_start", "greedy_end")
+        for kind in ("greedy", "sampled"):
+            if all(r[f"{kind}_start"] is not None and r[f"{kind}_end"] is not None for r in runs):
+                result[arm][kind] = _paired(runs, f"{kind}_start", f"{kind}_end")
+        if "sampled" in result[arm] and all(r["sampled_start_se"] and r["sampled_end_se"] for r in runs):
+            # start and end sample independently: the standard error of a seed's gain from sampling alone
+            ses = [(r["sampled_start_se"] ** 2 + r["sampled_end_se"] ** 2) ** 0.5 for r in runs]
+            result[arm]["sampled"]["gain_sampling_se"] = ses
         result[arm]["dynamics"] = dynamics([run_dir(root, arm, s) for s in seeds], settle=setting.settle)
         if all(r["response_length_start"] is not None for r in runs):
             result[arm]["val_response_length"] = {
@@ -346,6 +389,22 @@ def table(setting: Setting, result: dict, arms: list[str]) -> str:
         each = "once, shared by every seed and arm" if shared else "per seed"
         note = f" The warm start (`mm-gmpo sft`) took {warm:.1f} minutes, {each}."
     lines += ["", f"mean ± standard deviation over seeds; {setting.chance}{note}", ""]
+    if all("sampled" in result[arm] for arm in arms):
+        n = setting.sampled_n
+        lines += [
+            f"| run | held-out accuracy, {n} samples per prompt: after warm start | at the end | gain |"
+            " gain per seed | lowest gain | sampling SE of a seed's gain |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for arm in arms:
+            r = result[arm]["sampled"]
+            per_seed = " ".join(f"{g:+.3f}" for g in r["gains"])
+            se = r.get("gain_sampling_se")
+            se_cell = f"{min(se):.3f}-{max(se):.3f}" if se else "-"
+            lines.append(f"| {names[arm]} |{cells(r)} {per_seed} | {r['gain_min']:+.4f} | {se_cell} |")
+        lines += ["", f"`mm-gmpo eval` at the training temperature, {n} samples on each held-out prompt, of the warm"
+                  " start and of each run's last checkpoint (`eval_jobs`); the SE is the spread that resampling"
+                  " the same two models on the same prompts would give.", ""]  # fmt: skip
     lines += [
         "| run | log-ratio min per step: median, 5th pct, lowest | log-ratio max per step: median, 95th pct,"
         " highest | entropy (nats/token): first 40 steps, last 40 |",
@@ -409,7 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     root, out = Path(args.root or setting.root), Path(args.out or setting.out)
     if not args.summary_only:
         run_all(setting, root, args.seeds, arms, args.parallel, args.overrides)
-        run_queue(greedy_jobs(root, args.seeds, arms), args.parallel)
+        run_queue(eval_jobs(setting, root, args.seeds, arms, "greedy"), args.parallel)
+        if setting.sampled_n:
+            run_queue(eval_jobs(setting, root, args.seeds, arms, "sampled"), args.parallel)
     result = summarise(setting, root, args.seeds, arms)
     out.mkdir(parents=True, exist_ok=True)
     text = table(setting, result, arms)

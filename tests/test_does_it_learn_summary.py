@@ -100,12 +100,13 @@ def test_runs_without_a_greedy_pass_get_it_from_evaluations_of_their_start_and_l
         row.pop("val/accuracy_greedy", None)
     (silent / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = {"model": {"path": str(warm)}, "data": {"val": "synthetic:chain_sum:test:300", "template": "geo3k"},
-              "rollout": {"max_new_tokens": 96}}  # fmt: skip
+              "rollout": {"max_new_tokens": 96, "temperature": 1.0, "top_p": 1.0, "top_k": 0}}  # fmt: skip
     for run in (logged, silent):
         (run / "config.yaml").write_text(yaml.safe_dump(config))
         for step in (10, 20):
             (run / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
-    jobs = does_it_learn.greedy_jobs(tmp_path, [1], ["gmpo", "grpo"])
+    setting = does_it_learn.SETTINGS["text"]
+    jobs = does_it_learn.eval_jobs(setting, tmp_path, [1], ["gmpo", "grpo"], "greedy")
     assert [out for _, out, _ in jobs] == [warm / "greedy", silent / "greedy"]  # the logged run needs none
     commands = {out: cmd for _, out, cmd in jobs}
     assert str(silent / "checkpoints/checkpoint-20") in commands[silent / "greedy"]  # the last validation's step
@@ -119,7 +120,7 @@ def test_runs_without_a_greedy_pass_get_it_from_evaluations_of_their_start_and_l
     assert (record["greedy_start"], record["greedy_end"]) == (0.7, 0.8)
     (silent / "checkpoints" / "checkpoint-20").rmdir()
     with pytest.raises(SystemExit, match="no checkpoint at its last validation step"):
-        does_it_learn.greedy_jobs(tmp_path, [1], ["gmpo"])
+        does_it_learn.eval_jobs(setting, tmp_path, [1], ["gmpo"], "greedy")
     assert does_it_learn.accuracies(logged)["greedy_end"] == pytest.approx(0.6)  # logged: from its metrics
 
 
@@ -136,3 +137,45 @@ def test_the_stress_arms_differ_from_the_short_setting_only_in_the_stress(does_i
     assert changed == {("trainer", k) for k in ("lr", "updates_per_round", "micro_batch_size", "max_steps")}
     assert (short["rollout"]["prompts_per_round"], short["trainer"]["max_steps"]) == (8, 100)
     assert short["rollout"]["val_also_greedy"] and short["trainer"]["val_every"] == 0
+
+
+def test_every_run_gets_a_sampled_evaluation_of_its_start_and_end_and_the_table_lists_each_seeds_gain(
+    does_it_learn, tmp_path
+):
+    import yaml
+
+    setting = does_it_learn.SETTINGS["text"]
+    warm = tmp_path / "warmstart"
+    _write_run(warm, 0, 0, 0)
+    spec = "synthetic:chain_sum:test:300"
+    for seed in (1, 2):
+        run = tmp_path / f"gmpo-seed{seed}"
+        _write_run(run, 0.60 + seed / 100, 0.70, p99=0.1)  # in-run validation, kept beside the evaluations
+        config = {"model": {"path": str(warm)}, "data": {"val": spec, "template": "geo3k"},
+                  "rollout": {"max_new_tokens": 96, "temperature": 0.9, "top_p": 0.95, "top_k": 0}}  # fmt: skip
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+        (run / "checkpoints" / "checkpoint-20").mkdir(parents=True)
+    jobs = does_it_learn.eval_jobs(setting, tmp_path, [1, 2], ["gmpo"], "sampled")
+    outs = [out for _, out, _ in jobs]
+    assert outs == [warm.resolve() / "sampled", tmp_path / "gmpo-seed1/sampled", tmp_path / "gmpo-seed2/sampled"]
+    command = dict((out, cmd) for _, out, cmd in jobs)[tmp_path / "gmpo-seed2/sampled"]
+    flag = {key: command[command.index(key) + 1] for key in ("--temperature", "--top-p", "--n", "--seed")}
+    assert flag == {"--temperature": "0.9", "--top-p": "0.95", "--n": str(setting.sampled_n), "--seed": "2"}
+    assert str(tmp_path / "gmpo-seed2/checkpoints/checkpoint-20") in command
+    for out, value in zip(outs, (0.65, 0.80, 0.72), strict=True):
+        out.mkdir()
+        (out / "summary.json").write_text(json.dumps({"data": [spec], spec: {"pass@1": value}}))
+        # two prompts: one right on 1 sample of 2 (sample variance 0.5), one on both (0): SE sqrt(0.5 / 2) / 2
+        items = [{"verdicts": [True, False]}, {"verdicts": [True, True]}]
+        (out / "items-synthetic_chain_sum_test_300.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    assert does_it_learn.sampling_se(warm.resolve()) == pytest.approx(0.25)
+    result = does_it_learn.summarise(setting, tmp_path, [1, 2], ["gmpo"])
+    assert result["gmpo"]["sampled"]["gains"] == pytest.approx([0.15, 0.07])
+    assert result["gmpo"]["gains"] == pytest.approx([0.09, 0.08])  # the in-run validation, unchanged
+    text = does_it_learn.table(setting, result, ["gmpo"])
+    assert result["gmpo"]["sampled"]["gain_sampling_se"] == pytest.approx([0.25 * 2**0.5] * 2)
+    assert "| GMPO | 0.650 ± 0.000 | 0.760 ± 0.057 | +0.110 ± 0.057 | +0.150 +0.070 | +0.0700 | 0.354-0.354 |" in text
+    config["rollout"]["top_k"] = 20
+    (tmp_path / "gmpo-seed2" / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit, match="gmpo-seed2: rollout.top_k=20"):
+        does_it_learn.eval_jobs(setting, tmp_path, [1, 2], ["gmpo"], "sampled")
