@@ -11,7 +11,7 @@ mm-gmpo train configs/geo3k_tiny.yaml "$@"
 mm-gmpo plot runs/geo3k_tiny
 
 # the run that learns: seed 1 of the text task's 25-round arm gmpo_short as recorded in docs/does_it_learn/text (one
-# thread, as there; the full setting's 100 rounds of 16 prompts take 10 minutes), with held-out accuracy every 10
+# thread, as there; the main setting's 150 rounds of 16 prompts take about 15 minutes), with held-out accuracy every 10
 # rounds in runs/quickstart_toy/gmpo/accuracy.png (the greedy pass left out for time)
 toy=(trainer.num_threads=1 trainer.seed=1)
 mm-gmpo sft configs/toy_text_gmpo.yaml "${toy[@]}" --out runs/quickstart_toy/warm

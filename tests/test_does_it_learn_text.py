@@ -3,8 +3,8 @@ over a supervised warm start.
 
 The same commands as ``scripts/does_it_learn.py --task text`` for its arm ``gmpo_short`` (configs/toy_text_gmpo.yaml
 with the script's SHORT overrides: a 400-step warm start, then 25 rounds of 8 prompts and 4 updates, on worked
-responses of 45..69 tokens, validated on 300 held-out prompts x 2 samples; the recorded setting's 100 rounds of 16
-take 10 minutes) for seed 1, on one thread, without the greedy validation pass: the recorded run
+responses of 45..69 tokens, validated on 300 held-out prompts x 2 samples; the recorded setting's 150 rounds of 16
+take about 15 minutes) for seed 1, on one thread, without the greedy validation pass: the recorded run
 ``gmpo_short-seed1`` of docs/does_it_learn/text/results.json but for that pass. ``val/accuracy`` is the mean over
 the samples at the rollout temperature. It asks for a rise of RISE; what it measured is in MEASURED. Over six seeds
 the recorded gain was +0.050 +- 0.034 (lowest +0.007): this test is one seed of it, not a bound for every seed.
