@@ -363,6 +363,16 @@ def dynamics(paths: list[Path], settle: int = 50, window: int = 40) -> dict:
     }
 
 
+def head_to_head(result: dict, arms: list[str], kind: str) -> list[tuple[str, str, list[float]]]:
+    """(GMPO arm, its GRPO twin, GMPO's gain minus GRPO's per seed) for every ``gmpo*`` arm whose ``grpo*`` twin
+    (the same suffix) is among ``arms``, from the ``kind`` measurement."""
+    pairs = [(a, "grpo" + a[4:]) for a in arms if a.startswith("gmpo") and "grpo" + a[4:] in arms]
+    return [
+        (a, b, [x - y for x, y in zip(result[a][kind]["gains"], result[b][kind]["gains"], strict=True)])
+        for a, b in pairs
+    ]
+
+
 def table(setting: Setting, result: dict, arms: list[str]) -> str:
     names = setting.names
     seeds = len(result["seeds"])
@@ -405,6 +415,13 @@ def table(setting: Setting, result: dict, arms: list[str]) -> str:
         lines += ["", f"`mm-gmpo eval` at the training temperature, {n} samples on each held-out prompt, of the warm"
                   " start and of each run's last checkpoint (`eval_jobs`); the SE is the spread that resampling"
                   " the same two models on the same prompts would give.", ""]  # fmt: skip
+        for gmpo, grpo, diffs in head_to_head(result, arms, "sampled"):
+            ahead = sum(d > 0 for d in diffs)
+            lines.append(
+                f"- {names[gmpo]} minus {names[grpo]}, gain per seed: {' '.join(f'{d:+.3f}' for d in diffs)};"
+                f" GMPO ahead on {ahead} of {len(diffs)}, by {statistics.fmean(diffs):+.3f} on average"
+            )
+        lines.append("")
     lines += [
         "| run | log-ratio min per step: median, 5th pct, lowest | log-ratio max per step: median, 95th pct,"
         " highest | entropy (nats/token): first 40 steps, last 40 |",

@@ -175,6 +175,9 @@ def test_every_run_gets_a_sampled_evaluation_of_its_start_and_end_and_the_table_
     text = does_it_learn.table(setting, result, ["gmpo"])
     assert result["gmpo"]["sampled"]["gain_sampling_se"] == pytest.approx([0.25 * 2**0.5] * 2)
     assert "| GMPO | 0.650 ± 0.000 | 0.760 ± 0.057 | +0.110 ± 0.057 | +0.150 +0.070 | +0.0700 | 0.354-0.354 |" in text
+    grpo = {**result["gmpo"], "sampled": {**result["gmpo"]["sampled"], "gains": [0.10, 0.08]}}
+    pair = does_it_learn.table(setting, {**result, "grpo": grpo}, ["gmpo", "grpo"])
+    assert "- GMPO minus GRPO, gain per seed: +0.050 -0.010; GMPO ahead on 1 of 2, by +0.020 on average" in pair
     config["rollout"]["top_k"] = 20
     (tmp_path / "gmpo-seed2" / "config.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(SystemExit, match="gmpo-seed2: rollout.top_k=20"):
