@@ -60,6 +60,9 @@ class ModelConfig:
     # name (flash_attention_2, sdpa, eager, ...); empty: the transformers default
     attn_implementation: str = "auto"
     gradient_checkpointing: bool = False  # trade compute for activation memory
+    # Hugging Face hub kernels (transformers' `use_kernels`, needs the `kernels` package and hub access at run time):
+    # off by default, whatever the transformers version's own default is; logged at start
+    use_kernels: bool = False
     lora: LoraConfig = field(default_factory=LoraConfig)
     # the KL reference lives in host memory (pinned on a GPU machine) and is copied onto the device only for its
     # log-prob pass each round (about 1 s for 16.6 GB of a 7B model), which frees its whole size on the GPU

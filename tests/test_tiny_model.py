@@ -1,10 +1,14 @@
 """The tiny models load back with stock transformers Auto classes and generate from image+text / text prompts."""
 
+from pathlib import Path
+
 import torch
 from PIL import Image, ImageDraw
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
 from mm_gmpo.models import load_processor
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _image(size=(200, 150)):
@@ -55,3 +59,28 @@ def test_processor_budget(tiny_vl_dir):
     g_big = big.image_processor(images=[img], return_tensors="pt")["image_grid_thw"][0]
     assert int(g_small.prod()) * 14 * 14 <= 112 * 112
     assert int(g_big.prod()) > int(g_small.prod())
+
+
+def test_hub_kernels_off_unless_asked(tiny_vl_dir, monkeypatch, caplog):
+    """transformers >= 5.25 turns hub kernels on when the `kernels` package is installed and USE_HUB_KERNELS is
+    unset (then `model.train()` kernelizes for the device and fetches code from the hub); the policy, the reference
+    and eval's model must load with them off unless `model.use_kernels` says otherwise, and the choice is logged."""
+    import logging
+
+    from mm_gmpo.config import load_config
+    from mm_gmpo.models import load_model
+    from mm_gmpo.trainer.precision import resolve_precision
+    from mm_gmpo.trainer.setup import build_policy
+
+    monkeypatch.delenv("USE_HUB_KERNELS", raising=False)
+    model = load_model(tiny_vl_dir, "float32")
+    assert model.use_kernels is False
+    model.train()  # kernelizes (and fails on a CPU) when kernels are on
+    assert model.training
+    cfg = load_config(REPO / "configs/geo3k_tiny.yaml", [f"model.path={tiny_vl_dir}"])
+    assert cfg.model.use_kernels is False
+    precision = resolve_precision("float32", deepspeed=False, device=torch.device("cpu"))
+    with caplog.at_level(logging.INFO, logger="mm_gmpo.trainer.setup"):
+        policy = build_policy(cfg, str(tiny_vl_dir), precision)
+    assert policy.use_kernels is False
+    assert "hub kernels off" in caplog.text

@@ -51,14 +51,25 @@ def check_model_path(path: str | Path, key: str) -> None:
         raise UserError(f"{key}={text} has no config.json: not a Hugging Face model folder")
 
 
-def load_model(path: str | Path, dtype: str | torch.dtype = "auto", attn_implementation: str | None = None):
+def load_model(
+    path: str | Path,
+    dtype: str | torch.dtype = "auto",
+    attn_implementation: str | None = None,
+    *,
+    use_kernels: bool = False,
+):
     """The causal LM (text) or image-text-to-text model (Qwen2.5-VL) at ``path``, in ``dtype`` (a name or a
-    torch dtype), with ``attn_implementation`` (see :func:`resolve_attn_implementation`)."""
+    torch dtype), with ``attn_implementation`` (see :func:`resolve_attn_implementation`).
+
+    ``use_kernels``: let transformers swap layers for kernels fetched from the Hugging Face hub (``kernels``
+    package). Off unless asked: transformers >= 5.25 turns it on by default when ``kernels`` is installed, which
+    downloads code at run time (an offline cluster fails), changes numerics against vLLM's and, on a CPU, breaks
+    ``model.train()``. Passing ``False`` explicitly overrides that default in every version we support."""
     path = str(path)
     if not Path(path).exists() and Path(path).is_absolute():
         raise UserError(f"model.path={path} does not exist")
     cls = AutoModelForImageTextToText if is_vision_model(path) else AutoModelForCausalLM
-    kwargs = {"dtype": dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype)}
+    kwargs = {"dtype": dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype), "use_kernels": use_kernels}
     attn_implementation = resolve_attn_implementation(attn_implementation)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation

@@ -189,7 +189,7 @@ class TorchUpdater:
     def load_weights(self, folder: Path) -> None:
         """Weights of a checkpoint through ``from_pretrained`` (it knows the saved key layout), copied in place."""
         model = self.module.model
-        loaded = type(model).from_pretrained(folder, dtype=next(model.parameters()).dtype)
+        loaded = type(model).from_pretrained(folder, dtype=next(model.parameters()).dtype, use_kernels=False)
         model.load_state_dict(loaded.state_dict())
 
 

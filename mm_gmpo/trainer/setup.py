@@ -167,13 +167,14 @@ def build_policy(cfg: Config, path: str, precision: Precision):
     checkpointing and LoRA as configured. Still on the CPU: the optimizer wrapper moves it."""
     from mm_gmpo.models import load_model
 
-    model = load_model(path, precision.param_dtype, cfg.model.attn_implementation)
+    model = load_model(path, precision.param_dtype, cfg.model.attn_implementation, use_kernels=cfg.model.use_kernels)
     log.info(
-        "policy: %s parameters, compute %s, attention %s, gradient checkpointing %s",
+        "policy: %s parameters, compute %s, attention %s, gradient checkpointing %s, hub kernels %s",
         str(precision.param_dtype).removeprefix("torch."),
         str(precision.compute_dtype).removeprefix("torch."),
         getattr(model.config, "_attn_implementation", "default"),
         "on" if cfg.model.gradient_checkpointing else "off",
+        "on" if cfg.model.use_kernels else "off",
     )
     attention = str(getattr(model.config, "_attn_implementation", ""))
     if cfg.trainer.packing and torch.cuda.is_available() and not attention.startswith("flash"):
@@ -247,7 +248,7 @@ def build_reference(cfg: Config, path: str, device: torch.device, precision: Pre
     from mm_gmpo.models import load_model
     from mm_gmpo.trainer.offload import OffloadedModule
 
-    ref = load_model(path, precision.compute_dtype, cfg.model.attn_implementation)
+    ref = load_model(path, precision.compute_dtype, cfg.model.attn_implementation, use_kernels=cfg.model.use_kernels)
     if start_weights is not None:
         ref.load_state_dict(start_weights)
     ref.eval().requires_grad_(False)
