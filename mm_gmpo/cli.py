@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Geometric-Mean Policy Optimization (GMPO) and GRPO for vision-language and math reasoning.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    # The DeepSpeed launcher runs `python -u -m mm_gmpo --local_rank=R train ...`: the flag comes before the
+    # subcommand. The process reads its rank from the environment (LOCAL_RANK), as under torchrun.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)

@@ -34,6 +34,7 @@ LONGEST_FIRST = (
     "test_does_it_learn_text.py",
     "test_train_e2e.py",
     "test_training_modes.py",
+    "test_launchers.py",
     "test_deepspeed_skip.py",
     "test_gpu_smoke.py",
 )

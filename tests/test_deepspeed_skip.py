@@ -19,6 +19,7 @@ SCRIPT = r"""
 import json, sys, torch
 from mm_gmpo.trainer.dist import DeepSpeedUpdater, init_distributed
 ctx = init_distributed(True)
+original_linear = torch.nn.functional.linear
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
 updater = DeepSpeedUpdater(ctx, model, sys.argv[1], lr=1e-2, betas=[0.9, 0.95], weight_decay=0.0, grad_clip=1.0,
@@ -47,7 +48,8 @@ full = dict(zip([n for n, _ in updater.module.named_parameters()], weights()))
 sent = dict(stream_weights(updater.module, 64, torch.float32, stats))
 sync = {"names": sorted(sent) == sorted(full), "equal": all(torch.equal(sent[k], full[k]) for k in full),
         "buckets": stats.buckets, "outside": stats.max_gathered_outside_bucket, "partitioned": stats.partitioned,
-        "resident_at_rest": sum(p.data.numel() for p in updater.module.parameters())}
+        "resident_at_rest": sum(p.data.numel() for p in updater.module.parameters()),
+        "linear_is_original": torch.nn.functional.linear is original_linear}
 print(json.dumps(sync))
 print(json.dumps(out))
 """
@@ -57,7 +59,8 @@ print(json.dumps(out))
 @pytest.mark.parametrize("stage", [2, 3])
 def test_deepspeed_drops_a_nan_step_before_applying_it(tmp_path, stage):
     """... and, on the same engine, the weight sync's ZeRO-3 gather: every parameter partitioned (threshold 0), the
-    full values sent, one bucket gathered at a time (nothing outside it resident)."""
+    full values sent, one bucket gathered at a time (nothing outside it resident); torch.nn.functional.linear is
+    still torch's own after the engine is set up."""
     config = json.loads((REPO / f"configs/deepspeed/zero{stage}.json").read_text())
     config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
     ds = tmp_path / "ds.json"
@@ -72,6 +75,8 @@ def test_deepspeed_drops_a_nan_step_before_applying_it(tmp_path, stage):
     steps, sync = json.loads(lines[-1]), json.loads(lines[-2])
     # the weight sync sends the full weights under ZeRO-3 too, gathering one bucket (one Linear) at a time
     assert sync["names"] and sync["equal"] and sync["buckets"] == 2
+    # ZeRO-3's memory_efficient_linear would replace F.linear process-wide, also inside the graphs vLLM compiles
+    assert sync["linear_is_original"]
     if stage == 3:
         assert sync["partitioned"] and sync["resident_at_rest"] == 0 and sync["outside"] == 0
     assert [s["applied"] for s in steps] == [True, False, True]

@@ -213,9 +213,13 @@ class DeepSpeedUpdater:
         self.ctx = ctx
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        linear = torch.nn.functional.linear
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, config=config, lr_scheduler=lambda opt: _warmup_schedule(opt, warmup)
         )
+        if torch.nn.functional.linear is not linear:  # see load_deepspeed_config: never leave it replaced
+            log.warning("DeepSpeed replaced torch.nn.functional.linear; restoring torch's own")
+            torch.nn.functional.linear = linear
         self.module = self.engine.module
         self.zero_stage = config.get("zero_optimization", {}).get("stage", 0)
 
@@ -301,6 +305,14 @@ def load_deepspeed_config(
     config["gradient_accumulation_steps"] = micro_batches
     config["train_batch_size"] = micro_batches * world_size
     config["gradient_clipping"] = grad_clip if grad_clip > 0 else 0.0
+    zero = config.get("zero_optimization", {})
+    if zero.get("stage") == 3:
+        # ZeRO-3's memory_efficient_linear (on by default) replaces torch.nn.functional.linear for the whole
+        # process and never restores it; vLLM's linear layers in the same process call F.linear inside the graphs
+        # they compile and capture on a GPU. The plain F.linear keeps no extra memory here: under DeepSpeed the
+        # forward runs without autocast (trainer/precision.py), so what autograd saves is the parameter itself, whose
+        # data ZeRO-3 releases after the forward and gathers again for the backward.
+        zero["memory_efficient_linear"] = False
     config.pop("optimizer", None)  # we pass a torch AdamW (no cpu_adam build)
     config.pop("scheduler", None)
     if not torch.cuda.is_available():  # fp32 on CPU
