@@ -118,3 +118,30 @@ def test_check_config_names_the_vllm_keys():
     cfg.rollout.vllm_sleep_level = 5
     with pytest.raises(UserError, match="vllm_sleep_level=5"):
         check_config(cfg, 6)
+
+
+def test_reference_offload_packs_one_flat_host_buffer(tiny_vl_dir, monkeypatch):
+    """The offloaded reference lives in one flat host buffer (views into it; tied weights once), so the pinned
+    memory on a GPU is the weights' size, not the caching host allocator's power-of-two blocks (up to 2x); the
+    buffer is registered once, whole, and the metric reports it."""
+    from mm_gmpo.testing.device_emulation import EMULATED, emulated_device
+    from mm_gmpo.trainer import offload
+
+    reference = load_model(tiny_vl_dir, "float32", "eager")
+    before = {name: t.clone() for name, t in reference.state_dict().items()}
+    registered = []
+    monkeypatch.setattr(offload, "register_pinned", lambda flat: registered.append(flat.numel()) or (lambda: None))
+    with emulated_device():
+        offloaded = offload.OffloadedModule(reference, EMULATED, pin=True)
+        tensors = offloaded._tensors()
+        base = offloaded.flat.untyped_storage().data_ptr()
+        assert all(t.untyped_storage().data_ptr() == base for t in tensors)  # every tensor a view of the buffer
+        assert registered == [offloaded.flat.numel()] == [offloaded.pinned_bytes]
+        assert offloaded.weight_bytes <= offloaded.pinned_bytes <= 1.05 * offloaded.weight_bytes
+        assert offloaded.metrics() == {"perf/ref_offload_pinned_gib": offloaded.pinned_bytes / 2**30}
+        with offloaded.on_device():
+            pass
+    after = reference.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)  # the values survived packing
+    assert reference.lm_head.weight is reference.get_input_embeddings().weight
+    assert offload.OffloadedModule(load_model(tiny_vl_dir, "float32"), torch.device("cpu")).metrics() == {}

@@ -205,6 +205,8 @@ class Trainer:
                 round_metrics.update(sync_metrics)
                 round_metrics.update(sampling_metrics)
                 round_metrics.update({f"perf/{name}_peak_gib": value for name, value in peaks.items()})
+                if self.reference is not None:
+                    round_metrics.update(self.reference.metrics())
                 val_metrics = {}
                 if self.val_prompts and cfg.trainer.val_every and state.round % cfg.trainer.val_every == 0:
                     val_metrics = self.validate()
