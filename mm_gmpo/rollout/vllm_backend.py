@@ -10,8 +10,9 @@ Alone (one process, no group), the in-process ``uni`` executor. The engine alway
 
 The prompt tokens of the :class:`RolloutBatch` come from our own processor (the trainer recomputes log-probs on
 exactly those); vLLM's expanded prompt must equal them, which is checked on every call (a different image resize
-rule would silently shift the image). Suppressed tokens are excluded with ``allowed_token_ids`` (an exact -inf
-mask), and the engine runs with ``logprobs_mode="processed_logprobs"`` so the returned log-prob of each sampled
+rule would silently shift the image). Suppressed tokens are excluded with a ``logit_bias`` of -inf on each of them
+(an exact mask: :func:`suppression_logit_bias`; ``allowed_token_ids`` would list the whole rest of the vocabulary,
+which vLLM 0.32's GPU model runner refuses above 1024 ids), and the engine runs with ``logprobs_mode="processed_logprobs"`` so the returned log-prob of each sampled
 token is that of the distribution it was drawn from (after temperature, the mask, top-k/top-p).
 
 Weight sync (:meth:`VLLMRollout.sync_weights`): one ``reload_weights`` call (vLLM's in-place reload, which also
@@ -55,6 +56,21 @@ from mm_gmpo.types import Prompt
 log = logging.getLogger(__name__)
 
 SLEEP_LEVELS = (0, 1, 2)
+# vLLM 0.32's GPU model runner (V2, the default on CUDA) holds per-request logit biases in fixed tables:
+# MAX_NUM_LOGIT_BIAS_TOKENS and MAX_NUM_ALLOWED_TOKEN_IDS in vllm/v1/worker/gpu/sample/logit_bias.py. The CPU
+# platform's runner (V1) has no such limit, so only this check stands between a CPU-tested request and a GPU refusal.
+VLLM_MAX_LOGIT_BIAS_TOKENS = 1024
+
+
+def suppression_logit_bias(suppressed: list[int]) -> dict[int, float]:
+    """{token id: -inf} for the ids sampling must never draw (vision placeholders, the LM head's padding rows): the
+    same exact exclusion as the HF backend's ``index_fill_(-inf)``, within V2's table size."""
+    if len(suppressed) > VLLM_MAX_LOGIT_BIAS_TOKENS:
+        raise UserError(
+            f"{len(suppressed)} token ids to suppress (vision tokens and the LM head's rows past the tokenizer): "
+            f"vLLM's GPU runner takes at most {VLLM_MAX_LOGIT_BIAS_TOKENS} logit-bias ids per request"
+        )
+    return {int(i): float("-inf") for i in suppressed}
 
 
 @dataclass(frozen=True)
@@ -209,8 +225,7 @@ class VLLMRollout:
         )  # fmt: skip
         self._vllm = vllm
         self.vocab_size = model_vocab_size(model)
-        suppressed = set(suppressed_token_ids(self.tokenizer, self.vocab_size).tolist())
-        self.allowed_token_ids = [i for i in range(len(self.tokenizer)) if i not in suppressed]
+        self.logit_bias = suppression_logit_bias(suppressed_token_ids(self.tokenizer, self.vocab_size).tolist())
         self.synced_once = False
         self.sync_weights(model)
 
@@ -327,7 +342,7 @@ class VLLMRollout:
             seed=(sampling.seed * 1_000_003 + prompt_index * 9_973) % (2**31),
             logprobs=0,
             stop_token_ids=stops,
-            allowed_token_ids=self.allowed_token_ids,
+            logit_bias=self.logit_bias,
             skip_special_tokens=True,
         )
 
