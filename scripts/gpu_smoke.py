@@ -5,8 +5,11 @@
 
 Cases: the Geometry3K recipe's shape (a random Qwen2.5-VL of the 3B model's public config, real Qwen vocabulary,
 image prompts from the shipped samples) and the text-math recipe's shape (a random Qwen2.5-Math-1.5B-sized Qwen2 on
-the MATH samples), each in bf16 with gradient checkpointing, HF rollouts, one process; and, when DeepSpeed imports,
-the text case again under ZeRO-2. Every case is a real `mm-gmpo train` run. Per case and phase (rollout, old
+the MATH samples), each in bf16 with gradient checkpointing, HF rollouts, one process; when DeepSpeed imports, the
+text case again under ZeRO-2 and the image case under ZeRO-3 started by the DeepSpeed launcher as the README types it
+(`deepspeed --num_gpus N --module mm_gmpo train ...`, N = the machine's GPUs; 2 processes on a CPU); when vLLM
+imports, the image case with the vLLM backend (the engine's sleep after sampling, the weight sync and the wake, every
+round). Every case is a real `mm-gmpo train` run. Per case and phase (rollout, old
 log-probs, update) it prints the peak GPU memory (torch.cuda.max_memory_allocated, from the run's metrics) and
 tokens/s, then PASS, or FAIL with the phase that failed. Random models rarely stop, so responses run to
 --max-new-tokens: that is the length under test.
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +37,16 @@ QWEN2_5_VL_3B = dict(
 )  # fmt: skip
 QWEN2_5_MATH_1_5B = dict(kind="qwen2", hidden=1536, layers=28, heads=12, kv_heads=2, intermediate=8960, rope_theta=1e4)
 TINY = {"qwen2_5_vl": dict(kind="qwen2_5_vl"), "qwen2": dict(kind="qwen2")}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    kind: str  # qwen2_5_vl or qwen2
+    deepspeed: str = ""  # a DeepSpeed JSON, or none
+    launcher_procs: int = 0  # > 0: started by the DeepSpeed launcher with this many processes
+    backend: str = "hf"  # rollout backend
+
 
 # Where a failure happened, read from the traceback: the innermost of these frames names the phase.
 PHASES = [
@@ -62,9 +76,9 @@ def build_model(sizes: dict, out: Path, dtype: str) -> None:
         torch.cuda.empty_cache()
 
 
-def case_overrides(kind: str, args, model: Path, out: Path, deepspeed: str) -> tuple[str, list[str]]:
+def case_overrides(case: Case, args, model: Path, out: Path) -> tuple[str, list[str]]:
     """The recipe config of the case, scaled to ``args`` (prompts, group size, lengths, steps)."""
-    if kind == "qwen2_5_vl":
+    if case.kind == "qwen2_5_vl":
         config = REPO / "configs/geo3k_qwen2_5_vl_7b_gmpo.yaml"
         data = ["data.train=geometry3k:train", "data.val=", "data.source=local", "reward.format=think_boxed"]
         if args.tiny:
@@ -79,12 +93,12 @@ def case_overrides(kind: str, args, model: Path, out: Path, deepspeed: str) -> t
         "model.gradient_checkpointing=true",
         *data,
         "data.train_limit=64",
-        "rollout.backend=hf",
+        f"rollout.backend={case.backend}",
         f"rollout.n={args.n}",
-        f"rollout.prompts_per_round={args.prompts}",
+        f"rollout.prompts_per_round={args.prompts * max(case.launcher_procs, 1)}",
         f"rollout.max_new_tokens={args.max_new_tokens}",
         f"trainer.output_dir={out}",
-        f"trainer.deepspeed={deepspeed}",
+        f"trainer.deepspeed={case.deepspeed}",
         f"trainer.max_steps={steps}",
         f"trainer.updates_per_round={args.updates}",
         f"trainer.micro_batch_size={args.micro_batch_size}",
@@ -122,19 +136,33 @@ def report(run: Path, rows_per_round: int) -> list[str]:
     return lines
 
 
-def run_case(name: str, kind: str, args, work: Path, deepspeed: str = "") -> bool:
+def command(case: Case, config: str, overrides: list[str]) -> list[str]:
+    """`python -m mm_gmpo train ...`, or the README's DeepSpeed launcher line for a launched case."""
+    if not case.launcher_procs:
+        return [sys.executable, "-m", "mm_gmpo", "train", config, *overrides]
+    from mm_gmpo.trainer.dist import free_port
+
+    launcher = Path(sys.executable).with_name("deepspeed")
+    return [
+        str(launcher), "--num_gpus", str(case.launcher_procs), "--master_port", str(free_port()),
+        "--module", "mm_gmpo", "train", config, *overrides,
+    ]  # fmt: skip
+
+
+def run_case(case: Case, args, work: Path) -> bool:
+    name, kind = case.name, case.kind
     sizes = TINY[kind] if args.tiny else (QWEN2_5_VL_3B if kind == "qwen2_5_vl" else QWEN2_5_MATH_1_5B)
     model = work / f"model-{kind}"
     if not model.exists():
         build_model(sizes, model, args.dtype)
     out = work / name
-    config, overrides = case_overrides(kind, args, model, out, deepspeed)
-    rows_per_round = args.prompts * args.n
+    config, overrides = case_overrides(case, args, model, out)
+    rows_per_round = args.prompts * max(case.launcher_procs, 1) * args.n
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    if case.backend == "vllm":
+        env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine in the trainer's process
     start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "mm_gmpo", "train", config, *overrides], capture_output=True, text=True, env=env
-    )
+    result = subprocess.run(command(case, config, overrides), capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-12:])
@@ -157,7 +185,9 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=1024)
     parser.add_argument("--micro-batch-size", type=int, default=4)
     parser.add_argument("--dtype", default="", help="default: bfloat16 on a GPU, float32 with --tiny on a CPU")
-    parser.add_argument("--only", nargs="*", default=[], help="run only these cases (vl, text, text-zero2)")
+    parser.add_argument(
+        "--only", nargs="*", default=[], help="run only these cases (vl, text, text-zero2, vl-zero3-launcher, vl-vllm)"
+    )
     parser.add_argument("--work", default="", help="folder for the models and runs (default: a temporary one)")
     args = parser.parse_args()
     import torch
@@ -166,20 +196,26 @@ def main() -> int:
         print("no CUDA device: run on a GPU machine, or pass --tiny for the CPU check\nGPU smoke: FAIL")
         return 1
     args.dtype = args.dtype or ("bfloat16" if torch.cuda.is_available() else "float32")
-    cases = [("vl", "qwen2_5_vl", ""), ("text", "qwen2", "")]
+    cases = [Case("vl", "qwen2_5_vl"), Case("text", "qwen2")]
     if importlib.util.find_spec("deepspeed") is not None:
-        cases.append(("text-zero2", "qwen2", str(REPO / "configs/deepspeed/zero2.json")))
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 2
+        cases.append(Case("text-zero2", "qwen2", str(REPO / "configs/deepspeed/zero2.json")))
+        cases.append(Case("vl-zero3-launcher", "qwen2_5_vl", str(REPO / "configs/deepspeed/zero3.json"), gpus))
     else:
-        print("deepspeed is not importable: the ZeRO-2 case is skipped")
+        print("deepspeed is not importable: the ZeRO-2 and ZeRO-3 launcher cases are skipped")
+    if importlib.util.find_spec("vllm") is not None:
+        cases.append(Case("vl-vllm", "qwen2_5_vl", backend="vllm"))
+    else:
+        print("vllm is not importable: the vLLM case is skipped (pip install -e .[gpu])")
     if args.only:
-        cases = [c for c in cases if c[0] in args.only]
+        cases = [c for c in cases if c.name in args.only]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(
         f"GPU smoke on {device}: torch {torch.__version__}, {args.dtype}, {'tiny' if args.tiny else 'realistic'} models"
     )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)
-        results = [run_case(name, kind, args, work, ds) for name, kind, ds in cases]
+        results = [run_case(case, args, work) for case in cases]
     ok = all(results)
     print(f"GPU smoke: {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1

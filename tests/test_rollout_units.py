@@ -90,3 +90,26 @@ def test_rollout_metrics_by_hand():
     assert metrics["rollout/tokens_per_s"] == pytest.approx(sum(lengths) / 2.0)
     assert metrics["rollout/vision_tokens_per_sample"] == pytest.approx(1 / 6)
     assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_vllm_suppression_is_an_exact_logit_bias_within_the_gpu_runners_table(tiny_vl_dir):
+    """vLLM 0.32's GPU model runner (V2) refuses more than 1024 `allowed_token_ids` (and logit-bias ids) per
+    request; the CPU runner has no limit. The backend suppresses the vision tokens and the LM head's padding rows
+    with a -inf logit bias on exactly the ids the HF backend masks, well inside the table."""
+    from mm_gmpo.errors import UserError
+    from mm_gmpo.models import load_processor
+    from mm_gmpo.rollout.batching import suppressed_token_ids
+    from mm_gmpo.rollout.vllm_backend import VLLM_MAX_LOGIT_BIAS_TOKENS, suppression_logit_bias
+
+    tokenizer = load_processor(tiny_vl_dir).tokenizer
+    suppressed = suppressed_token_ids(tokenizer, 151936).tolist()
+    bias = suppression_logit_bias(suppressed)
+    assert sorted(bias) == suppressed and all(v == float("-inf") for v in bias.values())
+    assert tokenizer.convert_tokens_to_ids("<|image_pad|>") in bias and 151935 in bias  # a vision id, a padding row
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") not in bias
+    assert len(bias) <= VLLM_MAX_LOGIT_BIAS_TOKENS
+    logits = torch.zeros(151936)
+    logits[list(bias)] += torch.tensor(list(bias.values()))  # how vLLM applies it: the ids become -inf, nothing else
+    assert torch.isinf(logits).sum() == len(suppressed) and torch.isfinite(logits[: len(tokenizer)]).sum() > 151000
+    with pytest.raises(UserError, match="at most 1024 logit-bias ids"):
+        suppression_logit_bias(list(range(VLLM_MAX_LOGIT_BIAS_TOKENS + 1)))
