@@ -17,6 +17,7 @@ Prints one line per check and, last, ``vLLM check: PASSED`` or the number of fai
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -91,6 +92,73 @@ def _sync_and_check(engine, model, prompts, report: Report, args, label: str) ->
     report(f"{label}: parity after the sync", r.ok, f"max abs diff {r.max_abs_diff:.2e} over {r.num_tokens} tokens")
 
 
+class _HostBuffer:
+    """Stands in for vLLM's device-side request tables (``UvaBackedTensor``, ``StagedWriteTensor``), which need CUDA
+    pinned memory: a numpy array with the same ``np``/``stage_write`` surface."""
+
+    def __init__(self, size, dtype, device=None, **_):
+        self.np = np.zeros(size, dtype=torch.empty(0, dtype=dtype).numpy().dtype)
+
+    def stage_write(self, row: int, start: int, values) -> None:
+        values = list(values)
+        self.np[row, start : start + len(values)] = values
+
+    def copy_to_uva(self, n=None):
+        return self.np
+
+
+def gpu_runner_accepts(rollout, report: Report) -> None:
+    """The requests our backend sends, through the request-state code of vLLM's GPU model runner (V2, the default
+    on CUDA; this CPU runs the V1 runner, which has none of these limits): sampling states, logit bias and allowed
+    ids, bad words. Only the device tables are replaced (host arrays); every check of V2's ``add_request`` runs."""
+    from types import SimpleNamespace
+    from unittest import mock
+
+    try:
+        from vllm.v1.worker.gpu.sample import bad_words, logit_bias, states
+    except ImportError as exc:  # a vLLM without the V2 runner
+        report("GPU runner (V2) accepts our requests", False, f"cannot import its sampler states: {exc}")
+        return
+    from mm_gmpo.rollout import SamplingParams
+    from mm_gmpo.rollout.batching import stop_token_ids
+
+    rows = 4
+    patches = [mock.patch.object(m, name, _HostBuffer) for m in (bad_words, logit_bias, states)
+               for name in ("UvaBackedTensor", "StagedWriteTensor") if hasattr(m, name)]  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        for patch in patches:
+            stack.enter_context(patch)
+        request_state = SimpleNamespace(
+            prompt_len=SimpleNamespace(np=np.full(rows, 100, dtype=np.int32)), max_num_reqs=rows, device="cpu"
+        )
+        tables = [logit_bias.LogitBiasState(None, request_state), bad_words.BadWordsState(None, request_state)]
+        sampling_states = states.SamplingStates(rows, rollout.vocab_size)
+        stops = stop_token_ids(rollout.tokenizer)
+        problems = []
+        for i, (temperature, top_p) in enumerate([(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)]):
+            sampling = SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=8, seed=1)
+            params = rollout._sampling_params(2, sampling, i, stops)
+            try:
+                sampling_states.add_request(i, params)
+                for table in tables:
+                    table.add_request(i, params)
+            except ValueError as exc:
+                problems.append(f"T={temperature} top_p={top_p}: {exc}")
+        old_style = rollout._vllm.SamplingParams(allowed_token_ids=list(range(len(rollout.tokenizer) - 300)))
+        try:
+            tables[0].add_request(rows - 1, old_style)
+            refused = False
+        except ValueError:
+            refused = True
+    report(
+        "GPU runner (V2) accepts our requests",
+        not problems and refused,
+        "; ".join(problems)
+        or f"{len(rollout.logit_bias)} logit-bias ids (table {logit_bias.MAX_NUM_LOGIT_BIAS_TOKENS}), "
+        f"{len(stops)} stop ids; an allowed_token_ids request over the vocabulary is refused: {refused}",
+    )
+
+
 def single_process_check(path: str, args, report: Report) -> None:
     import peft
 
@@ -105,6 +173,7 @@ def single_process_check(path: str, args, report: Report) -> None:
     start = time.perf_counter()
     engine = RolloutEngine("vllm", model, processor, config=config)
     print(f"engine started in {time.perf_counter() - start:.1f} s", flush=True)
+    gpu_runner_accepts(engine._vllm, report)
 
     for temperature in (1.0, 0.7):
         sampling = SamplingParams(temperature=temperature, max_new_tokens=args.max_new_tokens, seed=1)

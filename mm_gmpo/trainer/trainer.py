@@ -90,8 +90,9 @@ class Trainer:
             self.warmstart_metrics = self._warm_start(policy)
         warm = self.warmstart_metrics and not cfg.model.lora.enabled
         start_weights = {k: v.detach().cpu() for k, v in policy.state_dict().items()} if warm else None
-        self.reference = build_reference(cfg, model_path, self.ctx.device, self.precision, start_weights)
         self.updater = build_updater(cfg, self.ctx, PolicyLogprobs(policy), micro_batches, self.precision)
+        # after the updater has moved the policy onto the device: host memory never holds both models at once
+        self.reference = build_reference(cfg, model_path, self.ctx.device, self.precision, start_weights)
         self.policy = self.updater.module.model  # the Hugging Face model: generation, no-grad passes, saving
         self.rollout = RolloutEngine(
             cfg.rollout.backend,
