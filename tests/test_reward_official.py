@@ -117,3 +117,53 @@ def test_repetitive_answer_skips_math_verify():
     short, long = "1+" * 40 + "1", "1+" * 80 + "1"  # 81 and 161 characters; sympy's step wants an integer here
     assert grade_answer(short, "41") == "math_verify"
     assert grade_answer(long, "81") is None  # over 128 characters and repetitive: math_verify is not asked
+
+
+def sleepy_official(response, gold, *, choices=None):
+    """A grader that overruns any time bound (a pool worker imports it as test_reward_official:sleepy_official)."""
+    import time
+
+    time.sleep(30)
+    return official_grade(response, gold)
+
+
+def test_compute_rewards_official_in_process():
+    from mm_gmpo.reward.rewards import compute_rewards
+
+    responses = ["\\boxed{5}", "So the final answer is 5.", "\\boxed{5}", "\\boxed{3} or \\boxed{5}"]
+    scores = compute_rewards(
+        responses,
+        ["5"] * 4,
+        truncated=[False, False, True, False],
+        accuracy_weight=1.0,
+        format_weight=0.0,
+        format_kind="none",
+        extraction="official",
+    )
+    assert scores.accuracy == [1.0, 0.0, 0.0, 1.0]  # the lenient grader would credit the 2nd; the 3rd is cut
+    assert scores.total == [1.0, 0.0, 0.0, 1.0]
+    lenient = compute_rewards(responses[:2], ["5"] * 2, format_kind="none", accuracy_weight=1.0, format_weight=0.0)
+    assert lenient.accuracy == [1.0, 1.0]
+
+
+def test_pool_grades_officially_with_list_golds():
+    from mm_gmpo.reward.pool import VerifierPool
+
+    with VerifierPool(workers=1, timeout=30.0, extraction="official") as pool:
+        grades = pool.grade_batch(
+            ["\\boxed{8.7 \\times 10^{8}}", "8.7e8", "\\boxed{2}"], [["8.7 \\times 10^{8}"], "a", ["1", "2"]]
+        )
+    assert [g.correct for g in grades] == [True, False, True]
+    assert grades[1].method == "none"
+
+
+def test_official_timeout_scores_zero():
+    from mm_gmpo.reward.pool import VerifierPool
+    from mm_gmpo.reward.rewards import compute_rewards
+
+    pool = VerifierPool(workers=1, timeout=0.5, extraction="official", _grader="test_reward_official:sleepy_official")
+    with pool:
+        scores = compute_rewards(["\\boxed{5}"], ["5"], pool=pool, format_kind="none", extraction="official")
+    assert scores.accuracy == [0.0] and scores.timeouts == 1
+    with pytest.raises(ValueError, match="extraction 'lenient' but the pool grades 'official'"):
+        compute_rewards(["\\boxed{5}"], ["5"], pool=pool, extraction="lenient")

@@ -232,6 +232,13 @@ def official_correct(response: str, gold: str | Sequence[str]) -> bool:
     return official_grade(response, gold).correct
 
 
+def warm_up() -> None:
+    """Import and exercise pylatexenc, sympy's parser and math_verify once (a pool worker calls this before its
+    first timed item, so import time is never billed to a response)."""
+    official_grade("\\boxed{\\sqrt{3}/2}", "\\frac{\\sqrt{3}}{2}")
+    official_grade("\\boxed{2/4}", "\\frac{1}{2}")
+
+
 __all__ = [
     "BOX",
     "gold_list",
@@ -242,4 +249,5 @@ __all__ = [
     "official_grade",
     "repetitive",
     "sympy_equal",
+    "warm_up",
 ]

@@ -100,21 +100,28 @@ def _drop_unit_words(text: str) -> str:
     return text
 
 
-def _strip_string(text: str) -> str:
-    """MATH's ``_strip_string``: LaTeX spellings unified, units, dollars, percent and ``x =`` dropped."""
+def _strip_string(text: str, extended: bool) -> str:
+    """MATH's ``_strip_string``: LaTeX spellings unified, units, dollars, percent and ``x =`` dropped. ``extended``:
+    understand-r1-zero's additions (arrays as pmatrix, ``\\neq``/``\\leq``/``\\geq``, a trailing ``\\text{}``
+    and MathQA unit words dropped); without: PRM800K's (mathruler's) version, which also drops a bare ``%``."""
     text = text.replace("\n", "").replace("\\!", "").replace("\\\\", "\\")
-    text = _ARRAY_END_RE.sub(r"\\end{pmatrix}", _ARRAY_BEGIN_RE.sub(r"\\begin{pmatrix}", text))
-    for old, new in (("bmatrix", "pmatrix"), ("tfrac", "frac"), ("dfrac", "frac"), ("\\neq", "\\ne")):
-        text = text.replace(old, new)
-    for old, new in (("\\leq", "\\le"), ("\\geq", "\\ge"), ("\\left", ""), ("\\right", "")):
-        text = text.replace(old, new)
-    cut = _TRAILING_TEXT_RE.sub("", text).strip()
-    if cut != "" and cut != text:
-        text = cut
-    text = _drop_unit_words(text)
+    if extended:
+        text = _ARRAY_END_RE.sub(r"\\end{pmatrix}", _ARRAY_BEGIN_RE.sub(r"\\begin{pmatrix}", text))
+        text = text.replace("bmatrix", "pmatrix")
+    text = text.replace("tfrac", "frac").replace("dfrac", "frac")
+    if extended:
+        text = text.replace("\\neq", "\\ne").replace("\\leq", "\\le").replace("\\geq", "\\ge")
+    text = text.replace("\\left", "").replace("\\right", "")
+    if extended:
+        cut = _TRAILING_TEXT_RE.sub("", text).strip()
+        if cut != "" and cut != text:
+            text = cut
+        text = _drop_unit_words(text)
     text = text.replace("^{\\circ}", "").replace("^\\circ", "").replace("\\$", "")
-    text = _remove_right_units(text)
-    text = text.replace("\\%", "").replace(" .", " 0.").replace("{.", "{0.")
+    text = _remove_right_units(text).replace("\\%", "")
+    if not extended:
+        text = text.replace("%", "")
+    text = text.replace(" .", " 0.").replace("{.", "{0.")
     if not text:
         return text
     if text[0] == ".":
@@ -128,9 +135,10 @@ def _strip_string(text: str) -> str:
     return _fix_a_slash_b(text)
 
 
-def mathd_normalize(answer: str | None) -> str | None:
+def mathd_normalize(answer: str | None, *, extended: bool = True) -> str | None:
     """MATH's answer normalisation (``mathd_normalize_answer``): strip, unwrap a whole ``\\text{...}``, then
-    ``_strip_string``; when a step raises, the unwrapped answer as it was. ``None`` stays ``None``."""
+    ``_strip_string`` (``extended``: understand-r1-zero's; else PRM800K's, as mathruler uses it); when a step
+    raises, the unwrapped answer as it was. ``None`` stays ``None``."""
     if answer is None:
         return None
     answer = answer.strip()
@@ -138,7 +146,7 @@ def mathd_normalize(answer: str | None) -> str | None:
     if wrapped is not None:
         answer = wrapped.group("text").strip()
     try:
-        return _strip_string(answer)
+        return _strip_string(answer, extended)
     except Exception:  # noqa: BLE001 (official: any failure keeps the answer as it is)
         return answer
 
