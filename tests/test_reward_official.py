@@ -165,6 +165,7 @@ def test_official_timeout_scores_zero():
     with pool:
         scores = compute_rewards(["\\boxed{5}"], ["5"], pool=pool, format_kind="none", extraction="official")
     assert scores.accuracy == [0.0] and scores.timeouts == 1
+    assert scores.extracted == ["5"]  # what the official grader would have graded
     with pytest.raises(ValueError, match="extraction 'lenient' but the pool grades 'official'"):
         compute_rewards(["\\boxed{5}"], ["5"], pool=pool, extraction="lenient")
 
@@ -208,3 +209,15 @@ def test_agrees_with_the_transcription_of_the_official_code():
     assert len(cases) > 10
     disagreements = [(r, g) for r, g in cases if float(official_correct(r, g)) != reference(r, g, fast=False)[1]]
     assert disagreements == []
+
+
+def test_missing_math_verify_stops_at_pool_start(monkeypatch):
+    import sys
+
+    from mm_gmpo.errors import MissingDependency
+    from mm_gmpo.reward.pool import VerifierPool
+
+    monkeypatch.setitem(sys.modules, "math_verify", None)  # import math_verify now raises ImportError
+    with pytest.raises(MissingDependency, match="reward.extraction=official needs `math_verify`"):
+        VerifierPool(extraction="official")
+    VerifierPool(extraction="lenient").close()  # the lenient grader does not need it
