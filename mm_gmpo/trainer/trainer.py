@@ -127,12 +127,7 @@ class Trainer:
             cfg.rollout.preflight_mean_tolerance or default_mean,
             cfg.rollout.preflight_p99_tolerance or default_p99,
         )
-        self.verifier = VerifierPool(
-            workers=cfg.reward.workers,
-            timeout=cfg.reward.timeout,
-            memory_mb=cfg.reward.memory_mb,
-            reward_function=cfg.reward.function,
-        )
+        self.verifier = VerifierPool.from_reward_config(cfg.reward)  # the grader reward.extraction names
         self.state = TrainState()
         self.stopped_by = 0  # the signal that stopped fit() at a round boundary (0: it ran to trainer.max_steps)
         resume_step = None
