@@ -30,9 +30,9 @@ def stop_token_ids(tokenizer, tokens: tuple[str, ...] | list[str] | None = None)
     """Ids that end a response: by default end-of-turn and end-of-text (end-of-turn first), those the tokenizer
     has; ``tokens`` (``rollout.stop_tokens``): exactly these, each one a single token of the tokenizer, else a
     :class:`UserError` naming the key."""
+    tokenizer = tokenizer_of(tokenizer)
     if tokens is None:
         return _known_ids(tokenizer, STOP_TOKENS)
-    tokenizer = tokenizer_of(tokenizer)
     ids = _known_ids(tokenizer, tuple(tokens))
     if not tokens or len(ids) != len(tokens):
         unknown = [t for t in tokens if not _known_ids(tokenizer, (t,))]
