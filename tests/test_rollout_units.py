@@ -113,3 +113,20 @@ def test_vllm_suppression_is_an_exact_logit_bias_within_the_gpu_runners_table(ti
     assert torch.isinf(logits).sum() == len(suppressed) and torch.isfinite(logits[: len(tokenizer)]).sum() > 151000
     with pytest.raises(UserError, match="at most 1024 logit-bias ids"):
         suppression_logit_bias(list(range(VLLM_MAX_LOGIT_BIAS_TOKENS + 1)))
+
+
+def test_vllm_sampling_params_end_at_the_configured_tokens_only():
+    """rollout.stop_tokens set: vLLM gets the listed ids and ignore_eos (the model's own EOS ends nothing unless
+    listed, as in the HF backend); the default list keeps today's request (no ignore_eos). vLLM's SamplingParams
+    is replaced by a recorder: only the arguments are checked here."""
+    import types
+
+    from mm_gmpo.rollout.vllm_backend import VLLMRollout
+
+    rollout = object.__new__(VLLMRollout)  # no engine: _sampling_params only reads these two attributes
+    rollout._vllm = types.SimpleNamespace(SamplingParams=lambda **kwargs: kwargs)
+    rollout.logit_bias = {}
+    official = rollout._sampling_params(8, SamplingParams(stop_tokens=("<|endoftext|>",)), 0, [151643])
+    assert official["stop_token_ids"] == [151643] and official["ignore_eos"] is True
+    default = rollout._sampling_params(8, SamplingParams(), 0, [151645, 151643])
+    assert default["stop_token_ids"] == [151645, 151643] and "ignore_eos" not in default
