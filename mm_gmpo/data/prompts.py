@@ -65,7 +65,9 @@ def format_choices(choices: list[str]) -> str:
 
 
 def user_text(example: Example, template: Template, show_choices: bool) -> str:
-    parts = [example.problem.strip()]
+    # row functions strip their problems, but the official suite's (rows.official_example), which enter the
+    # prompt byte for byte as the official evaluation writes them (5 AMC problems end in a space or newline)
+    parts = [example.problem]
     if show_choices and example.choices:
         parts.append(format_choices(example.choices))
     if template.instruction:
