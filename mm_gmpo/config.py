@@ -153,7 +153,14 @@ class RewardConfig:
 
     accuracy_weight: float = 0.9
     format_weight: float = 0.1
-    format: Literal["think_boxed", "boxed", "answer_tag", "none"] = "think_boxed"  # = reward.rewards.FORMAT_KINDS
+    # = reward.rewards.FORMAT_KINDS; easyr1: EasyR1's Geometry3K format, the whole response is
+    # <think>...</think>...\boxed{...}... (spaces around <, >, / removed first)
+    format: Literal["think_boxed", "boxed", "answer_tag", "easyr1", "none"] = "think_boxed"
+    # which grader decides accuracy (= reward.graders.EXTRACTIONS): lenient, our verifier (a box, an answer tag,
+    # "the answer is X", a last number); official, understand-r1-zero's boxed_reward_fn as GMPO's code runs it (1
+    # only for a correct LAST \boxed{}, mathd + sympy + math_verify); easyr1, EasyR1's (mathruler's grader of the
+    # last \boxed{)
+    extraction: Literal["lenient", "official", "easyr1"] = "lenient"
     zero_truncated: bool = True  # a response cut at max_new_tokens scores 0
     timeout: float = 1.0  # seconds per verification, enforced in worker processes
     workers: int = 2  # verifier worker processes per training process

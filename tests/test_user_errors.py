@@ -32,7 +32,12 @@ CASES = [
     ("top_p=0", ["rollout.top_p=0"], "rollout.top_p=0.0 must be in (0, 1]"),
     ("top_p>1", ["rollout.top_p=1.5"], "rollout.top_p=1.5 must be in (0, 1]"),
     ("one key named", ["trainer.micro_batch_size=-2"], "error: trainer.micro_batch_size=-2 must be positive"),
-    ("format typo", ["reward.format=think_boxd"], "not one of: think_boxed, boxed, answer_tag, none; did you mean"),
+    (
+        "format typo",
+        ["reward.format=think_boxd"],
+        "not one of: think_boxed, boxed, answer_tag, easyr1, none; did you mean",
+    ),
+    ("extraction typo", ["reward.extraction=oficial"], "reward.extraction='oficial' is not one of: lenient, official"),
     ("n=1", ["rollout.n=1"], "rollout.n=1: every advantage would be 0"),
     ("temperature=0", ["rollout.temperature=0"], "rollout.temperature=0: greedy sampling"),
 ]
@@ -110,3 +115,10 @@ def test_reward_format_choices_are_the_reward_kinds():
     from mm_gmpo.reward.rewards import FORMAT_KINDS
 
     assert typing.get_args(typing.get_type_hints(RewardConfig)["format"]) == FORMAT_KINDS
+
+
+def test_reward_extraction_choices_are_the_graders():
+    from mm_gmpo.config import RewardConfig
+    from mm_gmpo.reward.graders import EXTRACTIONS
+
+    assert typing.get_args(typing.get_type_hints(RewardConfig)["extraction"]) == EXTRACTIONS

@@ -1,6 +1,7 @@
 """``mm-gmpo verify``: grade one response, or a JSONL file of them, with the time-bounded verifier pool.
 
 mm-gmpo verify RESPONSE GOLD [--choices A B C D]
+mm-gmpo verify --config RECIPE.yaml RESPONSE GOLD [--choices ...] [--truncated]   (that recipe's reward, in parts)
 mm-gmpo verify --input FILE.jsonl [--output OUT.jsonl] [--response-key K --gold-key K] [--choices-key K]
                [--label-key K] [--timeout S] [--workers N]
 """
@@ -31,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=1.0, help="seconds per row (hard bound, worker processes)")
     parser.add_argument("--workers", type=int, default=2, help="verifier worker processes")
     parser.add_argument("--memory-mb", type=int, default=1024, help="address-space limit per worker")
+    parser.add_argument(
+        "--config",
+        default="",
+        help="a training config (recipe YAML): score with its reward (reward.*: grader, format, weights, timeout)",
+    )
+    parser.add_argument("--truncated", action="store_true", help="with --config: the response hit the length limit")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"verify: --timeout {args.timeout} must be positive (seconds per row)")
     if args.workers < 1:
         raise UserError(f"verify: --workers {args.workers} must be at least 1")
+    if args.config:
+        return _run_config(args)
+    if args.truncated:
+        raise UserError("verify: --truncated needs --config (the recipe says whether truncated responses score 0)")
     if args.input:
         if args.response is not None:
             raise UserError("verify: give either RESPONSE GOLD or --input FILE.jsonl, not both")
@@ -53,6 +64,68 @@ def run(args: argparse.Namespace) -> int:
     if result.reason:
         print(f"  {result.reason}")
     return 0 if result.correct else 1
+
+
+def reward_config(path: str):
+    """The ``reward`` section of the config at ``path``; a bad file or key is a UserError naming both."""
+    from mm_gmpo.config import load_config
+
+    try:
+        reward = load_config(path).reward
+    except UserError as exc:
+        message = str(exc)
+        raise UserError(message if str(path) in message else f"{path}: {message}") from exc
+    if not reward.timeout > 0:
+        raise UserError(f"{path}: reward.timeout={reward.timeout} must be positive (seconds per verification)")
+    if reward.function:
+        from mm_gmpo.reward.custom import load_reward_function
+
+        load_reward_function(reward.function)  # a bad path or name: UserError naming reward.function
+    return reward
+
+
+def score_line(scores, reward, index: int = 0) -> list[str]:
+    """The total and its parts, one line each (the total first), for response ``index`` of ``scores``."""
+    acc, fmt, total = scores.accuracy[index], scores.format[index], scores.total[index]
+    if reward.function:
+        lines = [f"total {total:g}  (reward.function {reward.function})"]
+        lines += [f"  {name} {values[index]:g}" for name, values in scores.named.items() if name != "total"]
+    else:
+        lines = [
+            f"total {total:g}  = {reward.accuracy_weight:g} x accuracy {acc:g} + {reward.format_weight:g} x format {fmt:g}"
+        ]
+    lines.append(f"accuracy {acc:g}  ({reward.extraction} grader)  extracted: {scores.extracted[index]!r}")
+    lines.append(f"format {fmt:g}  ({reward.format})")
+    return lines
+
+
+def _run_config(args: argparse.Namespace) -> int:
+    """Score one response with a recipe's reward; exit 0 when its accuracy part is 1, else 1."""
+    from mm_gmpo.reward.pool import VerifierPool
+    from mm_gmpo.reward.rewards import compute_rewards
+
+    reward = reward_config(args.config)
+    if args.input or args.response is None or args.gold is None:
+        raise UserError("verify: --config scores one RESPONSE GOLD (not --input)")
+    with VerifierPool.from_reward_config(reward, workers=1) as pool:
+        scores = compute_rewards(
+            [args.response],
+            [args.gold],
+            choices=[args.choices],
+            truncated=[args.truncated],
+            pool=pool,
+            accuracy_weight=reward.accuracy_weight,
+            format_weight=reward.format_weight,
+            format_kind=reward.format,
+            zero_truncated=reward.zero_truncated,
+            examples=[{"problem": "", "choices": args.choices}] if reward.function else None,
+        )
+    print("\n".join(score_line(scores, reward)))
+    if args.truncated and reward.zero_truncated:
+        print("  truncated: reward.zero_truncated scores it 0")
+    if scores.timeouts:
+        print(f"  grading overran reward.timeout={reward.timeout:g}s: scored 0")
+    return 0 if scores.accuracy[0] == 1.0 else 1
 
 
 def read_rows(path: Path, args: argparse.Namespace) -> list[dict]:

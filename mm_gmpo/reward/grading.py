@@ -45,8 +45,13 @@ def grade(response: str, gold: str, *, choices: list[str] | None = None) -> Grad
 
     ``choices``: the option texts of a multiple-choice problem (Geometry3K), so that a letter answer ``B`` is
     graded as the text of option B; a letter gold is accepted as its letter or its text. Never raises on
-    content: an internal failure is ``Grade(correct=False, method="error")``.
+    content: an internal failure is ``Grade(correct=False, method="error")``. A list gold (the official evaluation
+    sets' Minerva and OlympiadBench answers) is answered when any of its items is: the first correct verdict, else
+    the last item's.
     """
+    if isinstance(gold, list | tuple):
+        results = [grade(response, item, choices=choices) for item in gold]
+        return next((r for r in results if r.correct), results[-1] if results else Grade(False, None, "none"))
     try:
         return _grade(response, gold, choices)
     except (MemoryError, RecursionError) as exc:

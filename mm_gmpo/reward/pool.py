@@ -22,13 +22,13 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
 
 from mm_gmpo.reward.extract import extract_answer
+from mm_gmpo.reward.graders import grader_path
 from mm_gmpo.reward.grading import Grade
 
 logger = logging.getLogger(__name__)
 
 _STARTUP_SECONDS = 120.0  # a spawned worker imports sympy and the LaTeX parser before it is ready
 _MAX_START_FAILURES = 5
-_GRADER = "mm_gmpo.reward.grading:grade"
 
 
 def _worker_main(conn: Connection, memory_mb: int, grader: str, reward_function: str = "") -> None:
@@ -52,6 +52,7 @@ def _worker_main(conn: Connection, memory_mb: int, grader: str, reward_function:
             custom_error = str(exc)
 
     warm_up()  # warm the parser before the clock of any real item starts
+    getattr(importlib.import_module(module), "warm_up", lambda: None)()  # and the grader's own (official: math_verify)
     if memory_mb > 0:
         import resource
 
@@ -131,7 +132,8 @@ class _Worker:
 
 
 class VerifierPool:
-    """``grade_batch`` with at most ``timeout`` seconds and ``memory_mb`` of address space per item.
+    """``grade_batch`` with at most ``timeout`` seconds and ``memory_mb`` of address space per item, graded by the
+    grader ``extraction`` names (lenient | official | easyr1, :mod:`mm_gmpo.reward.graders`).
 
     Thread-safe (one batch at a time); workers start on first use and live until ``close``.
     """
@@ -143,12 +145,15 @@ class VerifierPool:
         memory_mb: int = 1024,
         *,
         reward_function: str = "",
-        _grader: str = _GRADER,
+        extraction: str = "lenient",
+        _grader: str = "",
     ):
         if workers < 1 or timeout <= 0:
             raise ValueError(f"VerifierPool needs workers >= 1 and timeout > 0, got {workers}, {timeout}")
         self.workers, self.timeout, self.memory_mb = workers, timeout, memory_mb
-        self._grader = _grader  # "module:function" run in the workers (tests substitute a slow one)
+        # "module:function" run in the workers: the grader of reward.extraction (tests substitute a slow one)
+        self._grader = _grader or grader_path(extraction)
+        self.extraction = extraction  # reward.extraction: which grader decides (mm_gmpo.reward.graders)
         self.reward_function = reward_function  # reward.function spec for score_batch; empty: none
         self._ctx = mp.get_context("spawn")
         self._pool: list[_Worker] = []
@@ -157,6 +162,18 @@ class VerifierPool:
         self.timeouts = 0  # items graded "timeout" since the pool started
         self.errors = 0  # items graded "error"
         self.function_errors = 0  # score_batch items that raised, returned a bad value, overran or died
+
+    @classmethod
+    def from_reward_config(cls, reward, workers: int | None = None) -> VerifierPool:
+        """The pool a ``RewardConfig`` (the config's ``reward`` section) asks for: its grader, time and memory
+        bounds, reward function, and ``workers`` (default ``reward.workers``) worker processes."""
+        return cls(
+            workers=reward.workers if workers is None else workers,
+            timeout=reward.timeout,
+            memory_mb=reward.memory_mb,
+            reward_function=reward.function,
+            extraction=reward.extraction,
+        )
 
     def __enter__(self) -> VerifierPool:
         return self
@@ -277,5 +294,8 @@ class VerifierPool:
                 raise RuntimeError(f"a verifier worker did not start within {_STARTUP_SECONDS:.0f}s")
 
 
-def _texts(response, gold) -> tuple[str, str]:
+def _texts(response, gold) -> tuple[str, str | list[str]]:
+    """The response as text; the gold as text, or a list gold (official evaluation sets) as a list of texts."""
+    if isinstance(gold, list | tuple):
+        return (str(response) if response is not None else "", [str(g) for g in gold])
     return (str(response) if response is not None else "", str(gold) if gold is not None else "")

@@ -8,10 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mm_gmpo.reward.custom import call_reward
+from mm_gmpo.reward.easyr1 import easyr1_format
 from mm_gmpo.reward.extract import find_boxes
-from mm_gmpo.reward.grading import Grade, grade
+from mm_gmpo.reward.graders import load_grader
+from mm_gmpo.reward.grading import Grade
 
-FORMAT_KINDS = ("think_boxed", "boxed", "answer_tag", "none")
+FORMAT_KINDS = ("think_boxed", "boxed", "answer_tag", "easyr1", "none")
 _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 _ANSWER_TAG_RE = re.compile(r"<answer>(.*?)</answer>\s*$", re.DOTALL)
 
@@ -46,7 +48,9 @@ def format_reward(response: str, kind: str = "think_boxed") -> float:
     """1.0 when ``response`` has the format ``kind``, else 0.0.
 
     think_boxed: reasoning in ``<think>...</think>``, then a ``\\boxed{}`` answer after it. boxed: a closed
-    ``\\boxed{}`` anywhere. answer_tag: the response ends with ``<answer>...</answer>`` (non-empty). none: 0.0.
+    ``\\boxed{}`` anywhere. answer_tag: the response ends with ``<answer>...</answer>`` (non-empty). easyr1:
+    EasyR1's, the whole response (spaces around ``<``, ``>``, ``/`` removed) matches
+    ``<think>.*</think>.*\\boxed{.*}.*`` (:func:`~mm_gmpo.reward.easyr1.easyr1_format`). none: 0.0.
     """
     if kind not in FORMAT_KINDS:
         raise ValueError(f"format kind {kind!r} is not one of {', '.join(FORMAT_KINDS)}")
@@ -55,6 +59,8 @@ def format_reward(response: str, kind: str = "think_boxed") -> float:
         return float(_think_then_box(response))
     if kind == "boxed":
         return float(bool(find_boxes(response)))
+    if kind == "easyr1":
+        return easyr1_format(response)
     if kind == "answer_tag":
         match = _ANSWER_TAG_RE.search(response)
         return float(bool(match and match.group(1).strip()))
@@ -74,6 +80,7 @@ def compute_rewards(
     zero_truncated: bool = True,
     examples: Sequence[dict] | None = None,
     reward_function=None,
+    extraction: str | None = None,
 ) -> RewardScores:
     """Rewards of a batch. ``pool`` (a ``VerifierPool``) bounds each grading in time and memory; without it
     grading runs in this process (fine for trusted text, not for training). ``truncated[i]``: the response hit
@@ -82,7 +89,10 @@ def compute_rewards(
     ``examples`` (the fields of each response's example, :func:`~mm_gmpo.reward.custom.example_fields`): the total
     is the user's reward function's instead of the weighted sum, run in the pool (built with ``reward_function``)
     or, without a pool, ``reward_function`` (a callable) in this process. Accuracy and format are still the
-    verifier's, for the metrics."""
+    verifier's, for the metrics.
+
+    ``extraction`` (``reward.extraction``): the grader of accuracy, lenient | official | easyr1; None: the pool's
+    (``VerifierPool(extraction=...)``), or lenient without a pool. A pool built for another grader is an error."""
     n = len(responses)
     if (
         len(golds) != n
@@ -91,8 +101,11 @@ def compute_rewards(
     ):
         raise ValueError("compute_rewards: responses, golds, choices and truncated must have the same length")
     if pool is not None:
+        if extraction is not None and extraction != pool.extraction:
+            raise ValueError(f"compute_rewards: extraction {extraction!r} but the pool grades {pool.extraction!r}")
         grades = pool.grade_batch(responses, golds, choices)
     else:
+        grade = load_grader(extraction or "lenient")
         grades = [
             grade(r, g, choices=None if choices is None else choices[i])
             for i, (r, g) in enumerate(zip(responses, golds, strict=True))
