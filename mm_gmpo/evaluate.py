@@ -17,7 +17,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 BENCHMARKS = ["paper-math", "geometry3k:test", "math500", "aime24", "aime25", "amc23", "minerva", "olympiadbench"]
-GRADERS = ("auto", "official", "verifier")
+GRADERS = ("auto", "lenient", "official", "easyr1")  # auto, then reward.graders.EXTRACTIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,8 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--grader",
         choices=GRADERS,
         default="auto",
-        help="auto: the official grader (boxed_reward_fn) for the official suite's sets, mm-gmpo's verifier for "
-        "the others; official or verifier: that one for every set",
+        help="auto: the official grader (boxed_reward_fn) for the official suite's sets, the lenient verifier for "
+        "the others; lenient, official or easyr1 (as reward.extraction): that one for every set",
     )
     parser.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     parser.add_argument(
@@ -156,14 +156,14 @@ def run(args: argparse.Namespace) -> int:
     with _Graders() as graders:
         for spec, (template, prompts, budgets) in prompt_sets.items():
             start = time.perf_counter()
-            grader = args.grader if args.grader != "auto" else ("official" if is_official(spec) else "verifier")
-            verifier, gold_of = graders.get(grader)
+            grader = args.grader if args.grader != "auto" else ("official" if is_official(spec) else "lenient")
+            verifier = graders.get(grader)
+            errors = (verifier.errors, verifier.timeouts)
             result = evaluate_with_budgets(
                 engine,
                 prompts,
                 budgets,
                 verifier,
-                gold_of=gold_of,
                 n=args.n,
                 temperature=args.temperature,
                 top_p=args.top_p,
@@ -179,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
                 "truncated_frac": sum(r == "length" for r in finish) / max(len(finish), 1),
                 "template": template,
                 "grader": grader,
+                "grader_errors": verifier.errors - errors[0],  # responses the grader failed on (scored 0)
+                "grader_timeouts": verifier.timeouts - errors[1],  # responses over the pool's time bound (0)
                 "max_model_len": contexts[spec],
                 "seconds": time.perf_counter() - start,
             }
@@ -250,7 +252,7 @@ def response_budgets(prompts: list, prompt_tokens: list[int], max_new_tokens: in
     return budgets
 
 
-def evaluate_with_budgets(engine, prompts, budgets, verifier, *, gold_of, **sampling):
+def evaluate_with_budgets(engine, prompts, budgets, verifier, **sampling):
     """:func:`~mm_gmpo.trainer.evaluation.evaluate_prompts` once per distinct response budget (in practice one:
     every prompt of the official suite leaves the full 3000 tokens under 4096), items back in prompt order."""
     from mm_gmpo.trainer.evaluation import EvalResult, evaluate_prompts
@@ -264,7 +266,6 @@ def evaluate_with_budgets(engine, prompts, budgets, verifier, *, gold_of, **samp
             verifier,
             max_new_tokens=budget,
             format_kind="boxed",
-            gold_of=gold_of,
             **sampling,
         )
         total.correct += part.correct
@@ -280,31 +281,25 @@ def evaluate_with_budgets(engine, prompts, budgets, verifier, *, gold_of, **samp
 
 
 class _Graders:
-    """The verifier pools of a run, started on first use: ``get("verifier")`` is mm-gmpo's verifier (golds as
-    answers), ``get("official")`` the official grader (golds as a JSON list, :mod:`mm_gmpo.paper_eval`)."""
+    """The verifier pools of a run, one per grader used (``reward.extraction`` names), started on first use."""
 
     def __init__(self):
         self.pools = {}
 
     def get(self, grader: str):
-        from mm_gmpo import paper_eval
+        from mm_gmpo.paper_eval import OFFICIAL_GRADE_TIMEOUT
         from mm_gmpo.reward import VerifierPool
 
         if grader not in self.pools:
-            if grader == "official":
-                pool = VerifierPool(
-                    workers=2, timeout=paper_eval.OFFICIAL_GRADE_TIMEOUT, _grader=paper_eval.OFFICIAL_GRADER
-                )
-                self.pools[grader] = (pool, paper_eval.encode_golds)
-            else:
-                self.pools[grader] = (VerifierPool(workers=2, timeout=1.0), None)
+            timeout = OFFICIAL_GRADE_TIMEOUT if grader == "official" else 1.0
+            self.pools[grader] = VerifierPool(workers=2, timeout=timeout, extraction=grader)
         return self.pools[grader]
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        for pool, _ in self.pools.values():
+        for pool in self.pools.values():
             pool.close()
 
 

@@ -17,7 +17,7 @@ from mm_gmpo.data.loaders import expand_specs, parse_spec
 from mm_gmpo.data.rows import official_example, official_golds
 from mm_gmpo.errors import UserError
 from mm_gmpo.evaluate import response_budgets
-from mm_gmpo.paper_eval import decode_golds, encode_golds
+from mm_gmpo.paper_eval import gold_of
 from mm_gmpo.types import Example, Prompt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,11 +162,29 @@ def test_prepare_script_refuses_bad_rows(tmp_path, capsys):
     assert "not a saved DatasetDict" in capsys.readouterr().err
 
 
-def test_golds_travel_as_json():
-    example = Example("minerva/0", "p", "9.6", meta={"golds": ["9.6\n", "[1, 2]"]})
-    assert decode_golds(encode_golds(example)) == ["9.6\n", "[1, 2]"]
-    assert decode_golds(encode_golds(Example("x", "p", "[1, 2]"))) == ["[1, 2]"]  # an interval gold stays whole
-    assert decode_golds("not json") == ["not json"]
+def test_eval_grades_list_golds_as_the_official_evaluation():
+    """The golds the evaluation sends (gold_of) through the official grader's pool: a list gold is answered by any
+    item, a float gold as str(float), only the last box counts, no box scores 0."""
+    from mm_gmpo.evaluate import _Graders
+
+    minerva = Example("minerva/1", "p", "1, 2", meta={"golds": ["1", "2"]})
+    amc = Example("amc/0", "p", "142.0", meta={"golds": ["142.0"]})
+    plain = Example("x", "p", "\\frac{1}{2}")
+    assert [gold_of(e) for e in (minerva, amc, plain)] == [["1", "2"], ["142.0"], "\\frac{1}{2}"]
+    cases = [
+        ("so \\boxed{2}", minerva, True),  # the second gold
+        ("\\boxed{3}", minerva, False),
+        ("\\boxed{142}", amc, True),
+        ("\\boxed{142} then \\boxed{7}", amc, False),  # the last box is the answer
+        ("The answer is 142.", amc, False),  # no box: 0, unlike the lenient verifier
+        ("\\boxed{0.5}", plain, True),
+    ]
+    with _Graders() as graders:
+        pool = graders.get("official")
+        grades = pool.grade_batch([c[0] for c in cases], [gold_of(c[1]) for c in cases])
+        lenient = graders.get("lenient").grade_batch(["The answer is 142."], [gold_of(amc)])
+    assert [g.correct for g in grades] == [c[2] for c in cases]
+    assert lenient[0].correct  # what --grader lenient would have credited
 
 
 def test_response_budgets_fit_the_context():

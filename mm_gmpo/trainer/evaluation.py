@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mm_gmpo.paper_eval import gold_of
 from mm_gmpo.reward import format_reward
 
 
@@ -35,12 +35,10 @@ def evaluate_prompts(
     seed: int,
     num_scored: int | None = None,
     top_p: float = 1.0,
-    gold_of: Callable | None = None,
 ) -> EvalResult:
     """Sample ``n`` responses per prompt and grade them. ``num_scored``: only the first that many prompts count
     (the rest pad a process's share to the size of the others', so that every process generates equally often,
-    which ZeRO-3 needs; they are generated and dropped). ``gold_of(example)``: the gold text sent to the verifier
-    (default the example's answer; the official suite's grader takes its list of golds, ``paper_eval.encode_golds``)."""
+    which ZeRO-3 needs; they are generated and dropped)."""
     from mm_gmpo.rollout import SamplingParams
 
     scored = len(prompts) if num_scored is None else num_scored
@@ -49,7 +47,7 @@ def evaluate_prompts(
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
         batch = engine.generate(chunk, n, sampling)
-        golds = [gold_of(ex) if gold_of else ex.answer for ex in batch.examples]
+        golds = [gold_of(ex) for ex in batch.examples]  # an official-suite row: its list of golds
         grades = verifier.grade_batch(batch.response_text, golds, [ex.choices for ex in batch.examples])
         lengths = batch.response_mask.sum(dim=1).tolist()
         for p, prompt in enumerate(chunk):
