@@ -80,7 +80,8 @@ class DataConfig:
     val: str = "geometry3k:validation"  # validation spec; empty: no validation
     source: Literal["auto", "local", "hub"] = "auto"  # auto: local files when present, else the hub
     local_dir: str = ""  # root of local data; empty: data/sample in the repo, then ../shared/data
-    template: Literal["geo3k", "qwen_math", "r1"] = "geo3k"  # prompt template (= data.prompts.TEMPLATES)
+    # prompt template (= data.prompts.TEMPLATES); geo3k_easyr1: geo3k's instruction after a space, as EasyR1
+    template: Literal["geo3k", "qwen_math", "r1", "geo3k_easyr1"] = "geo3k"
     show_choices: bool = False  # list the multiple-choice options in the prompt
     max_prompt_length: int = 2048  # tokens incl. image tokens; longer prompts are dropped (never cut)
     min_pixels: int = 3136  # Qwen resize rule lower bound (pixels per image)
@@ -108,6 +109,9 @@ class RolloutConfig:
     top_p: float = 1.0  # 1.0: off
     top_k: int = 0  # 0: off
     max_new_tokens: int = 2048  # responses cut here finish with reason "length"
+    # tokens that end a response (training and validation, both backends); the default ends at end-of-turn or
+    # end-of-text; ["<|endoftext|>"]: Qwen2.5-Math base's EOS only, as the official GMPO code samples
+    stop_tokens: list[str] = field(default_factory=lambda: ["<|im_end|>", "<|endoftext|>"])
     val_temperature: float = 0.0  # 0: greedy validation
     val_n: int = 1  # samples per validation prompt
     val_also_greedy: bool = False  # with val_temperature > 0: also a greedy pass, logged as val/accuracy_greedy
@@ -133,10 +137,17 @@ class AlgorithmConfig:
     """Policy objective and advantages."""
 
     # = algorithms.registry.LossName (docs/algorithms.md); a typo fails at load with a did-you-mean
-    loss: Literal["gmpo", "gmpo_noclip", "gmpo_seqclip", "gmpo_nonorm", "grpo", "gspo", "drgrpo"] = "gmpo"
+    loss: Literal["gmpo", "gmpo_noclip", "gmpo_seqclip", "gmpo_nonorm", "hmpo", "grpo", "gspo", "drgrpo"] = "gmpo"
     clip_low: float | None = None  # None: the loss's default (GMPO 0.4 in log space, GRPO 0.2)
     clip_high: float | None = None  # None: the loss's default
+    # dual-clip PPO (grpo, drgrpo): a token with A < 0 and ratio > clip_dual gets the constant ratio clip_dual;
+    # 0: off; EasyR1 uses 3.0
+    clip_dual: float = 0.0
+    # seq_mean: each response's token mean, averaged over the mini-batch's responses; token_mean (grpo only, as
+    # EasyR1): one mean over all response tokens of the mini-batch (and the KL term likewise)
+    loss_aggregation: Literal["seq_mean", "token_mean"] = "seq_mean"
     normalize_std: bool = True  # divide group-centred rewards by the group std (False: Dr.GRPO)
+    adv_eps: float = 1e-6  # A = (r - mean) / (std + adv_eps); the official GMPO code uses 1e-8
     kl_coef: float = 0.0  # k3 KL to the reference policy; 0: off and no reference model is loaded
     entropy_coef: float = 0.0  # entropy bonus; 0: entropy is logged, not optimised
     # DAPO's dynamic sampling: drop groups whose rewards are all equal and sample further prompts until the round
@@ -188,6 +199,10 @@ class TrainerConfig:
     grad_clip: float = 1.0  # max global grad norm; 0: off
     warmup_steps: int = 0  # linear warm-up, then constant
     updates_per_round: int = 1  # optimizer steps per rollout round (mini-batches of the round's responses)
+    # which of a process's rows form each mini-batch: strided (row % K == k; the same split on 1 or N processes)
+    # or shuffle (the rows permuted first, seeded by trainer.seed, the round and the process: as the official
+    # GMPO code, and an exact resume still replays it)
+    minibatch_order: Literal["strided", "shuffle"] = "strided"
     micro_batch_size: int = 4  # sequences per forward/backward per process (when max_tokens_per_micro_batch is 0)
     # > 0: micro-batches of rows of similar length, each at most this many padded tokens (rows x its longest row,
     # prompt + response), each trimmed to its own longest row; 0: micro_batch_size rows each

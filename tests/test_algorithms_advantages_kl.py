@@ -125,6 +125,7 @@ def test_registry_names_signature_and_errors():
         "gmpo_noclip",
         "gmpo_seqclip",
         "gmpo_nonorm",
+        "hmpo",
         "grpo",
         "gspo",
         "drgrpo",

@@ -36,7 +36,7 @@ METRIC_NAMES = {
     "num_tokens",
     "num_sequences",
 }
-SEQ_RATIO_LOSSES = {"gmpo", "gmpo_noclip", "gmpo_seqclip", "gmpo_nonorm", "gspo"}
+SEQ_RATIO_LOSSES = {"gmpo", "gmpo_noclip", "gmpo_seqclip", "gmpo_nonorm", "hmpo", "gspo"}
 
 # Four sequences, T = 4. Row 0: A = +1, three tokens, one above +0.4 (clipped for A > 0), one far below (not
 # clipped for A > 0), then a padded position holding garbage. Row 1: A = -2, two tokens, one below -0.4 (clipped

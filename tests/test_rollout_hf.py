@@ -286,3 +286,38 @@ def test_unknown_backend_is_a_user_error(vl):
 
     with pytest.raises(UserError, match="rollout.backend"):
         RolloutEngine("sglang", *vl)
+
+
+def test_stop_tokens_end_responses_only_where_listed(vl, mixed_prompts):
+    """rollout.stop_tokens=["<|endoftext|>"] (the official GMPO sampler: the base model's EOS only): a favoured
+    <|im_end|> no longer ends a response, <|endoftext|> does; the default still stops at <|im_end|>."""
+    model, processor = vl
+    tokenizer = tokenizer_of(processor)
+    im_end, eos = (tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>"))
+    engine = RolloutEngine("hf", model, processor)
+    eos_only = SamplingParams(temperature=1.0, max_new_tokens=6, seed=3, stop_tokens=("<|endoftext|>",))
+    with LogitBias(model, im_end, 1e4):  # <|im_end|> is every step's token
+        batch = engine.generate(mixed_prompts[:2], 2, eos_only)
+        default = engine.generate(mixed_prompts[:2], 2, SamplingParams(temperature=1.0, max_new_tokens=6, seed=3))
+    assert batch.finish_reason == ["length"] * 4 and batch.response_mask.sum(dim=1).tolist() == [6] * 4
+    assert all(tok == im_end for tok in batch.response_ids[batch.response_mask].tolist())  # trained on, as officially
+    assert default.finish_reason == ["stop"] * 4 and default.response_mask.sum(dim=1).tolist() == [1] * 4
+    with LogitBias(model, eos, 1e4):
+        batch = engine.generate(mixed_prompts[:2], 2, eos_only)
+    assert batch.finish_reason == ["stop"] * 4 and batch.response_ids[:, 0].tolist() == [eos] * 4
+
+
+def test_stop_tokens_must_be_tokens_of_the_tokenizer(vl):
+    from mm_gmpo.errors import UserError
+    from mm_gmpo.rollout.batching import STOP_TOKENS, configured_stop_tokens, stop_token_ids
+
+    _, processor = vl
+    tokenizer = tokenizer_of(processor)
+    assert stop_token_ids(processor, ("<|endoftext|>",)) == [tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+    assert stop_token_ids(processor) == [tokenizer.convert_tokens_to_ids(t) for t in STOP_TOKENS]
+    with pytest.raises(UserError, match=r"rollout.stop_tokens=\['<\|endoftxt\|>'\]: \['<\|endoftxt\|>'\] not single"):
+        stop_token_ids(processor, ["<|endoftxt|>"])
+    with pytest.raises(UserError, match="name at least one token"):
+        stop_token_ids(processor, [])
+    assert configured_stop_tokens(["<|im_end|>", "<|endoftext|>"]) is None  # the default: behaviour unchanged
+    assert configured_stop_tokens(["<|endoftext|>"]) == ("<|endoftext|>",)

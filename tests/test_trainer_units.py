@@ -112,3 +112,57 @@ def test_toy_task_builds_the_toy_model(tmp_path):
     record = json.loads((path / "toy_model.json").read_text())
     assert record["tasks"] == ["count_points"] and record["hidden"] == cfg.model.tiny.hidden
     assert record["model_vocab_rows"] < 1024  # the toy vocabulary, not Qwen's 151,936 rows
+
+
+def test_shuffled_minibatches_are_seeded_permutations_of_the_round():
+    """trainer.minibatch_order=shuffle: each process's rows permuted (seed, round, process), then split strided:
+    every row once per round, a different split each round and process, the same one after a resume."""
+    from mm_gmpo.trainer.state import minibatch_permutation
+
+    order = minibatch_permutation(16, seed=3, round_index=5, rank=0)
+    assert sorted(order) == list(range(16)) and order != list(range(16))
+    assert order == minibatch_permutation(16, seed=3, round_index=5, rank=0)  # what a resumed run recomputes
+    assert order != minibatch_permutation(16, seed=3, round_index=6, rank=0)
+    assert order != minibatch_permutation(16, seed=3, round_index=5, rank=1)
+    assert order != minibatch_permutation(16, seed=4, round_index=5, rank=0)
+    k = 4
+    minibatches = [[order[i] for i in minibatch_rows(16, k, u)] for u in range(k)]
+    assert sorted(r for mb in minibatches for r in mb) == list(range(16))
+    strided = [minibatch_rows(16, k, u) for u in range(k)]
+    assert [sorted(mb) for mb in minibatches] != strided  # not the strided split
+
+
+def test_token_mean_micro_batch_losses_sum_to_the_step_token_mean(tiny_text_dir):
+    """algorithm.loss_aggregation=token_mean: with the step's token count as every micro-batch's denominator, the
+    micro-batch losses (policy loss, token-mean KL, entropy bonus) add up to one token mean over the step, in value
+    and gradient: sum over tokens of (l_t + kl_coef k3_t - entropy_coef H_t) / N."""
+    from mm_gmpo.algorithms import get_policy_loss, kl_penalty
+    from mm_gmpo.models import load_processor
+    from mm_gmpo.testing.batches import sample_train_batch
+    from mm_gmpo.trainer.update import UpdateSettings, micro_batch_loss
+
+    batch = sample_train_batch(load_processor(tiny_text_dir), with_images=False)
+    batch.ref_logprobs = batch.old_logprobs + 0.3 * batch.response_mask  # a reference 0.3 nats away
+    mask = batch.response_mask.bool()
+    generator = torch.Generator().manual_seed(1)
+    start = batch.old_logprobs + 0.2 * torch.randn(batch.old_logprobs.shape, generator=generator)
+    entropy = torch.rand(batch.old_logprobs.shape, generator=generator)
+    settings = UpdateSettings(temperature=1.0, chunk_size=8, micro_batch_size=2, updates_per_round=1,
+                              sequences_per_step=6, clip={"clip_low": 0.2, "clip_high": 0.3}, kl_coef=0.05,
+                              entropy_coef=0.01, token_mean=True)  # fmt: skip
+    loss_fn = get_policy_loss("grpo", clip_dual=3.0, aggregation="token_mean")
+    tokens = float(mask.sum())
+    logprobs = start.clone().requires_grad_(True)
+    total = 0.0
+    for rows in ([0, 1], [2, 3, 4], [5]):
+        loss, metrics = micro_batch_loss(loss_fn, logprobs[rows], entropy[rows], batch.select(rows), settings, tokens)
+        total = total + loss
+    total.backward()
+    expected = start.clone().requires_grad_(True)
+    pg, _ = loss_fn(expected, batch.old_logprobs, batch.advantages, mask, 0.2, 0.3)
+    k3 = kl_penalty(expected, batch.ref_logprobs, mask)[mask].sum() / tokens
+    whole = pg + 0.05 * k3 - 0.01 * entropy[mask].sum() / tokens
+    whole.backward()
+    torch.testing.assert_close(total, whole)
+    torch.testing.assert_close(logprobs.grad, expected.grad)
+    assert metrics["kl_ref"] == pytest.approx(float(kl_penalty(start[[5]], batch.ref_logprobs[[5]], mask[[5]])[mask[[5]]].mean()))  # fmt: skip

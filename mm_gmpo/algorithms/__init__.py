@@ -1,4 +1,4 @@
-"""Policy objectives as pure tensor functions: GMPO, its ablations, GRPO and baselines; advantages; k3 KL.
+"""Policy objectives as pure tensor functions: GMPO, its ablations, HMPO, GRPO and baselines; advantages; k3 KL.
 
 No ``torch.distributed`` here: the trainer reduces counts across processes and passes ``denominator`` in.
 See docs/algorithms.md for the formulas as implemented, the registry names and the metric names.
@@ -15,6 +15,7 @@ from mm_gmpo.algorithms.losses import (
     gmpo_seqclip_loss,
     grpo_loss,
     gspo_loss,
+    hmpo_loss,
 )
 from mm_gmpo.algorithms.registry import POLICY_LOSSES, LossName, PolicyLoss, get_policy_loss
 
@@ -32,6 +33,7 @@ __all__ = [
     "grpo_loss",
     "group_advantages",
     "gspo_loss",
+    "hmpo_loss",
     "kl_penalty",
     "masked_count",
     "masked_mean",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mm_gmpo.algorithms.aggregate import as_bool_mask, masked_mean
+from mm_gmpo.algorithms.aggregate import as_bool_mask, masked_count, masked_mean, masked_sum
 
 KL_LOG_DIFF_LIMIT = 10.0
 
@@ -37,15 +37,28 @@ def add_kl_penalty(
     response_mask: torch.Tensor,
     kl_coef: float,
     denominator: float | None = None,
+    *,
+    aggregation: str = "seq_mean",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """``loss + kl_coef * sum_i kl_i / denominator`` with kl_i the masked per-sequence mean of k3.
 
     Same unit and ``denominator`` semantics as the policy losses (sequences; None: mean over the B sequences),
     so it can be summed over micro-batches. Returns the new loss and ``{"kl_ref": mean_i kl_i}`` (a float).
     With ``kl_coef == 0`` the loss is returned unchanged (the metric is still computed).
+    ``aggregation="token_mean"`` (as the policy loss's, EasyR1's): ``kl_coef * sum_{i,t} k3_it / denominator``
+    with the denominator in tokens (None: the tokens of the call); ``kl_ref`` is then the token mean.
     """
     if denominator is not None and not denominator > 0:
         raise ValueError(f"denominator must be a positive number of sequences, got {denominator}")
+    if aggregation == "token_mean":
+        k3 = kl_penalty(logprobs, ref_logprobs, response_mask)
+        total, tokens = masked_sum(k3, response_mask), max(int(masked_count(response_mask)), 1)
+        metrics = {"kl_ref": float(total.detach()) / tokens}
+        if kl_coef == 0:
+            return loss, metrics
+        return loss + kl_coef * total / (denominator if denominator is not None else tokens), metrics
+    if aggregation != "seq_mean":
+        raise ValueError(f"aggregation must be 'seq_mean' or 'token_mean', got {aggregation!r}")
     per_sequence = masked_mean(kl_penalty(logprobs, ref_logprobs, response_mask), response_mask, dim=-1)  # [B]
     num = per_sequence.numel()
     metrics = {"kl_ref": float(per_sequence.detach().mean()) if num else 0.0}

@@ -1,4 +1,4 @@
-"""Policy losses: GMPO (and the paper's ablations), GSPO, GRPO and Dr.GRPO, as pure functions over tensors.
+"""Policy losses: GMPO (and the paper's ablations), HMPO, GSPO, GRPO and Dr.GRPO, as pure functions over tensors.
 
 Every loss has the same signature, so the trainer can call any of them by registry name::
 
@@ -19,7 +19,13 @@ contributes 0 and still counts in ``B``; a sequence with A = 0 contributes 0 (wi
 Numerics: the exponent of every exponentiated (log-)ratio is clamped to [-20, 20] (``LOG_RATIO_LIMIT``).
 exp(20) ~ 4.9e8 keeps the loss, its gradient and the *squared* gradient norm that grad-norm clipping computes
 representable in float32/bf16 (exp(50)^2 already overflows float32); a sequence or token that far off-policy
-carries no trustworthy signal, and the clamp gives it zero gradient instead of an inf/NaN step.
+carries no trustworthy signal, and the clamp gives it zero gradient instead of an inf/NaN step. One exception:
+``gmpo_nonorm`` exponentiates the sum as the official code does, clamped only from above at
+``NONORM_EXP_LIMIT`` = 88 (exp(88.7) overflows float32), so that a sequence with A = 0 never makes 0 * inf = NaN.
+
+Token-mean aggregation (``grpo_loss(..., aggregation="token_mean")``, EasyR1's ``loss_avg_mode: token``) changes
+the unit to *tokens*: ``loss = sum_{i,t} l_it / denominator`` with the number of response tokens of the global
+mini-batch as the denominator (None: the tokens of the call).
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ GMPO_CLIP = 0.4  # log space: token log-ratios clipped to [-0.4, 0.4], i.e. rati
 GRPO_CLIP = 0.2  # ratio space: [1 - 0.2, 1 + 0.2]
 GSPO_CLIP_LOW, GSPO_CLIP_HIGH = 3e-4, 4e-4  # ratio space, the GSPO paper's values for its sequence ratio
 DRGRPO_MAX_RESPONSE_LENGTH = 3000  # Dr.GRPO's constant normaliser: the response-length limit of the recipe
+NONORM_EXP_LIMIT = 88.0  # gmpo_nonorm's only clamp: exp(88) ~ 1.65e38 < float32's max (exp(88.72))
+Aggregation = Literal["seq_mean", "token_mean"]
+AGGREGATIONS = ("seq_mean", "token_mean")
 
 
 def _prepare(
@@ -75,6 +84,20 @@ def _check_clip(clip_low: float, clip_high: float, upper_low: float = math.inf) 
         raise ValueError(f"clip_low must be in [0, {upper_low}] and clip_high >= 0, got {clip_low}, {clip_high}")
 
 
+def _token_clip(
+    log_ratio: torch.Tensor, mask: torch.Tensor, adv: torch.Tensor, clip_low: float, clip_high: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GMPO's sign-aware token clip in log space: (c [B, T], clipped_low [B, T], clipped_high [B, T]).
+
+    A_i > 0: c_t = min(x_t, clamp(x_t, -clip_low, clip_high)) (only x_t > clip_high clips); A_i < 0:
+    c_t = max(x_t, clamp(...)) (only x_t < -clip_low clips). A clipped token holds the constant bound.
+    """
+    clipped_high = mask & (adv > 0)[:, None] & (log_ratio > clip_high)  # [B, T]
+    clipped_low = mask & (adv < 0)[:, None] & (log_ratio < -clip_low)
+    used = torch.where(clipped_high, clip_high, torch.where(clipped_low, -clip_low, log_ratio))
+    return used, clipped_low, clipped_high
+
+
 def gmpo_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -102,7 +125,8 @@ def gmpo_loss(
     - ``clip_mode="sequence"`` (GSPO's): c_t = x_t, and the clip is applied to the exponent m_i (the mean).
     - ``clip_mode="none"`` (ablation): c_t = x_t.
 
-    m_i = sum_t c_t / |o_i| (``length_norm=False``, ablation: sum_t c_t), clamped to [-20, 20];
+    m_i = sum_t c_t / |o_i| (``length_norm=False``, ablation: sum_t c_t), clamped to [-20, 20] (without the
+    length norm only from above, at 88: the official code exponentiates the sum as it is);
     ratio_i = exp(m_i), the geometric mean of the clipped token ratios; l_i = -A_i * ratio_i;
     loss = sum_i l_i / denominator (default: mean over the B sequences). A_i = 0 or |o_i| = 0 gives l_i = 0.
 
@@ -117,9 +141,7 @@ def gmpo_loss(
     no_clip = torch.zeros_like(mask)
     clipped_low, clipped_high = no_clip, no_clip
     if clip_mode == "token":
-        clipped_high = mask & positive[:, None] & (log_ratio > clip_high)  # [B, T]
-        clipped_low = mask & negative[:, None] & (log_ratio < -clip_low)
-        log_ratio_used = torch.where(clipped_high, clip_high, torch.where(clipped_low, -clip_low, log_ratio))
+        log_ratio_used, clipped_low, clipped_high = _token_clip(log_ratio, mask, adv, clip_low, clip_high)
     else:
         log_ratio_used = log_ratio
     exponent = masked_sum(log_ratio_used, mask, dim=-1)  # [B]
@@ -136,7 +158,11 @@ def gmpo_loss(
         exponent = exponent / lengths.clamp(min=1).to(exponent.dtype)
     if clip_mode == "sequence":
         exponent = clip_sequences(exponent)
-    seq_ratio = torch.exp(exponent.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT))  # [B]
+    if length_norm:
+        exponent = exponent.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
+    else:  # the official nonorm: no clamp but where float32's exp overflows (see the module docstring)
+        exponent = exponent.clamp(max=NONORM_EXP_LIMIT)
+    seq_ratio = torch.exp(exponent)  # [B]
     valid = lengths > 0
     per_sequence = torch.where(valid, -adv * seq_ratio, torch.zeros((), dtype=adv.dtype, device=adv.device))
     loss = _reduce(per_sequence, denominator)
@@ -186,10 +212,53 @@ def gmpo_nonorm_loss(
     denominator: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """GMPO without the 1/|o| normalisation (paper ablation): token clip as GMPO, l_i = -A_i * exp(sum_t c_t)
-    (the product of clipped token ratios, not their geometric mean); the exponent is clamped to [-20, 20]."""
+    (the product of clipped token ratios, not their geometric mean). As the official code (callsys/GMPO
+    ``gmpo_without_norm``) the sum is exponentiated unclamped, except from above at ``NONORM_EXP_LIMIT`` = 88,
+    where float32's exp would overflow (beyond it: the ratio exp(88) and zero gradient for that sequence).
+    Exponents near 88 still give gradients near 1e38, whose squared norm overflows: grad-norm clipping then
+    sees an infinite norm and the trainer skips the step (the official code would apply NaN)."""
     return gmpo_loss(
         logprobs, old_logprobs, advantages, response_mask, clip_low, clip_high, denominator, length_norm=False
     )
+
+
+def hmpo_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_low: float = GMPO_CLIP,
+    clip_high: float = GMPO_CLIP,
+    denominator: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Harmonic-Mean Policy Optimization (callsys/GMPO ``train_zero_math_hmpo.py``, not in the paper's tables).
+
+    GMPO's sign-aware token clip in log space (c_t, default +-0.4), then the *harmonic* mean of the clipped
+    token ratios r_t = exp(c_t) instead of their geometric mean:
+
+        h_i = |o_i| / sum_t (1 / r_t) = exp(-log(mean_t exp(-c_t))),    l_i = -A_i * h_i
+
+    computed in log space (a log-sum-exp of -c_t, so 1 / r_t never overflows), exponent clamped to [-20, 20].
+    Unit: sequences (loss = sum_i l_i / denominator). h_i <= the geometric mean <= the arithmetic mean. The
+    gradient of an unclipped token is d l_i / d logprobs_t = -A_i * h_i * w_t with w_t = (1 / r_t) /
+    sum_s (1 / r_s) (on-policy: -A_i / |o_i|, as GMPO and GRPO), so tokens whose ratio fell get the larger share.
+    """
+    _check_clip(clip_low, clip_high)
+    log_ratio, mask, adv, lengths = _prepare(logprobs, old_logprobs, advantages, response_mask, denominator)
+    used, clipped_low, clipped_high = _token_clip(log_ratio, mask, adv, clip_low, clip_high)
+    neg = torch.where(mask, -used, torch.full((), -math.inf, dtype=used.dtype, device=used.device))  # [B, T]
+    valid = lengths > 0
+    zero = torch.zeros((), dtype=used.dtype, device=used.device)
+    peak = torch.where(valid, neg.amax(dim=-1), zero).detach()  # [B] the log-sum-exp shift (any constant works)
+    shifted = torch.where(mask, neg - peak[:, None], zero)
+    total = masked_sum(torch.exp(shifted), mask, dim=-1)  # >= 1 where valid: the peak's own term is 1
+    total = torch.where(valid, total, torch.ones((), dtype=used.dtype, device=used.device))
+    log_mean_inverse = peak + torch.log(total) - torch.log(lengths.clamp(min=1).to(used.dtype))
+    seq_ratio = torch.exp((-log_mean_inverse).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT))  # [B]
+    per_sequence = torch.where(valid, -adv * seq_ratio, zero)
+    loss = _reduce(per_sequence, denominator)
+    metrics = loss_metrics(log_ratio, mask, adv, clipped_low, clipped_high, per_sequence, seq_ratio, valid)
+    return loss, metrics
 
 
 def gspo_loss(
@@ -230,18 +299,35 @@ def _grpo_token_losses(
     clip_low: float,
     clip_high: float,
     denominator: float | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """PPO-clip per-token losses [B, T]; also (log_ratio, mask, A, clipped_low, clipped_high)."""
+    clip_dual: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PPO-clip per-token losses [B, T]; also (log_ratio, mask, A, clipped_low, clipped_high, clipped_dual)."""
     _check_clip(clip_low, clip_high, upper_low=1.0)
+    if clip_dual != 0.0 and not clip_dual > 1.0:
+        raise ValueError(f"clip_dual must be 0 (off) or > 1, got {clip_dual}")
     log_ratio, mask, adv, _ = _prepare(logprobs, old_logprobs, advantages, response_mask, denominator)
     ratio = torch.exp(log_ratio.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT))  # [B, T]
     # -min(r A, clip(r) A) selects the constant bound exactly where r leaves the range on A's side:
     # A > 0 and r > 1 + clip_high, or A < 0 and r < 1 - clip_low; elsewhere it is -r A.
     clipped_high = mask & (adv > 0)[:, None] & (ratio > 1.0 + clip_high)
     clipped_low = mask & (adv < 0)[:, None] & (ratio < 1.0 - clip_low)
+    # Dual clip (arXiv 1912.09729, EasyR1's clip_ratio_dual): for A < 0 the term is also bounded by -A * C,
+    # i.e. min(max(-r A, -clip(r) A), -C A), which takes the constant C exactly where r > C.
+    clipped_dual = mask & (adv < 0)[:, None] & (ratio > clip_dual) if clip_dual else torch.zeros_like(mask)
     weight = torch.where(clipped_high, 1.0 + clip_high, torch.where(clipped_low, 1.0 - clip_low, ratio))
+    weight = torch.where(clipped_dual, clip_dual, weight)
     token_losses = -adv[:, None] * weight  # [B, T]
-    return token_losses, log_ratio, mask, adv, clipped_low, clipped_high
+    return token_losses, log_ratio, mask, adv, clipped_low, clipped_high, clipped_dual
+
+
+def _with_dual_metric(metrics: dict[str, float], clipped_dual: torch.Tensor, clip_dual: float) -> dict[str, float]:
+    """Add ``clip_frac_dual`` (tokens on the dual-clip bound) when the dual clip is on; ``clip_frac`` counts
+    them too (every token whose gradient the clipping zeroed)."""
+    if clip_dual:
+        fraction = float(clipped_dual.sum()) / max(metrics["num_tokens"], 1.0)
+        metrics["clip_frac_dual"] = fraction
+        metrics["clip_frac"] += fraction
+    return metrics
 
 
 def grpo_loss(
@@ -252,19 +338,37 @@ def grpo_loss(
     clip_low: float = GRPO_CLIP,
     clip_high: float = GRPO_CLIP,
     denominator: float | None = None,
+    *,
+    clip_dual: float = 0.0,
+    aggregation: Aggregation = "seq_mean",
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """GRPO (PPO-clip with group advantages), sequence-mean aggregation. Unit: sequences.
+    """GRPO (PPO-clip with group advantages).
 
-    r_t = exp(x_t) (x_t clamped to [-20, 20]); per token -min(r_t A_i, clip(r_t, 1 - clip_low, 1 + clip_high) A_i);
-    l_i = the mean of that over the |o_i| response tokens (0 if none); loss = sum_i l_i / denominator
-    (default: mean over the B sequences). Gradient per unclipped token: -A_i * r_t / |o_i|; clipped: 0.
+    r_t = exp(x_t) (x_t clamped to [-20, 20]); per token l_it = -min(r_t A_i, clip(r_t, 1 - clip_low,
+    1 + clip_high) A_i); with ``clip_dual`` = C > 1 (dual-clip PPO, off at 0) a token with A_i < 0 and r_t > C
+    gets l_it = -C A_i instead (constant: zero gradient).
+
+    - ``aggregation="seq_mean"`` (default). Unit: sequences. l_i = the mean of l_it over the |o_i| response
+      tokens (0 if none); loss = sum_i l_i / denominator (default: mean over the B sequences). Gradient per
+      unclipped token: -A_i * r_t / |o_i|; clipped: 0.
+    - ``aggregation="token_mean"`` (EasyR1's ``loss_avg_mode: token``). Unit: tokens. loss = sum_{i,t} l_it /
+      denominator, the denominator being the response tokens of the global mini-batch (default: the N tokens of
+      the call). Gradient per unclipped token: -A_i * r_t / N. ``pg_loss`` is then the token mean of the call.
     """
-    token_losses, log_ratio, mask, adv, low, high = _grpo_token_losses(
-        logprobs, old_logprobs, advantages, response_mask, clip_low, clip_high, denominator
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    token_losses, log_ratio, mask, adv, low, high, dual = _grpo_token_losses(
+        logprobs, old_logprobs, advantages, response_mask, clip_low, clip_high, denominator, clip_dual
     )
-    per_sequence = masked_mean(token_losses, mask, dim=-1)  # [B]
-    loss = _reduce(per_sequence, denominator)
-    return loss, loss_metrics(log_ratio, mask, adv, low, high, per_sequence)
+    if aggregation == "token_mean":
+        sums = masked_sum(token_losses, mask, dim=-1)  # [B]
+        num_tokens = max(int(masked_count(mask)), 1)
+        loss = sums.sum() / (denominator if denominator is not None else num_tokens)
+        per_sequence = sums * (sums.numel() / num_tokens)  # for the metric: its mean is the token mean
+    else:
+        per_sequence = masked_mean(token_losses, mask, dim=-1)  # [B]
+        loss = _reduce(per_sequence, denominator)
+    return loss, _with_dual_metric(loss_metrics(log_ratio, mask, adv, low, high, per_sequence), dual, clip_dual)
 
 
 def drgrpo_loss(
@@ -277,6 +381,7 @@ def drgrpo_loss(
     denominator: float | None = None,
     *,
     max_response_length: int = DRGRPO_MAX_RESPONSE_LENGTH,
+    clip_dual: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Dr.GRPO's loss (arXiv 2503.20783): GRPO's per-token term with a constant length normaliser.
 
@@ -285,13 +390,13 @@ def drgrpo_loss(
     down-weighted per token. Unit: still sequences: loss = sum_i l_i / denominator (default: mean over the B
     sequences), which equals Dr.GRPO's sum over all tokens / (num_sequences * L).
     The other half of Dr.GRPO, advantages without the std division, is ``algorithm.normalize_std=false``;
-    this loss does not change the advantages.
+    this loss does not change the advantages. ``clip_dual``: as in :func:`grpo_loss`.
     """
     if max_response_length <= 0:
         raise ValueError(f"max_response_length must be positive, got {max_response_length}")
-    token_losses, log_ratio, mask, adv, low, high = _grpo_token_losses(
-        logprobs, old_logprobs, advantages, response_mask, clip_low, clip_high, denominator
+    token_losses, log_ratio, mask, adv, low, high, dual = _grpo_token_losses(
+        logprobs, old_logprobs, advantages, response_mask, clip_low, clip_high, denominator, clip_dual
     )
     per_sequence = masked_sum(token_losses, mask, dim=-1) / max_response_length  # [B]
     loss = _reduce(per_sequence, denominator)
-    return loss, loss_metrics(log_ratio, mask, adv, low, high, per_sequence)
+    return loss, _with_dual_metric(loss_metrics(log_ratio, mask, adv, low, high, per_sequence), dual, clip_dual)

@@ -19,6 +19,7 @@ from mm_gmpo.algorithms.losses import (
     gmpo_seqclip_loss,
     grpo_loss,
     gspo_loss,
+    hmpo_loss,
 )
 from mm_gmpo.errors import UserError
 
@@ -51,7 +52,8 @@ class LossName(StrEnum):
     GMPO = "gmpo"  # the paper: token-level sign-aware clip in log space, geometric mean, 1/|o|
     GMPO_NOCLIP = "gmpo_noclip"  # ablation: no clipping
     GMPO_SEQCLIP = "gmpo_seqclip"  # ablation: clip the sequence's mean log-ratio instead of each token
-    GMPO_NONORM = "gmpo_nonorm"  # ablation: no 1/|o| (product of token ratios)
+    GMPO_NONORM = "gmpo_nonorm"  # ablation: no 1/|o| (product of token ratios), exponent unclamped (official)
+    HMPO = "hmpo"  # the official code's harmonic-mean variant: GMPO's token clip, harmonic mean of the ratios
     GRPO = "grpo"  # PPO-clip, token mean per sequence, mean over sequences
     GSPO = "gspo"  # sequence-level ratio, ratio-space clip
     DRGRPO = "drgrpo"  # GRPO's token term over a constant length (pair with algorithm.normalize_std=false)
@@ -62,6 +64,7 @@ POLICY_LOSSES: dict[LossName, PolicyLoss] = {
     LossName.GMPO_NOCLIP: gmpo_noclip_loss,
     LossName.GMPO_SEQCLIP: gmpo_seqclip_loss,
     LossName.GMPO_NONORM: gmpo_nonorm_loss,
+    LossName.HMPO: hmpo_loss,
     LossName.GRPO: grpo_loss,
     LossName.GSPO: gspo_loss,
     LossName.DRGRPO: drgrpo_loss,
@@ -75,10 +78,13 @@ class LossSpec:
 
     takes_max_response_length: bool = False  # a constant length normaliser: rollout.max_new_tokens
     normalize_std: bool | None = None  # the group-std normalisation it pairs with; None: either
+    takes_clip_dual: bool = False  # a PPO-style ratio clip that algorithm.clip_dual can bound for A < 0
+    aggregations: tuple[str, ...] = ("seq_mean",)  # algorithm.loss_aggregation values it supports
 
 
 LOSS_SPECS: dict[LossName, LossSpec] = {
-    LossName.DRGRPO: LossSpec(takes_max_response_length=True, normalize_std=False),
+    LossName.DRGRPO: LossSpec(takes_max_response_length=True, normalize_std=False, takes_clip_dual=True),
+    LossName.GRPO: LossSpec(takes_clip_dual=True, aggregations=("seq_mean", "token_mean")),
 }
 
 
@@ -86,11 +92,44 @@ def loss_spec(name: str) -> LossSpec:
     return LOSS_SPECS.get(LossName(name), LossSpec())
 
 
-def policy_loss_for(name: str, *, max_response_length: int, normalize_std: bool) -> tuple[PolicyLoss, list[str]]:
-    """The loss ``algorithm.loss`` with the settings its spec asks for bound, and warnings about the config."""
+def loss_unit(aggregation: str) -> str:
+    """What the trainer's ``denominator`` counts for ``algorithm.loss_aggregation``: "sequences" or "tokens"
+    (the response tokens of the global mini-batch, for ``token_mean``)."""
+    return "tokens" if aggregation == "token_mean" else "sequences"
+
+
+def policy_loss_for(
+    name: str,
+    *,
+    max_response_length: int,
+    normalize_std: bool,
+    clip_dual: float = 0.0,
+    aggregation: str = "seq_mean",
+) -> tuple[PolicyLoss, list[str]]:
+    """The loss ``algorithm.loss`` with the settings its spec asks for bound, and warnings about the config.
+
+    ``clip_dual`` (``algorithm.clip_dual``, 0: off) and ``aggregation`` (``algorithm.loss_aggregation``) are
+    bound only when they differ from the defaults, and refused (naming the key) for a loss that has no such
+    setting.
+    """
     get_policy_loss(name)  # an unknown name: UserError with a did-you-mean
     spec = loss_spec(name)
-    options = {"max_response_length": max_response_length} if spec.takes_max_response_length else {}
+    options: dict[str, Any] = {"max_response_length": max_response_length} if spec.takes_max_response_length else {}
+    if clip_dual:
+        if not spec.takes_clip_dual:
+            takers = ", ".join(n.value for n, s in LOSS_SPECS.items() if s.takes_clip_dual)
+            raise UserError(f"algorithm.clip_dual={clip_dual}: algorithm.loss={name} has no dual clip ({takers} do)")
+        if not clip_dual > 1.0:
+            raise UserError(f"algorithm.clip_dual={clip_dual} must be 0 (off) or > 1 (EasyR1 uses 3.0)")
+        options["clip_dual"] = clip_dual
+    if aggregation not in spec.aggregations:
+        takers = ", ".join(n.value for n, s in LOSS_SPECS.items() if aggregation in s.aggregations)
+        raise UserError(
+            f"algorithm.loss_aggregation={aggregation}: algorithm.loss={name} supports "
+            f"{', '.join(spec.aggregations)} (token_mean: {takers or 'none'})"
+        )
+    if aggregation != "seq_mean":
+        options["aggregation"] = aggregation
     warnings = []
     if spec.normalize_std is not None and spec.normalize_std != normalize_std:
         warnings.append(

@@ -5,7 +5,9 @@ Templates:
   (the Qwen2.5-Math evaluation prompt);
 - ``r1``: the DeepSeek-R1-Zero system prompt (reasoning in ``<think> </think>``, answer in ``<answer> </answer>``);
 - ``geo3k``: the EasyR1 Geometry3K instruction after the problem (think inside ``<think> </think>``, final answer in
-  ``\\boxed{}``).
+  ``\\boxed{}``), on a line of its own;
+- ``geo3k_easyr1``: the same instruction joined to the problem by a space, as EasyR1's ``format_prompt/math.jinja``
+  renders it (``{{ content | trim }} You FIRST think ...``).
 Any template can list the multiple-choice options (``show_choices``). Images are content parts placed before the
 text, as Qwen2.5-VL is trained. A prompt's length counts every ``<|image_pad|>`` the processor will expand the
 image into (Qwen's resize rule, :func:`~mm_gmpo.data.images.vision_tokens`); a prompt over the limit is dropped
@@ -43,12 +45,14 @@ class Template:
     name: str
     system: str | None  # system message; None keeps the chat template's own default
     instruction: str | None  # appended after the problem in the user turn
+    separator: str = "\n"  # between the problem (and its choices) and the instruction
 
 
 TEMPLATES = {
     "qwen_math": Template("qwen_math", QWEN_MATH_SYSTEM, None),
     "r1": Template("r1", R1_SYSTEM, None),
     "geo3k": Template("geo3k", None, GEO3K_INSTRUCTION),
+    "geo3k_easyr1": Template("geo3k_easyr1", None, GEO3K_INSTRUCTION, separator=" "),
 }
 
 
@@ -65,14 +69,21 @@ def format_choices(choices: list[str]) -> str:
 
 
 def user_text(example: Example, template: Template, show_choices: bool) -> str:
-    # row functions strip their problems, but the official suite's (rows.official_example), which enter the
-    # prompt byte for byte as the official evaluation writes them (5 AMC problems end in a space or newline)
-    parts = [example.problem]
-    if show_choices and example.choices:
-        parts.append(format_choices(example.choices))
-    if template.instruction:
-        parts.append(template.instruction)
-    return "\n".join(parts) if len(parts) < 3 else f"{parts[0]}\n{parts[1]}\n\n{parts[2]}"
+    """Problem, then the choices on their own lines (if shown), then the instruction after the template's
+    separator (a newline, or a blank line after choices; ``geo3k_easyr1``: a space). A problem alone is the user
+    turn exactly as its row has it (the official suite's rows keep the spaces and newlines some of them end in,
+    as the official evaluation's prompt does; every other row function strips its problems); before choices or
+    an instruction it is trimmed (EasyR1's template trims it)."""
+    choices = bool(show_choices and example.choices)
+    if not choices and not template.instruction:
+        return example.problem
+    body = example.problem.strip()
+    if choices:
+        body = f"{body}\n{format_choices(example.choices)}"
+    if not template.instruction:
+        return body
+    separator = "\n\n" if choices and template.separator == "\n" else template.separator
+    return f"{body}{separator}{template.instruction}"
 
 
 def build_messages(example: Example, template: str | Template, show_choices: bool = False) -> list[dict]:

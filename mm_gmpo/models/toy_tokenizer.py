@@ -60,6 +60,9 @@ QWEN_ADDED_TOKENS = (  # added, not special (Qwen's flags): kept whole, decoded 
 )
 TOY_REASONING = "Look."  # the toy configs' warmstart.reasoning: a non-empty <think> block in 3 tokens
 DEFAULT_REASONINGS = ("Let me look at the figure.", TOY_REASONING, "")  # warmstart.reasoning default, toy, none
+# the templates the corpus renders, pinned: a template added later must not change the toy tokenizers (recorded
+# learning results depend on them)
+CORPUS_TEMPLATES = ("qwen_math", "r1", "geo3k")
 TEXT_CORPUS_ITEMS = 200  # training items of a text task in the corpus (every digit and label is seen)
 _ALL_ADDED = re.compile("|".join(re.escape(t) for t in (*QWEN_SPECIAL_TOKENS, *QWEN_ADDED_TOKENS)))
 
@@ -71,7 +74,7 @@ def task_corpus(tasks: Iterable[str], reasonings: Iterable[str] = DEFAULT_REASON
     ``TEXT_CORPUS_ITEMS`` training items, rendered with the Qwen2 chat template, and their worked responses."""
     import jinja2
 
-    from mm_gmpo.data.prompts import TEMPLATES, build_messages
+    from mm_gmpo.data.prompts import build_messages
     from mm_gmpo.data.synthetic import TASKS
     from mm_gmpo.data.synthetic_text import TEXT_TASKS, text_example
     from mm_gmpo.models.processor import TEMPLATES_DIR
@@ -83,7 +86,7 @@ def task_corpus(tasks: Iterable[str], reasonings: Iterable[str] = DEFAULT_REASON
     texts = []
     for name in tasks:
         if name in TEXT_TASKS:  # every problem differs: a sample of them, with their worked responses
-            for template in TEMPLATES:
+            for template in CORPUS_TEMPLATES:
                 for item in range(TEXT_CORPUS_ITEMS):
                     example = text_example(item, task=name, split="train")
                     messages = build_messages(example, template)
@@ -93,7 +96,7 @@ def task_corpus(tasks: Iterable[str], reasonings: Iterable[str] = DEFAULT_REASON
         if name not in TASKS:
             raise UserError(f"toy tokenizer: unknown task {name!r} (known: {', '.join([*TASKS, *TEXT_TASKS])})")
         task = TASKS[name]
-        for template in TEMPLATES:
+        for template in CORPUS_TEMPLATES:
             example = Example(id="corpus", problem=task.problem, answer=task.answers[0], images=[None])
             texts.append(chat.render(messages=build_messages(example, template), add_generation_prompt=True))
             for answer, reasoning in ((a, r) for a in task.answers for r in reasonings):

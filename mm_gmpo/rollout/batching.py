@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mm_gmpo.errors import UserError
 from mm_gmpo.models import tokenizer_of
 from mm_gmpo.rollout.types import FinishReason, RolloutBatch, SamplingParams
 from mm_gmpo.types import Prompt
@@ -25,9 +26,27 @@ def _known_ids(tokenizer, tokens: tuple[str, ...]) -> list[int]:
     return [i for i in ids if i is not None and i != tokenizer.unk_token_id]
 
 
-def stop_token_ids(tokenizer) -> list[int]:
-    """Ids that end a response (end-of-turn first)."""
-    return _known_ids(tokenizer, STOP_TOKENS)
+def stop_token_ids(tokenizer, tokens: tuple[str, ...] | list[str] | None = None) -> list[int]:
+    """Ids that end a response: by default end-of-turn and end-of-text (end-of-turn first), those the tokenizer
+    has; ``tokens`` (``rollout.stop_tokens``): exactly these, each one a single token of the tokenizer, else a
+    :class:`UserError` naming the key."""
+    tokenizer = tokenizer_of(tokenizer)
+    if tokens is None:
+        return _known_ids(tokenizer, STOP_TOKENS)
+    ids = _known_ids(tokenizer, tuple(tokens))
+    if not tokens or len(ids) != len(tokens):
+        unknown = [t for t in tokens if not _known_ids(tokenizer, (t,))]
+        raise UserError(
+            f"rollout.stop_tokens={list(tokens)}: "
+            + (f"{unknown} not single tokens of the tokenizer" if unknown else "name at least one token")
+        )
+    return ids
+
+
+def configured_stop_tokens(tokens: list[str]) -> tuple[str, ...] | None:
+    """``rollout.stop_tokens`` as :class:`SamplingParams` carries it: None for the default list (end-of-turn or
+    end-of-text, whichever the tokenizer has: the behaviour before the key existed), else the tuple."""
+    return None if tuple(tokens) == STOP_TOKENS else tuple(tokens)
 
 
 def suppressed_token_ids(tokenizer, vocab_size: int) -> torch.Tensor:

@@ -172,7 +172,7 @@ def hf_generate(
     tokenizer = tokenizer_of(processor)
     device = next(model.parameters()).device
     encoded = encode_prompts(processor, prompts)
-    stops = stop_token_ids(tokenizer)
+    stops = stop_token_ids(tokenizer, sampling.stop_tokens)
     suppressed = suppressed_token_ids(tokenizer, model_vocab_size(model))
     rows = torch.arange(len(prompts)).repeat_interleave(n)
     num_rows = len(rows)

@@ -31,6 +31,9 @@ class SamplingParams:
     max_new_tokens: int = 256
     seed: int = 0  # with the row's key, seeds the row's own generator: same prompt, seed and key, same response
     first_prompt: int = 0  # global index of the call's first prompt; a row's key is (prompt index, sample index)
+    # the tokens that end a response (``rollout.stop_tokens``), and only they; None: end-of-turn or end-of-text,
+    # whichever the tokenizer has (rollout.batching.STOP_TOKENS)
+    stop_tokens: tuple[str, ...] | None = None
 
     @property
     def greedy(self) -> bool:

@@ -285,7 +285,7 @@ class VLLMRollout:
         prompts in one call and each member keeps its own)."""
         self.wake()
         members, mine = self._group_prompts(prompts, sampling.first_prompt)
-        stops = stop_token_ids(self.tokenizer)
+        stops = stop_token_ids(self.tokenizer, sampling.stop_tokens)
         requests, params = [], []
         for first, member_prompts in members:
             for g, prompt in enumerate(member_prompts):
@@ -317,7 +317,10 @@ class VLLMRollout:
 
     def _sampling_params(self, n: int, sampling: SamplingParams, prompt_index: int, stops: list[int]):
         """vLLM's sampling parameters of one prompt; its seed depends on the round and the prompt's global index
-        only, so a prompt samples the same responses on whichever process (or tensor-parallel group) holds it."""
+        only, so a prompt samples the same responses on whichever process (or tensor-parallel group) holds it.
+        With ``rollout.stop_tokens`` set, the listed tokens and only they end a response (``ignore_eos``: not the
+        model's own EOS unless listed), as in the HF backend."""
+        extra = {"ignore_eos": True} if sampling.stop_tokens is not None else {}
         return self._vllm.SamplingParams(
             n=n,
             temperature=max(sampling.temperature, 0.0),
@@ -329,6 +332,7 @@ class VLLMRollout:
             stop_token_ids=stops,
             allowed_token_ids=self.allowed_token_ids,
             skip_special_tokens=True,
+            **extra,
         )
 
     def _group_prompts(self, prompts: list[Prompt], first_prompt: int) -> tuple[list[tuple[int, list[Prompt]]], int]:

@@ -35,15 +35,23 @@ def evaluate_prompts(
     seed: int,
     num_scored: int | None = None,
     top_p: float = 1.0,
+    stop_tokens: tuple[str, ...] | None = None,
 ) -> EvalResult:
     """Sample ``n`` responses per prompt and grade them. ``num_scored``: only the first that many prompts count
     (the rest pad a process's share to the size of the others', so that every process generates equally often,
-    which ZeRO-3 needs; they are generated and dropped)."""
+    which ZeRO-3 needs; they are generated and dropped). ``stop_tokens``: as ``SamplingParams.stop_tokens``."""
     from mm_gmpo.rollout import SamplingParams
 
     scored = len(prompts) if num_scored is None else num_scored
     result = EvalResult()
-    sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens, seed=seed)
+    sampling = SamplingParams(
+        temperature=temperature,
+        top_p=top_p,
+        top_k=0,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        stop_tokens=stop_tokens,
+    )
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
         batch = engine.generate(chunk, n, sampling)

@@ -46,8 +46,12 @@ def check_config(cfg: Config, world_size: int) -> None:
         )
     from mm_gmpo.algorithms.registry import policy_loss_for
 
-    _, warnings = policy_loss_for(  # an unknown name fails here, with a did-you-mean
-        cfg.algorithm.loss, max_response_length=cfg.rollout.max_new_tokens, normalize_std=cfg.algorithm.normalize_std
+    _, warnings = policy_loss_for(  # an unknown name (did-you-mean), a dual clip or aggregation it lacks fail here
+        cfg.algorithm.loss,
+        max_response_length=cfg.rollout.max_new_tokens,
+        normalize_std=cfg.algorithm.normalize_std,
+        clip_dual=cfg.algorithm.clip_dual,
+        aggregation=cfg.algorithm.loss_aggregation,
     )
     for warning in warnings:
         log.warning(warning)
@@ -92,6 +96,10 @@ def check_values(cfg: Config) -> None:
             raise UserError(f"{key}={value} must be positive")
     if not (math.isfinite(t.lr) and t.lr >= 0):
         raise UserError(f"trainer.lr={t.lr} must be a finite number >= 0")
+    if not (math.isfinite(cfg.algorithm.adv_eps) and cfg.algorithm.adv_eps >= 0):
+        raise UserError(f"algorithm.adv_eps={cfg.algorithm.adv_eps} must be a finite number >= 0")
+    if not r.stop_tokens:
+        raise UserError("rollout.stop_tokens=[]: name at least one token that ends a response")
     if not 0 < r.top_p <= 1:
         raise UserError(f"rollout.top_p={r.top_p} must be in (0, 1] (1: off)")
     if r.temperature < 0 or not math.isfinite(r.temperature):

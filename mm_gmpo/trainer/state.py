@@ -55,6 +55,15 @@ def minibatch_rows(num_rows: int, updates_per_round: int, update: int) -> list[i
     return list(range(update, num_rows, updates_per_round))
 
 
+def minibatch_permutation(num_rows: int, seed: int, round_index: int, rank: int) -> list[int]:
+    """``trainer.minibatch_order: shuffle``: the order this process's rows of round ``round_index`` are put in
+    before the strided split (:func:`minibatch_rows`), so that each mini-batch is a random subset of the round,
+    as the official GMPO code's per-GPU ``np.random.permutation``. Pure: seeded by (seed, round, rank) only, so
+    an exact resume (which restores the round counter) replays the same mini-batches."""
+    generator = torch.Generator().manual_seed((seed * 1_000_003 + round_index) * 1_009 + rank + 17)
+    return torch.randperm(num_rows, generator=generator).tolist()
+
+
 # Means over sequences (one value per response), combined by sequence count; every other mean is per token.
 SEQUENCE_MEANS = frozenset({"pg_loss", "loss", "kl_ref", "advantage_mean", "advantage_std", "advantage_frac_zero"})
 

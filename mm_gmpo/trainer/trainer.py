@@ -5,7 +5,7 @@ prompts -> rollouts (n per prompt) -> rewards (verifier workers, time-bounded) -
 old log-probs (recomputed in the update's micro-batches when the round has several updates, on the first round
 for the preflight, and every round with vLLM for the sampler/trainer log-prob gap; with one update the loss uses
 the policy's own detached log-probs, exactly on-policy) -> reference log-probs (only with KL) -> K optimizer steps
-over strided mini-batches (:mod:`mm_gmpo.trainer.update`) -> metrics -> validation -> checkpoint. A first
+over strided mini-batches, optionally of the round's rows permuted first (:mod:`mm_gmpo.trainer.update`) -> metrics -> validation -> checkpoint. A first
 SIGINT/SIGTERM stops the loop at the end of its round, with a checkpoint (:mod:`mm_gmpo.trainer.interrupt`).
 
 Where it departs from the paper's description: the loss is normalised by the number of sequences in the global
@@ -25,13 +25,13 @@ import torch
 from tqdm.auto import tqdm
 
 from mm_gmpo.algorithms import group_advantages
-from mm_gmpo.algorithms.registry import policy_loss_for
+from mm_gmpo.algorithms.registry import loss_unit, policy_loss_for
 from mm_gmpo.config import Config, save_config, to_dict
 from mm_gmpo.errors import TrainingHalted
 from mm_gmpo.reward import VerifierPool, compute_rewards
 from mm_gmpo.reward.custom import example_fields
 from mm_gmpo.rollout import RolloutEngine, SamplingParams, assert_parity, default_tolerances, parity_report
-from mm_gmpo.rollout.batching import pad_token_id
+from mm_gmpo.rollout.batching import configured_stop_tokens, pad_token_id, stop_token_ids
 from mm_gmpo.rollout.preflight import ParityReport
 from mm_gmpo.trainer import dist
 from mm_gmpo.trainer.balance import balance_rows
@@ -53,7 +53,7 @@ from mm_gmpo.trainer.setup import (
     ensure_model,
     seed_everything,
 )
-from mm_gmpo.trainer.state import TrainState, next_prompt_indices, timed
+from mm_gmpo.trainer.state import TrainState, minibatch_permutation, next_prompt_indices, timed
 from mm_gmpo.trainer.update import UpdateSettings, no_grad_logprobs, update_round
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,8 @@ class Trainer:
         from mm_gmpo.models import load_processor
 
         self.processor = load_processor(model_path, min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels)
+        self.stop_tokens = configured_stop_tokens(cfg.rollout.stop_tokens)
+        stop_token_ids(self.processor, self.stop_tokens)  # a token the tokenizer lacks: one line, naming the key
         self.train_prompts, self.val_prompts, self.data_metrics = load_prompt_sets(cfg, self.processor)
         self.rows_per_process = cfg.rollout.prompts_per_round // self.ctx.world_size * cfg.rollout.n
         micro_batches = math.ceil(
@@ -106,6 +108,8 @@ class Trainer:
             cfg.algorithm.loss,
             max_response_length=cfg.rollout.max_new_tokens,
             normalize_std=cfg.algorithm.normalize_std,
+            clip_dual=cfg.algorithm.clip_dual,
+            aggregation=cfg.algorithm.loss_aggregation,
         )
         a, k = cfg.algorithm, cfg.trainer.updates_per_round
         self.update_settings = UpdateSettings(
@@ -120,6 +124,7 @@ class Trainer:
             sync_chunks=self.updater.partitioned,
             max_tokens_per_micro_batch=cfg.trainer.max_tokens_per_micro_batch,
             packing=cfg.trainer.packing,
+            token_mean=loss_unit(a.loss_aggregation) == "tokens",
         )
         default_mean, default_p99 = default_tolerances(self.precision.compute_dtype)
         self.preflight_tolerances = (
@@ -177,8 +182,10 @@ class Trainer:
                     torch.tensor(scores.total, dtype=torch.float32),
                     cfg.rollout.n,
                     normalize_std=cfg.algorithm.normalize_std,
+                    eps=cfg.algorithm.adv_eps,
                 )
-                rows, row_advantages, balance_metrics = self._balanced(batch, advantages, timings)
+                rows, row_advantages = self._minibatch_order(batch, advantages)
+                rows, row_advantages, balance_metrics = self._balanced(rows, row_advantages, timings)
                 with timed(timings, "old_logprobs", peaks), self.precision.autocast():
                     old_logprobs, ref_logprobs, parity_metrics = self._old_and_ref_logprobs(rows, preflight_due)
                     preflight_due = False
@@ -264,6 +271,7 @@ class Trainer:
             max_new_tokens=r.max_new_tokens,
             seed=self.cfg.trainer.seed * 1_000_003 + round_index + 7_919 * attempt,
             first_prompt=self.ctx.rank * share,
+            stop_tokens=self.stop_tokens,
         )
 
     def _rewards(self, batch):
@@ -313,6 +321,15 @@ class Trainer:
                 "batch/uninformative_groups_kept": total[2],
             },
         )
+
+    def _minibatch_order(self, batch, advantages):
+        """(rows, advantages) in the order the strided mini-batches split: as sampled, or with
+        ``trainer.minibatch_order: shuffle`` permuted (seeded by seed, round and process; the round's own
+        ``batch`` stays as sampled for its metrics)."""
+        if self.cfg.trainer.minibatch_order != "shuffle":
+            return batch, advantages
+        order = minibatch_permutation(batch.num_rows, self.cfg.trainer.seed, self.state.round, self.ctx.rank)
+        return batch.select(order), advantages[order]
 
     def _balanced(self, batch, advantages, timings: dict):
         """(rows, advantages, perf/token_imbalance_*) for the update: with several processes and
@@ -418,6 +435,7 @@ class Trainer:
             format_kind=self.cfg.reward.format,
             seed=self.cfg.trainer.seed,
             num_scored=scored,
+            stop_tokens=self.stop_tokens,
         )
 
     def _warm_start(self, policy) -> dict[str, float]:

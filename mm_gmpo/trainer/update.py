@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mm_gmpo.algorithms import add_kl_penalty, masked_mean
+from mm_gmpo.algorithms import add_kl_penalty, masked_mean, masked_sum
 from mm_gmpo.rollout import policy_logprobs
 from mm_gmpo.rollout.types import RolloutBatch
 from mm_gmpo.trainer import dist
@@ -48,6 +48,9 @@ class UpdateSettings:
     max_tokens_per_micro_batch: int = 0  # > 0: micro-batches by token budget instead of by row count
     packing: bool = False  # each micro-batch's rows end to end in one sequence, no padding (see policy_logprobs)
     trim: bool = True  # each micro-batch as wide as its own rows; False: as wide as the round (benchmarks only)
+    # algorithm.loss_aggregation=token_mean: every loss's denominator is the step's response tokens over all
+    # processes (one all-reduce per step) instead of sequences_per_step, and the KL term is a token mean too
+    token_mean: bool = False
 
 
 def micro_batches(rows: list[int], size: int) -> list[list[int]]:
@@ -180,23 +183,39 @@ def no_grad_logprobs(
 
 
 def micro_batch_loss(
-    loss_fn, logprobs: torch.Tensor, entropy: torch.Tensor, batch: TrainBatch, s: UpdateSettings
+    loss_fn,
+    logprobs: torch.Tensor,
+    entropy: torch.Tensor,
+    batch: TrainBatch,
+    s: UpdateSettings,
+    step_tokens: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The micro-batch's share of the step's loss (policy loss, KL, entropy bonus) and its metrics.
 
     ``logprobs``/``entropy`` [B, R] from the policy; ``batch`` on their device. Pure: no collectives.
+    ``step_tokens``: with ``s.token_mean``, the response tokens of the whole step (all processes), the
+    denominator of every term; otherwise the denominator is ``s.sequences_per_step``.
     """
     mask = batch.response_mask
     old = batch.old_logprobs if batch.old_logprobs is not None else logprobs.detach()
-    denominator = s.sequences_per_step
+    if s.token_mean:
+        denominator = step_tokens if step_tokens else float(mask.sum()) or 1.0
+        kl_options, entropy_term = {"aggregation": "token_mean"}, masked_sum(entropy, mask)
+        own = max(float(mask.sum()), 1.0)  # the "loss" metric: this micro-batch's token mean
+    else:
+        denominator = s.sequences_per_step
+        kl_options, entropy_term = {}, masked_mean(entropy, mask, dim=-1).sum()
+        own = max(batch.num_rows, 1)  # the "loss" metric: this micro-batch's mean over sequences
     loss, metrics = loss_fn(logprobs, old, batch.advantages, mask, denominator=denominator, **s.clip)
     if batch.ref_logprobs is not None:
-        loss, kl_metrics = add_kl_penalty(loss, logprobs, batch.ref_logprobs, mask, s.kl_coef, denominator)
+        loss, kl_metrics = add_kl_penalty(
+            loss, logprobs, batch.ref_logprobs, mask, s.kl_coef, denominator, **kl_options
+        )
         metrics.update(kl_metrics)
     if s.entropy_coef:
-        loss = loss - s.entropy_coef * masked_mean(entropy, mask, dim=-1).sum() / denominator
+        loss = loss - s.entropy_coef * entropy_term / denominator
     metrics["entropy"] = float(masked_mean(entropy.detach(), mask))
-    metrics["loss"] = float(loss.detach()) * denominator / max(batch.num_rows, 1)  # with KL/entropy terms
+    metrics["loss"] = float(loss.detach()) * denominator / own  # with KL/entropy terms
     return loss, metrics
 
 
@@ -206,6 +225,9 @@ def optimizer_step(ctx, updater, loss_fn, batch: TrainBatch, rows: list[int], s:
     updater.module.train()  # gradient checkpointing (and any dropout) act only in train mode
     micro_metrics, nonfinite = [], False
     plan = plan_micro_batches(ctx, batch.rollout, rows, s)
+    step_tokens = None
+    if s.token_mean:  # token-mean aggregation: the step's response tokens on every process
+        step_tokens = dist.all_reduce_sum(ctx, [float(batch.rollout.response_mask[rows].sum())])[0]
     for position, idx in enumerate(plan):
         last = position == len(plan) - 1
         updater.begin_micro_batch(last)
@@ -220,7 +242,7 @@ def optimizer_step(ctx, updater, loss_fn, batch: TrainBatch, rows: list[int], s:
             min_chunks=lm_head_chunks(ctx, sub.rollout, s.chunk_size, s.sync_chunks),
             packed=s.packing,
         )
-        loss, metrics = micro_batch_loss(loss_fn, logprobs, entropy, sub, s)
+        loss, metrics = micro_batch_loss(loss_fn, logprobs, entropy, sub, s, step_tokens)
         finite = dist.all_reduce_max(ctx, [0.0 if torch.isfinite(loss) else 1.0])[0] == 0.0
         if not finite:  # NaN gradients: the step is dropped before it is applied (see the module docstring)
             nonfinite = True
