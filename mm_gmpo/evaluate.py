@@ -14,8 +14,9 @@ import logging
 import time
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from mm_gmpo.errors import UserError
 
+log = logging.getLogger(__name__)
 BENCHMARKS = ["paper-math", "geometry3k:test", "math500", "aime24", "aime25", "amc23", "minerva", "olympiadbench"]
 GRADERS = ("auto", "lenient", "official", "easyr1")  # auto, then reward.graders.EXTRACTIONS
 
@@ -47,6 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="prompt + response tokens at most (vLLM's max_model_len; with hf each prompt's new tokens are capped "
         "to fit); default 4096 for the official suite's sets (paper-math), else no limit but the model's",
+    )
+    parser.add_argument(
+        "--stop-tokens",
+        nargs="+",
+        default=None,
+        help="the tokens that end a response, for every set (as rollout.stop_tokens); default: for the official "
+        "suite's sets the model's end-of-sequence tokens only (what the official evaluation's vLLM stops at: "
+        "Qwen2.5-Math base <|endoftext|>), for the others <|im_end|> and <|endoftext|>",
     )
     parser.add_argument(
         "--grader",
@@ -87,7 +96,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_arguments(args: argparse.Namespace) -> list[int]:
     """The sorted distinct ks; raises :class:`UserError` naming the flag (before any model loads)."""
-    from mm_gmpo.errors import UserError
 
     if args.n < 1:
         raise UserError(f"--n {args.n}: needs at least 1 sample per problem")
@@ -112,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     from mm_gmpo.data.loaders import expand_specs, is_official
     from mm_gmpo.models import check_model_path, load_model, load_processor
     from mm_gmpo.rollout import RolloutEngine
+    from mm_gmpo.rollout.batching import STOP_TOKENS
     from mm_gmpo.trainer.dist import local_device
     from mm_gmpo.trainer.passk import summarize_samples
 
@@ -129,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     contexts = {spec: context_length(spec, args.max_model_len) for spec in specs}
     device = local_device()
     processor = load_processor(args.model, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+    stops = {spec: stop_tokens(spec, args.stop_tokens, args.model, processor) for spec in specs}
     pixels = _pixel_budget(processor)
     prompt_sets = {}
     for spec, examples in example_sets.items():
@@ -169,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
                 top_p=args.top_p,
                 batch_size=args.batch_size,
                 seed=args.seed,
+                stop_tokens=stops[spec],
             )
             finish = [r for item in result.items for r in item["finish_reasons"]]
             summary[spec] = {
@@ -182,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
                 "grader_errors": verifier.errors - errors[0],  # responses the grader failed on (scored 0)
                 "grader_timeouts": verifier.timeouts - errors[1],  # responses over the pool's time bound (0)
                 "max_model_len": contexts[spec],
+                "stop_tokens": list(stops[spec]) if stops[spec] else list(STOP_TOKENS),
                 "seconds": time.perf_counter() - start,
             }
             if out_dir:
@@ -232,11 +244,31 @@ def context_length(spec: str, flag: int | None) -> int | None:
     return OFFICIAL_MAX_MODEL_LEN if is_official(spec) else None
 
 
+def stop_tokens(spec: str, flag: list[str] | None, model: str, processor) -> tuple[str, ...] | None:
+    """The tokens that end ``spec``'s responses (``SamplingParams.stop_tokens``; None: <|im_end|> and
+    <|endoftext|>): ``--stop-tokens`` when given, else the model's end-of-sequence tokens for the official suite's
+    sets (:func:`~mm_gmpo.paper_eval.model_stop_tokens`), else None. An unknown token: one line, exit 2."""
+    from mm_gmpo.data.loaders import is_official
+    from mm_gmpo.paper_eval import model_stop_tokens
+    from mm_gmpo.rollout.batching import stop_token_ids
+
+    if flag is not None:
+        chosen = tuple(flag)
+    elif is_official(spec):
+        chosen = model_stop_tokens(model, processor)
+    else:
+        return None
+    try:
+        stop_token_ids(processor, chosen)
+    except UserError as exc:
+        raise UserError(str(exc).replace("rollout.stop_tokens=", "--stop-tokens ")) from exc
+    return chosen
+
+
 def response_budgets(prompts: list, prompt_tokens: list[int], max_new_tokens: int, context: int | None) -> list[int]:
     """New tokens each prompt may generate: ``max_new_tokens``, less where prompt + response would pass
     ``context`` (as vLLM stops a sequence at ``max_model_len``). A prompt that leaves no room raises
     :class:`UserError` naming its set and row (vLLM refuses such a prompt too)."""
-    from mm_gmpo.errors import UserError
 
     if context is None:
         return [max_new_tokens] * len(prompts)

@@ -27,3 +27,23 @@ def gold_of(example: Example) -> str | list[str]:
     """What the grader compares with: an official-suite row's golds (``meta["golds"]``: a list, numbers written as
     ``str(float)``, as ``boxed_reward_fn`` receives them), else the example's answer."""
     return list(example.meta["golds"]) if example.meta.get("golds") else example.answer
+
+
+def model_stop_tokens(model: str, processor) -> tuple[str, ...]:
+    """The tokens that end a response in the official evaluation, which sets no stop strings: what vLLM stops at
+    by default, the tokenizer's end-of-sequence token and the ``eos_token_id`` of the checkpoint's
+    ``generation_config.json`` (Qwen2.5-Math base: ``<|endoftext|>`` alone, so a response runs on past
+    ``<|im_end|>`` as the official sampler lets it)."""
+    from transformers import GenerationConfig
+
+    from mm_gmpo.models.processor import tokenizer_of
+
+    tokenizer = tokenizer_of(processor)
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    try:
+        configured = GenerationConfig.from_pretrained(model).eos_token_id
+    except (OSError, ValueError):  # no generation_config.json: the tokenizer's alone
+        configured = None
+    ids += configured if isinstance(configured, list) else [configured] if configured is not None else []
+    tokens = tokenizer.convert_ids_to_tokens(list(dict.fromkeys(ids)))
+    return tuple(t for t in tokens if t is not None)

@@ -8,7 +8,8 @@ id. Each is evaluated with ``mm-gmpo eval --data paper-math`` and the official p
 Qwen-Math prompt, greedy, one sample, 3000 new tokens, 4096 tokens of context, the official grader) on the
 official suite (AIME24 30, AMC 83, MATH500 500, Minerva 272, OlympiadBench 675). The table has one row per model,
 the problems each column counted, then the paper's rows (docs/paper_results.md). ``--geometry3k MODEL`` adds the
-paper's Geometry3K protocol for a vision-language model (16 samples at temperature 0.5, the mean accuracy).
+paper's Geometry3K protocol for a vision-language model (EasyR1's prompt and grader, 16 samples at temperature 0.5,
+the mean accuracy; the test split from data/sample holds 100 of the 601 problems: use --source hub or --local-dir).
 
 ``--limit N`` (first N problems of each set) and ``--max-new-tokens`` are for smoke tests: the numbers are then
 not comparable with the paper's, and the table says so. Writes ``table.md`` and ``reproduce.json`` (and each
@@ -39,7 +40,17 @@ COLUMNS = {  # paper column -> data spec, in the paper's order
     "OlympiadBench": "official:olympiad_bench",
 }
 OFFICIAL_PROBLEMS = {"AIME24": 30, "AMC": 83, "MATH500": 500, "Minerva": 272, "OlympiadBench": 675}
-GEOMETRY3K = {"spec": "geometry3k:test", "n": 16, "temperature": 0.5, "max_new_tokens": 2048, "problems": 601}
+# the paper's Geometry3K protocol on EasyR1's example: its prompt (geo3k_easyr1), 16 samples at temperature 0.5,
+# responses up to 2048 tokens, EasyR1's accuracy (mathruler's grader: --grader easyr1); the mean accuracy is reported
+GEOMETRY3K = {
+    "spec": "geometry3k:test",
+    "template": "geo3k_easyr1",
+    "n": 16,
+    "temperature": 0.5,
+    "max_new_tokens": 2048,
+    "grader": "easyr1",
+    "problems": 601,
+}
 assert list(COLUMNS.values()) == SUITES["paper-math"], "the table's columns are the sets of paper-math"
 
 
@@ -217,10 +228,10 @@ def reproduce(args: argparse.Namespace) -> int:
     geo_rows, geo_counts = [], []
     for k, (model, label) in enumerate(resolved_geo):
         folder = out / f"geometry3k-{k}"
-        protocol = {key: GEOMETRY3K[key] for key in ("n", "temperature", "max_new_tokens")}
+        protocol = {key: GEOMETRY3K[key] for key in ("template", "n", "temperature", "max_new_tokens", "grader")}
         if args.max_new_tokens is not None:
             protocol["max_new_tokens"] = args.max_new_tokens
-        summary = run_eval(eval_args(args, model, folder, [GEOMETRY3K["spec"]], template="geo3k", **protocol))
+        summary = run_eval(eval_args(args, model, folder, [GEOMETRY3K["spec"]], **protocol))
         result = summary[GEOMETRY3K["spec"]]
         geo_rows.append(Row(label, {"Geometry3K": 100 * result[f"avg@{GEOMETRY3K['n']}"]}, None))
         geo_counts.append({"Geometry3K": int(result["problems"])})

@@ -241,3 +241,36 @@ def test_eval_caps_each_response_to_the_context(tiny_text_dir, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["official:aime"]["max_model_len"] == context and summary["official:aime"]["grader"] == "official"
     assert summary["sampling"]["max_model_len"] == context and summary["official:aime"]["problems"] == 2
+    # the tiny model's end-of-sequence tokens (its tokenizer's <|im_end|>, its generation_config's two)
+    assert summary["official:aime"]["stop_tokens"] == ["<|im_end|>", "<|endoftext|>"]
+
+
+def _base_like(tiny_text_dir: Path, folder: Path) -> Path:
+    """The tiny model with Qwen2.5-Math base's end-of-sequence settings: <|endoftext|> in the tokenizer and in
+    generation_config.json (151643)."""
+    import shutil
+
+    shutil.copytree(tiny_text_dir, folder)
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config, "eos_token": "<|endoftext|>"}))
+    generation = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**generation, "eos_token_id": 151643}))
+    return folder
+
+
+def test_official_stop_tokens_are_the_models_eos(tiny_text_dir, tmp_path):
+    """The official evaluation sets no stop strings: vLLM stops at the tokenizer's EOS and generation_config's."""
+    from mm_gmpo.evaluate import stop_tokens
+    from mm_gmpo.models import load_processor
+    from mm_gmpo.paper_eval import model_stop_tokens
+
+    base = _base_like(tiny_text_dir, tmp_path / "base")
+    base_tokenizer, chat_tokenizer = load_processor(base), load_processor(tiny_text_dir)
+    assert model_stop_tokens(str(base), base_tokenizer) == ("<|endoftext|>",)
+    # the tiny model itself: eos <|im_end|>, generation_config [151645, 151643]
+    assert model_stop_tokens(str(tiny_text_dir), chat_tokenizer) == ("<|im_end|>", "<|endoftext|>")
+    assert stop_tokens("official:amc", None, str(base), base_tokenizer) == ("<|endoftext|>",)
+    assert stop_tokens("math500", None, str(base), base_tokenizer) is None  # the default list
+    assert stop_tokens("math500", ["<|im_end|>"], str(base), base_tokenizer) == ("<|im_end|>",)
+    with pytest.raises(UserError, match=r"^--stop-tokens \['nope'\]: \['nope'\] not single tokens"):
+        stop_tokens("official:amc", ["nope"], str(base), chat_tokenizer)

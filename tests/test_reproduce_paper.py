@@ -95,3 +95,22 @@ def test_reproduce_end_to_end_on_a_tiny_model(reproduce, tiny_text_dir, tmp_path
     assert summary["sampling"]["max_model_len"] == 4096 and summary["sampling"]["max_new_tokens"] == 4
     assert {summary[spec]["grader"] for spec in summary["data"]} == {"official"}
     assert scores[-1] == pytest.approx(sum(scores[:5]) / 5, abs=0.06)
+
+
+@pytest.mark.slow
+def test_reproduce_geometry3k_row(reproduce, tiny_vl_dir, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--geometry3k", str(tiny_vl_dir), "--limit", "1", "--max-new-tokens", "2", "--output", str(out)]
+    assert reproduce.main(argv) == 0
+    lines = (out / "table.md").read_text().splitlines()
+    assert lines[0] == "| model | Geometry3K |"
+    assert lines[3] == "| problems | 1 |"
+    assert lines[4:6] == [
+        "| paper: GRPO Qwen2.5-VL-7B-Instruct | 53.3 |",
+        "| paper: GMPO Qwen2.5-VL-7B-Instruct | 54.7 |",
+    ]
+    summary = json.loads((out / "geometry3k-0" / "summary.json").read_text())
+    assert summary["sampling"]["n"] == 16 and summary["sampling"]["temperature"] == 0.5
+    result = summary["geometry3k:test"]
+    assert result["template"] == "geo3k_easyr1" and result["grader"] == "easyr1" and result["problems"] == 1
+    assert f"| {lines[2].split(' | ')[0][2:]} | {100 * result['avg@16']:.1f} |" == lines[2]
