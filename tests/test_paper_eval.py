@@ -90,8 +90,10 @@ def test_shipped_files_equal_the_staged_copy():
 
 def test_missing_suite_names_the_file_and_the_script(tmp_path):
     (tmp_path / "math").mkdir()
-    with pytest.raises(UserError, match="no math/official_eval/amc.jsonl under .*prepare_paper_eval.py"):
+    with pytest.raises(UserError, match="not on the hub .*no math/official_eval/amc.jsonl under .*prepare_paper_eval"):
         load_examples("official:amc", local_dir=tmp_path)
+    with pytest.raises(UserError, match="not on the hub"):
+        load_examples("official:amc", source="hub")
 
 
 @pytest.mark.parametrize(
@@ -215,11 +217,29 @@ def test_official_prompt_is_the_official_template(tiny_text_dir):
     assert prompt.text == official
 
 
+def test_vllm_engine_gets_the_context():
+    from mm_gmpo.rollout.engine import vllm_settings
+
+    assert vllm_settings(None, 0, 4096).max_model_len == 4096
+    assert vllm_settings(None).max_model_len is None  # the model's, at most 8192
+
+
 @pytest.mark.slow
-def test_eval_caps_each_response_to_the_context(tiny_text_dir, tmp_path):
-    """With --max-model-len, a response stops where prompt + response reach it (the hf backend, as vLLM does)."""
+def test_eval_caps_each_response_to_the_context(tiny_text_dir, tmp_path, monkeypatch):
+    """With --max-model-len, a response stops where prompt + response reach it (the hf backend, as vLLM does), and
+    the engine is built with it (vLLM's max_model_len)."""
+    import mm_gmpo.rollout
     from mm_gmpo.data import build_prompts
     from mm_gmpo.models import load_processor
+
+    built = []
+
+    class Recording(mm_gmpo.rollout.RolloutEngine):
+        def __init__(self, *args, **kwargs):
+            built.append(kwargs.get("max_model_len"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(mm_gmpo.rollout, "RolloutEngine", Recording)
 
     examples, _ = load_examples("official:aime", source="local", split_limit=2)
     _, stats = build_prompts(
@@ -238,6 +258,7 @@ def test_eval_caps_each_response_to_the_context(tiny_text_dir, tmp_path):
         (length,), (reason,) = item["response_lengths"], item["finish_reasons"]
         assert length == budget if reason == "length" else length < budget
     assert items[0]["golds"] == [json.loads((SHIPPED / "aime.jsonl").read_text().splitlines()[0])["answer"]]
+    assert built == [context]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["official:aime"]["max_model_len"] == context and summary["official:aime"]["grader"] == "official"
     assert summary["sampling"]["max_model_len"] == context and summary["official:aime"]["problems"] == 2

@@ -303,7 +303,8 @@ def load_examples(
         where = ", ".join(str(r) for r in roots) or "(no local data folder)"
         if name in OFFICIAL_SETS:  # not on the hub: only local files
             raise UserError(
-                f"dataset {spec!r}: no math/official_eval/{OFFICIAL_SETS[name]}.jsonl under {where}; build it with "
+                f"dataset {spec!r} is not on the hub and there is no math/official_eval/{OFFICIAL_SETS[name]}.jsonl "
+                f"under {where}; build it with "
                 "data/prepare_paper_eval.py from understand-r1-zero's datasets/evaluation_suite and set "
                 "--local-dir (data.local_dir) to the folder above math/"
             )
