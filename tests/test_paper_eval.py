@@ -295,3 +295,22 @@ def test_official_stop_tokens_are_the_models_eos(tiny_text_dir, tmp_path):
     assert stop_tokens("math500", ["<|im_end|>"], str(base), base_tokenizer) == ("<|im_end|>",)
     with pytest.raises(UserError, match=r"^--stop-tokens \['nope'\]: \['nope'\] not single tokens"):
         stop_tokens("official:amc", ["nope"], str(base), chat_tokenizer)
+
+
+@pytest.mark.slow
+def test_every_shipped_gold_boxed_is_accepted():
+    """Each of the 1,560 problems' first gold, boxed as a model writes it (an AMC float as an integer), is correct
+    under the official grader with the golds the evaluation sends: the rows and the grading path fit together."""
+    from mm_gmpo.data.rows import answer_text
+    from mm_gmpo.reward.graders import load_grader
+
+    grade = load_grader("official")
+    rejected = []
+    for spec in SPECS:
+        examples, _ = load_examples(spec, source="local")
+        for example in examples:
+            first = gold_of(example)[0]
+            written = answer_text(float(first)) if spec == "official:amc" else answer_text(first)
+            if not grade(f"So the answer is $\\boxed{{{written}}}$.", gold_of(example)).correct:
+                rejected.append(example.id)
+    assert rejected == []
