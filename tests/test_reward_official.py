@@ -165,5 +165,59 @@ def test_official_timeout_scores_zero():
     with pool:
         scores = compute_rewards(["\\boxed{5}"], ["5"], pool=pool, format_kind="none", extraction="official")
     assert scores.accuracy == [0.0] and scores.timeouts == 1
+    assert scores.extracted == ["5"]  # what the official grader would have graded
     with pytest.raises(ValueError, match="extraction 'lenient' but the pool grades 'official'"):
         compute_rewards(["\\boxed{5}"], ["5"], pool=pool, extraction="lenient")
+
+
+def _bench_module(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_agrees_with_the_transcription_of_the_official_code():
+    """Every 6th generated case of the bench (all kinds of response, all five official sets) and a hand-picked set
+    of hard pairs: our verdict equals the transcribed boxed_reward_fn's."""
+    from pathlib import Path
+
+    from conftest import SHARED_DATA
+
+    reference = _bench_module("official_reference").boxed_reward_fn
+    bench = _bench_module("official_reward")
+    hard = [
+        ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+        ("\\boxed{x+a}", "x+c"),  # unit words: both sides lose their lone letter
+        ("\\boxed{10\\%}", "10"),
+        ("\\boxed{\\$5.00}", "5"),
+        ("\\boxed{\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
+        ("\\boxed{x \\in [1, 2]}", "[1,2]"),
+        ("\\boxed{\\text{(A)}}", "A"),
+        ("\\boxed{1,000}", "1000"),
+        ("\\boxed{3 million}", "3000000"),
+        ("\\boxed{\\frac{\\sqrt{2}}{2}}", "\\frac{1}{\\sqrt{2}}"),
+    ]
+    cases = [(r, g) for r, g in hard]
+    folder = Path(SHARED_DATA) / "math" / "official_eval"
+    if folder.is_dir():
+        cases += [(r, g) for _, r, g in bench.generated_cases(folder)[::6]]
+    assert len(cases) > 10
+    disagreements = [(r, g) for r, g in cases if float(official_correct(r, g)) != reference(r, g, fast=False)[1]]
+    assert disagreements == []
+
+
+def test_missing_math_verify_stops_at_pool_start(monkeypatch):
+    import sys
+
+    from mm_gmpo.errors import MissingDependency
+    from mm_gmpo.reward.pool import VerifierPool
+
+    monkeypatch.setitem(sys.modules, "math_verify", None)  # import math_verify now raises ImportError
+    with pytest.raises(MissingDependency, match="reward.extraction=official needs `math_verify`"):
+        VerifierPool(extraction="official")
+    VerifierPool(extraction="lenient").close()  # the lenient grader does not need it

@@ -53,6 +53,7 @@ def test_easyr1_recipe_parts(tmp_path, capsys):
         ("reward:\n  extracton: official\n", "reward.extracton"),
         ("reward:\n  timeout: 0\n", "reward.timeout"),
         ("reward: [1\n", "not valid YAML"),
+        ("reward:\n  function: nowhere/none.py:score\n", "reward.function"),
     ],
 )
 def test_bad_config_is_one_line_naming_key_and_file(tmp_path, capsys, yaml_text, named):
@@ -71,3 +72,13 @@ def test_without_config_unchanged(capsys):
     assert main(["verify", "So the final answer is 5.", "5"]) == 0  # the lenient verifier, as before
     assert capsys.readouterr().out.startswith("correct  extracted: '5'")
     assert main(["verify", "5", "5", "--truncated"]) == 2
+
+
+def test_reward_function_recipe_prints_its_named_parts(tmp_path, capsys):
+    (tmp_path / "myreward.py").write_text(
+        "def score(response, answer, example):\n    return {'total': 0.25, 'length': len(response) / 100}\n"
+    )
+    recipe = _write(tmp_path, f"reward:\n  function: {tmp_path / 'myreward.py'}:score\n  workers: 1\n")
+    assert main(["verify", "--config", recipe, "\\boxed{5}", "5"]) == 0  # the verifier's accuracy decides the exit
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("total 0.25  (reward.function ") and out[1] == "  length 0.09"

@@ -68,15 +68,19 @@ def run(args: argparse.Namespace) -> int:
 
 def reward_config(path: str):
     """The ``reward`` section of the config at ``path``; a bad file or key is a UserError naming both."""
-    from mm_gmpo.config import load_config
-
     try:
-        reward = load_config(path).reward
+        return _checked_reward(path)
     except UserError as exc:
         message = str(exc)
         raise UserError(message if str(path) in message else f"{path}: {message}") from exc
+
+
+def _checked_reward(path: str):
+    from mm_gmpo.config import load_config
+
+    reward = load_config(path).reward
     if not reward.timeout > 0:
-        raise UserError(f"{path}: reward.timeout={reward.timeout} must be positive (seconds per verification)")
+        raise UserError(f"reward.timeout={reward.timeout} must be positive (seconds per verification)")
     if reward.function:
         from mm_gmpo.reward.custom import load_reward_function
 
@@ -118,7 +122,9 @@ def _run_config(args: argparse.Namespace) -> int:
             format_weight=reward.format_weight,
             format_kind=reward.format,
             zero_truncated=reward.zero_truncated,
-            examples=[{"problem": "", "choices": args.choices}] if reward.function else None,
+            examples=[{"id": "verify", "problem": "", "choices": args.choices, "source": "cli"}]
+            if reward.function
+            else None,
         )
     print("\n".join(score_line(scores, reward)))
     if args.truncated and reward.zero_truncated:

@@ -25,10 +25,39 @@ def grader_path(extraction: str) -> str:
     return GRADERS[extraction]
 
 
+# what each grader imports beyond the base install (declared dependencies, checked up front so that a broken
+# environment stops the run at start instead of grading every response "error", 0)
+_NEEDS = {"official": ("math_verify", "pylatexenc"), "easyr1": ("pylatexenc",)}
+
+
+def check_grader(extraction: str) -> None:
+    """Raise MissingDependency (naming ``reward.extraction``) when the grader's modules are not importable."""
+    from mm_gmpo.errors import require
+
+    grader_path(extraction)  # an unknown name is a ValueError
+    for module in _NEEDS.get(extraction, ()):
+        require(module, f"reward.extraction={extraction}", "pip install math-verify pylatexenc")
+
+
+def extracted_answer(extraction: str, response: str) -> str | None:
+    """The answer the grader ``extraction`` would take from ``response`` (shown for an item that timed out)."""
+    if extraction == "official":
+        from mm_gmpo.reward.official import last_boxed_answer
+
+        return last_boxed_answer(response)
+    if extraction == "easyr1":
+        from mm_gmpo.reward.easyr1 import easyr1_clean, mathruler_boxed
+
+        return mathruler_boxed(easyr1_clean(response))
+    from mm_gmpo.reward.extract import extract_answer
+
+    return extract_answer(response).answer
+
+
 def load_grader(extraction: str):
     """The grader function named ``extraction`` (in-process grading: unbounded in time)."""
     module, _, name = grader_path(extraction).partition(":")
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["EXTRACTIONS", "GRADERS", "grader_path", "load_grader"]
+__all__ = ["EXTRACTIONS", "GRADERS", "check_grader", "extracted_answer", "grader_path", "load_grader"]

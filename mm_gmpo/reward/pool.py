@@ -21,8 +21,7 @@ import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
 
-from mm_gmpo.reward.extract import extract_answer
-from mm_gmpo.reward.graders import grader_path
+from mm_gmpo.reward.graders import check_grader, extracted_answer, grader_path
 from mm_gmpo.reward.grading import Grade
 
 logger = logging.getLogger(__name__)
@@ -152,6 +151,7 @@ class VerifierPool:
             raise ValueError(f"VerifierPool needs workers >= 1 and timeout > 0, got {workers}, {timeout}")
         self.workers, self.timeout, self.memory_mb = workers, timeout, memory_mb
         # "module:function" run in the workers: the grader of reward.extraction (tests substitute a slow one)
+        check_grader(extraction)
         self._grader = _grader or grader_path(extraction)
         self.extraction = extraction  # reward.extraction: which grader decides (mm_gmpo.reward.graders)
         self.reward_function = reward_function  # reward.function spec for score_batch; empty: none
@@ -285,7 +285,8 @@ class VerifierPool:
         for worker in list(self._pool):
             if worker.item is not None and now >= worker.deadline:
                 logger.debug("verifier item %d over %.2fs: worker replaced", worker.item, self.timeout)
-                extracted = extract_answer(worker.response).answer if worker.kind == "grade" else None
+                grading = worker.kind == "grade"
+                extracted = extracted_answer(self.extraction, worker.response) if grading else None
                 reason = f"over the {self.timeout:g}s time bound"
                 results[worker.item] = _failed(worker.kind, "timeout", reason, extracted)
                 self.timeouts += worker.kind == "grade"
