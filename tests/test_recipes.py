@@ -83,7 +83,8 @@ def test_geo3k_recipes_hold_easyr1_settings(name):
     assert r.stop_tokens == ["<|im_end|>", "<|endoftext|>"]  # the instruct model's own end of turn
     # the paper's evaluation protocol: 16 samples at temperature 0.5, in validation and in the eval command
     assert (r.val_n, r.val_temperature) == (16, 0.5)
-    command = next(line for line in (CONFIGS / name).read_text().splitlines() if "mm-gmpo eval" in line)
+    text = (CONFIGS / name).read_text().replace("\\\n#", "")  # the command's continuation lines joined
+    command = next(line for line in text.splitlines() if "mm-gmpo eval" in line)
     for flag in ("--data geometry3k:test", "--template geo3k_easyr1", "--n 16", "--temperature 0.5"):
         assert flag in command, flag
     if "grpo" in name:  # EasyR1's PPO-clip loss: 0.2 / 0.3, dual clip 3, token mean over the mini-batch

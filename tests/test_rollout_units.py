@@ -90,3 +90,20 @@ def test_rollout_metrics_by_hand():
     assert metrics["rollout/tokens_per_s"] == pytest.approx(sum(lengths) / 2.0)
     assert metrics["rollout/vision_tokens_per_sample"] == pytest.approx(1 / 6)
     assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_vllm_sampling_params_end_at_the_configured_tokens_only():
+    """rollout.stop_tokens set: vLLM gets the listed ids and ignore_eos (the model's own EOS ends nothing unless
+    listed, as in the HF backend); the default list keeps today's request (no ignore_eos). vLLM's SamplingParams
+    is replaced by a recorder: only the arguments are checked here."""
+    import types
+
+    from mm_gmpo.rollout.vllm_backend import VLLMRollout
+
+    rollout = object.__new__(VLLMRollout)  # no engine: _sampling_params only reads these two attributes
+    rollout._vllm = types.SimpleNamespace(SamplingParams=lambda **kwargs: kwargs)
+    rollout.allowed_token_ids = None
+    official = rollout._sampling_params(8, SamplingParams(stop_tokens=("<|endoftext|>",)), 0, [151643])
+    assert official["stop_token_ids"] == [151643] and official["ignore_eos"] is True
+    default = rollout._sampling_params(8, SamplingParams(), 0, [151645, 151643])
+    assert default["stop_token_ids"] == [151645, 151643] and "ignore_eos" not in default

@@ -49,7 +49,7 @@ def add_kl_penalty(
     with the denominator in tokens (None: the tokens of the call); ``kl_ref`` is then the token mean.
     """
     if denominator is not None and not denominator > 0:
-        raise ValueError(f"denominator must be a positive number of sequences, got {denominator}")
+        raise ValueError(f"denominator must be a positive count (sequences; tokens for token_mean), got {denominator}")
     if aggregation == "token_mean":
         k3 = kl_penalty(logprobs, ref_logprobs, response_mask)
         total, tokens = masked_sum(k3, response_mask), max(int(masked_count(response_mask)), 1)

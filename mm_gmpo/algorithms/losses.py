@@ -65,7 +65,7 @@ def _prepare(
     if advantages.shape != logprobs.shape[:1]:
         raise ValueError(f"advantages must be [B] = [{logprobs.shape[0]}], got shape {tuple(advantages.shape)}")
     if denominator is not None and not denominator > 0:
-        raise ValueError(f"denominator must be a positive number of sequences, got {denominator}")
+        raise ValueError(f"denominator must be a positive count (sequences; tokens for token_mean), got {denominator}")
     dtype = torch.promote_types(logprobs.dtype, torch.float32)
     mask = as_bool_mask(response_mask)
     raw = logprobs.to(dtype) - old_logprobs.detach().to(dtype)

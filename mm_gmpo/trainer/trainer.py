@@ -5,8 +5,9 @@ prompts -> rollouts (n per prompt) -> rewards (verifier workers, time-bounded) -
 old log-probs (recomputed in the update's micro-batches when the round has several updates, on the first round
 for the preflight, and every round with vLLM for the sampler/trainer log-prob gap; with one update the loss uses
 the policy's own detached log-probs, exactly on-policy) -> reference log-probs (only with KL) -> K optimizer steps
-over strided mini-batches, optionally of the round's rows permuted first (:mod:`mm_gmpo.trainer.update`) -> metrics -> validation -> checkpoint. A first
-SIGINT/SIGTERM stops the loop at the end of its round, with a checkpoint (:mod:`mm_gmpo.trainer.interrupt`).
+over strided mini-batches, of the round's rows as sampled or permuted (``trainer.minibatch_order``;
+:mod:`mm_gmpo.trainer.update`) -> metrics -> validation -> checkpoint. A first SIGINT/SIGTERM stops the loop at
+the end of its round, with a checkpoint (:mod:`mm_gmpo.trainer.interrupt`).
 
 Where it departs from the paper's description: the loss is normalised by the number of sequences in the global
 mini-batch (all micro-batches of all processes), so one global batch gives the same update on any number of
