@@ -16,7 +16,7 @@ COMMANDS = {
         "mm_gmpo.trainer.sft_cli",
         "the supervised warm start alone, saved as a model: mm-gmpo sft CONFIG --out DIR",
     ),
-    "eval": ("mm_gmpo.evaluate", "Pass@1 of a model on geometry3k:test, math500, aime24, ..."),
+    "eval": ("mm_gmpo.evaluate", "Pass@1 of a model on paper-math, geometry3k:test, math500, aime24, ..."),
     "verify": ("mm_gmpo.reward.cli", "grade a response against a gold answer, or a JSONL file of them"),
     "plot": ("mm_gmpo.plot", "PNG figures of reward, entropy, length and log-ratio range from run directories"),
     "make-tiny-model": ("mm_gmpo.models.cli", "build a random tiny Qwen2.5-VL or Qwen2 model in the HF layout"),

@@ -7,6 +7,11 @@ Local roots are searched in order: ``local_dir`` when given; else ``data/sample`
 ``geometry3k/``) and ``math/<name>.jsonl``; for Geometry3K a root may instead hold the Inter-GPS release layout
 (``<split>/<id>/data.json``, with ``val`` for the validation split), directly or under ``geometry3k/``.
 With ``source="auto"`` a spec found in no local root is loaded from the hub with ``datasets.load_dataset``.
+
+The official GMPO evaluation suite (understand-r1-zero ``datasets/evaluation_suite``) has specs of its own,
+``official:<set>`` (``OFFICIAL_SETS``), read from ``<root>/math/official_eval/<set>.jsonl``; ``data/sample`` ships
+the five complete sets (``data/prepare_paper_eval.py`` rebuilds them from the official Arrow files). They are not
+on the hub. ``paper-math`` names all five (``SUITES``, :func:`expand_specs`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,16 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ROOTS = (REPO_ROOT / "data" / "sample", REPO_ROOT.parent / "shared" / "data")
 GEOMETRY3K_SPLITS = {"train": "train", "validation": "val", "val": "val", "test": "test"}
+# spec -> set name in the official GMPO evaluation suite, in the paper's column order (AIME24, AMC, MATH500,
+# Minerva, OlympiadBench); their golds may be numbers or lists of strings (rows.official_example)
+OFFICIAL_SETS = {
+    "official:aime": "aime",
+    "official:amc": "amc",
+    "official:math": "math",
+    "official:minerva": "minerva",
+    "official:olympiad_bench": "olympiad_bench",
+}
+SUITES = {"paper-math": list(OFFICIAL_SETS)}  # a name for several specs (mm-gmpo eval --data paper-math)
 
 # name -> file names tried under <root>/math/ (and <root>/ itself)
 MATH_FILES = {
@@ -42,6 +57,7 @@ MATH_FILES = {
     "math:train": ["math_train.jsonl"],
     "math:test": ["math_test_full.jsonl", "math_test.jsonl"],
     "math_lvl3to5": ["math_lvl3to5.jsonl"],
+    **{spec: [f"official_eval/{name}.jsonl"] for spec, name in OFFICIAL_SETS.items()},
 }
 # name -> (hub id, config, split)
 HUB_IDS = {
@@ -60,6 +76,7 @@ KNOWN_SPECS = [
     "geometry3k:validation",
     "geometry3k:test",
     *MATH_FILES,
+    *SUITES,
     "jsonl:<path>",
     "parquet:<path>",
     "hf:<org/name or folder>[:<split>]",
@@ -85,11 +102,27 @@ class DataStats:
         return out
 
 
+def expand_specs(specs: Iterable[str]) -> list[str]:
+    """Specs with each suite name (``paper-math``) replaced by its sets, duplicates dropped, order kept."""
+    out: list[str] = []
+    for spec in specs:
+        for one in SUITES.get(spec.strip(), [spec]):
+            if one not in out:
+                out.append(one)
+    return out
+
+
+def is_official(spec: str) -> bool:
+    """Whether ``spec`` names a set of the official GMPO evaluation suite."""
+    return spec.strip() in OFFICIAL_SETS
+
+
 def parse_spec(spec: str) -> tuple[str, str | None]:
     """A dataset spec -> (name, split or argument).
 
     - ``"geometry3k:test"`` -> ("geometry3k", "test") (splits train, validation (or val), test; default train);
-    - ``"math500"`` -> ("math500", None) (the text sets of ``MATH_FILES``);
+    - ``"math500"`` -> ("math500", None) (the text sets of ``MATH_FILES``, ``official:amc`` and the other sets of
+      the official GMPO evaluation suite included);
     - ``"jsonl:/path/rows.jsonl"`` -> ("jsonl", "/path/rows.jsonl"); ``"parquet:/path/rows.parquet"`` likewise;
     - ``"hf:org/name:test"`` -> ("hf", "org/name:test"): ``datasets`` from the hub (or its cache), or from a local
       folder saved with ``save_to_disk`` or holding data files (split default train);
@@ -116,6 +149,9 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
         return "geometry3k", "validation" if split == "val" else split
     if spec in MATH_FILES:
         return spec, None
+    if spec in SUITES:
+        raise UserError(f"dataset spec {spec!r} names several sets ({', '.join(SUITES[spec])}): give it to "
+                        "mm-gmpo eval --data, or name one set")  # fmt: skip
     raise UserError(f"unknown dataset spec {spec!r}; known: {', '.join(KNOWN_SPECS)}")
 
 
@@ -265,6 +301,13 @@ def load_examples(
     found = _find_local(name, split, roots)
     if found is None:
         where = ", ".join(str(r) for r in roots) or "(no local data folder)"
+        if name in OFFICIAL_SETS:  # not on the hub: only local files
+            raise UserError(
+                f"dataset {spec!r} is not on the hub and there is no math/official_eval/{OFFICIAL_SETS[name]}.jsonl "
+                f"under {where}; build it with "
+                "data/prepare_paper_eval.py from understand-r1-zero's datasets/evaluation_suite and set "
+                "--local-dir (data.local_dir) to the folder above math/"
+            )
         if source == "local":
             raise UserError(f"dataset {spec!r} not found under {where}; set data.local_dir or data.source=hub")
         if source == "auto":
@@ -284,6 +327,8 @@ def load_examples(
         convert = partial(
             rowfmt.geometry3k_example, dataset=spec, root=path.parent, where=str(path), render_missing=render_missing
         )
+    elif name in OFFICIAL_SETS:
+        convert = partial(rowfmt.official_example, dataset=spec, where=str(path))
     else:
         convert = partial(rowfmt.math_example, dataset=spec, where=str(path))
     return _finish(convert, raw[:split_limit], stats, skip_invalid, blank_images)

@@ -70,9 +70,14 @@ def format_choices(choices: list[str]) -> str:
 
 def user_text(example: Example, template: Template, show_choices: bool) -> str:
     """Problem, then the choices on their own lines (if shown), then the instruction after the template's
-    separator (a newline, or a blank line after choices; ``geo3k_easyr1``: a space)."""
-    body = example.problem.strip()
+    separator (a newline, or a blank line after choices; ``geo3k_easyr1``: a space). A problem alone is the user
+    turn exactly as its row has it (the official suite's rows keep the spaces and newlines some of them end in,
+    as the official evaluation's prompt does; every other row function strips its problems); before choices or
+    an instruction it is trimmed (EasyR1's template trims it)."""
     choices = bool(show_choices and example.choices)
+    if not choices and not template.instruction:
+        return example.problem
+    body = example.problem.strip()
     if choices:
         body = f"{body}\n{format_choices(example.choices)}"
     if not template.instruction:

@@ -75,6 +75,45 @@ def math_example(row: dict, *, dataset: str, index: int, where: str) -> Example:
     return Example(ident, problem, answer, source=dataset, meta={k: v for k, v in meta.items() if v is not None})
 
 
+def official_golds(value: Any, here: str) -> list[str]:
+    """The gold answers of a row of the official evaluation suite, as its grader receives them: a string as it is,
+    a number as ``str(value)`` (``142.0`` -> ``"142.0"``, as ``boxed_reward_fn`` converts it), a list of strings
+    as it is (a response is correct if it matches any). Anything else raises :class:`BadRow` naming ``here``."""
+    if value is None:
+        raise BadRow(f"{here}: no answer", "missing_answer")
+    if isinstance(value, str):
+        if not value.strip():
+            raise BadRow(f"{here}: empty answer", "missing_answer")
+        return [value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise BadRow(f"{here}: answer {value!r} is not a finite number", "bad_answer")
+        return [str(value)]
+    if isinstance(value, list):
+        if not value:
+            raise BadRow(f"{here}: answer is an empty list", "missing_answer")
+        if not all(isinstance(item, str) and item.strip() for item in value):
+            raise BadRow(f"{here}: answer list {value!r} holds something other than non-empty strings", "bad_answer")
+        return list(value)
+    raise BadRow(f"{here}: answer of type {type(value).__name__} (expected a string, a number or a list of strings)",
+                 "bad_answer")  # fmt: skip
+
+
+def official_example(row: dict, *, dataset: str, index: int, where: str) -> Example:
+    """A row of the official GMPO evaluation suite (``problem``, ``answer``: string, number or list of strings).
+    ``answer`` is the display text (list items joined by ``", "``); ``meta["golds"]`` holds the golds as the
+    official grader receives them (:func:`official_golds`)."""
+    if not isinstance(row, dict):
+        raise BadRow(f"{dataset} row {index} ({where}): not a JSON object", "bad_row")
+    ident = row_id(row, index, dataset)
+    here = f"{dataset} row {ident} ({where})"
+    problem = row.get("problem")
+    if not isinstance(problem, str) or not problem.strip():
+        raise BadRow(f"{here}: missing or empty problem", "empty_problem")
+    golds = official_golds(row.get("answer"), here)
+    return Example(ident, problem, answer_text(golds), source=dataset, meta={"golds": golds})
+
+
 def _strip_placeholders(problem: str, n_images: int, here: str, *, required: bool) -> str:
     """Drop ``<image>`` placeholders, checking there is one per image (``required``: also when none are used)."""
     count = problem.count(IMAGE_PLACEHOLDER)

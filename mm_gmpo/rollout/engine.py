@@ -38,8 +38,9 @@ def rollout_metrics(batch: RolloutBatch, seconds: float | None = None) -> dict[s
     return metrics
 
 
-def vllm_settings(config: Any, seed: int = 0):
-    """:class:`~mm_gmpo.rollout.vllm_backend.VLLMSettings` from the ``rollout.vllm_*`` keys (defaults without)."""
+def vllm_settings(config: Any, seed: int = 0, max_model_len: int | None = None):
+    """:class:`~mm_gmpo.rollout.vllm_backend.VLLMSettings` from the ``rollout.vllm_*`` keys (defaults without);
+    ``max_model_len``: the engine's context (prompt + response), None: the model's, at most 8192."""
     from mm_gmpo.rollout.vllm_backend import VLLMSettings
 
     defaults = VLLMSettings()
@@ -50,6 +51,7 @@ def vllm_settings(config: Any, seed: int = 0):
         sync_bucket_mb=getattr(config, "vllm_sync_bucket_mb", defaults.sync_bucket_mb),
         sleep_level=sleep_level if getattr(config, "vllm_sleep", True) else 0,
         seed=seed,
+        max_model_len=max_model_len,
     )
 
 
@@ -66,10 +68,13 @@ class RolloutEngine:
         synced: bool = False,
         dtype: torch.dtype | None = None,
         seed: int = 0,
+        max_model_len: int | None = None,
     ):
         """``synced``: the policy's parameters are partitioned over processes (ZeRO-3); see ``hf_generate``.
         ``dtype``: the compute dtype (vLLM's engine dtype; HF generation runs in the caller's autocast).
-        ``seed``: vLLM's engine seed (plus the data-parallel group index); requests carry their own seeds."""
+        ``seed``: vLLM's engine seed (plus the data-parallel group index); requests carry their own seeds.
+        ``max_model_len``: vLLM's context length (prompt + response; None: the model's, at most 8192); the HF
+        backend has no such limit, its callers cap each prompt's ``max_new_tokens`` instead."""
         if backend not in BACKENDS:
             raise UserError(f"rollout.backend={backend!r} is not one of {', '.join(BACKENDS)}")
         self.backend = backend
@@ -80,7 +85,8 @@ class RolloutEngine:
         if backend == "vllm":
             from mm_gmpo.rollout.vllm_backend import VLLMRollout
 
-            self._vllm = VLLMRollout(model, processor, settings=vllm_settings(config, seed), dtype=dtype)
+            settings = vllm_settings(config, seed, max_model_len)
+            self._vllm = VLLMRollout(model, processor, settings=settings, dtype=dtype)
 
     def generate(self, prompts: list[Prompt], n: int, sampling: SamplingParams) -> RolloutBatch:
         """``n`` responses per prompt; rows ``g*n .. g*n+n-1`` belong to prompt g (``group_index`` g)."""

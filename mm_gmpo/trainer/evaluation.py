@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mm_gmpo.paper_eval import gold_of
 from mm_gmpo.reward import format_reward
 
 
@@ -54,9 +55,8 @@ def evaluate_prompts(
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
         batch = engine.generate(chunk, n, sampling)
-        grades = verifier.grade_batch(
-            batch.response_text, [ex.answer for ex in batch.examples], [ex.choices for ex in batch.examples]
-        )
+        golds = [gold_of(ex) for ex in batch.examples]  # an official-suite row: its list of golds
+        grades = verifier.grade_batch(batch.response_text, golds, [ex.choices for ex in batch.examples])
         lengths = batch.response_mask.sum(dim=1).tolist()
         for p, prompt in enumerate(chunk):
             if start + p >= scored:
