@@ -137,7 +137,7 @@ def gpu_runner_accepts(rollout, report: Report) -> None:
         problems = []
         for i, (temperature, top_p) in enumerate([(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)]):
             sampling = SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=8, seed=1)
-            params = rollout._sampling_params(2, sampling, i, stops)
+            params = rollout._sampling_params(1 if temperature == 0 else 2, sampling, i, stops)
             try:
                 sampling_states.add_request(i, params)
                 for table in tables:
