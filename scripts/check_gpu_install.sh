@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Does `pip install -e .[gpu]` resolve for a CUDA machine (Linux x86_64, glibc 2.35 as on Ubuntu 22.04, Python
-# 3.11)? A dry run with a report, from any machine with PyPI access (no GPU needed; nothing is installed). Prints what would be installed for
-# the packages that matter and fails if torch, vLLM and transformers do not fit together.
+# Does `pip install -e .[gpu] -c constraints-gpu.txt` resolve for a CUDA machine (Linux x86_64, glibc 2.35 as on Ubuntu 22.04, Python
+# 3.11)? A dry run with a report, from any machine with PyPI access (no GPU needed; nothing is installed). Prints what
+# would be installed for the packages that matter and fails if torch, vLLM and transformers do not fit together, or if
+# the CUDA builds do not share one major version (torch's nvidia-* wheels against vLLM's wheel, which links
+# libcudart.so.13 in 0.32.0: it needs an NVIDIA driver of release 580 or newer).
 #
 #   bash scripts/check_gpu_install.sh              # writes the full report to gpu-install-report.json
 #   PYTHON_VERSION=3.10 GLIBC_MINOR=28 bash scripts/check_gpu_install.sh   # another Python, an older glibc
@@ -31,7 +33,7 @@ PLATFORMS="$PLATFORMS --platform manylinux2014_x86_64"
 # PyPI only, as on a user's machine: no local wheel folders or caps from this machine's pip configuration
 PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_CONSTRAINT= "$PYTHON" -m pip install --dry-run --quiet --quiet --ignore-installed --report "$REPORT" --target "$TARGET" \
     --python-version "$PY_VERSION" --implementation cp $PLATFORMS \
-    --only-binary=:all: -r "$REQS"
+    --only-binary=:all: -r "$REQS" -c "$REPO/constraints-gpu.txt"
 "$PYTHON" - "$REPORT" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
@@ -41,7 +43,26 @@ for name in ("torch", "vllm", "transformers", "torchvision", "flash-attn", "xfor
 print(f"   ({len(found)} packages in all, {sum(n.startswith('nvidia-') for n in found)} nvidia-*)")
 def version(name):
     return tuple(int(x) for x in found[name].split("+")[0].split(".")[:2])
-ok = version("torch") == (2, 13) and version("vllm") == (0, 32) and version("transformers") < (5, 20)
+import re
+# The vLLM wheel's CUDA major: PyPI's vllm 0.32.0 is a CUDA 13 build (its extension links libcudart.so.13); the
+# metadata does not say it, so it is stated here for the version the gpu extra pins.
+VLLM_WHEEL_CUDA = {(0, 32): 13}
+majors = {}
+for name, ver in found.items():
+    if not name.startswith("nvidia-"):
+        continue
+    suffix = re.search(r"-cu(\d+)$", name)
+    if suffix:
+        majors[name] = int(suffix.group(1))
+    elif name.startswith(("nvidia-cuda-runtime", "nvidia-cublas", "nvidia-cuda-nvrtc")):
+        majors[name] = int(ver.split(".")[0])
+cuda = sorted(set(majors.values()))
+vllm_cuda = VLLM_WHEEL_CUDA.get(version("vllm"))
+print(f"   CUDA major of the nvidia-* wheels: {cuda or '-'}; of the vLLM wheel: {vllm_cuda or 'unknown'}")
+one_cuda = len(cuda) == 1 and vllm_cuda in cuda
+if not one_cuda:
+    print("   CUDA builds differ: " + ", ".join(f"{n} {majors[n]}" for n in sorted(majors)))
+ok = version("torch") == (2, 13) and version("vllm") == (0, 32) and version("transformers") < (5, 20) and one_cuda
 print("GPU install resolves: " + ("PASSED" if ok else "FAILED (see the report)"))
 sys.exit(0 if ok else 1)
 PY
