@@ -31,7 +31,8 @@ PLATFORMS=""
 for minor in $(seq "${GLIBC_MINOR:-35}" -1 17); do PLATFORMS="$PLATFORMS --platform manylinux_2_${minor}_x86_64"; done
 PLATFORMS="$PLATFORMS --platform manylinux2014_x86_64"
 # PyPI only, as on a user's machine: no local wheel folders or caps from this machine's pip configuration
-PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_CONSTRAINT= "$PYTHON" -m pip install --dry-run --quiet --quiet --ignore-installed --report "$REPORT" --target "$TARGET" \
+env -u PIP_FIND_LINKS -u PIP_CONSTRAINT -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL PIP_CONFIG_FILE=/dev/null \
+    "$PYTHON" -m pip install --dry-run --quiet --quiet --ignore-installed --report "$REPORT" --target "$TARGET" \
     --python-version "$PY_VERSION" --implementation cp $PLATFORMS \
     --only-binary=:all: -r "$REQS" -c "$REPO/constraints-gpu.txt"
 "$PYTHON" - "$REPORT" <<'PY'
@@ -47,15 +48,18 @@ import re
 # The vLLM wheel's CUDA major: PyPI's vllm 0.32.0 is a CUDA 13 build (its extension links libcudart.so.13); the
 # metadata does not say it, so it is stated here for the version the gpu extra pins.
 VLLM_WHEEL_CUDA = {(0, 32): 13}
+# the CUDA toolkit libraries (runtime, compiler, math libraries, NCCL) that torch and vLLM load; nvidia-cutlass-dsl
+# ships its libraries for CUDA 12 and 13 side by side by design and picks one at run time, so it is not counted
+TOOLKIT = ("nvidia-cuda-runtime", "nvidia-cuda-nvrtc", "nvidia-cublas", "nvidia-cudnn", "nvidia-cufft",
+           "nvidia-curand", "nvidia-cusolver", "nvidia-cusparse", "nvidia-nccl", "nvidia-nvjitlink", "nvidia-nvtx")
 majors = {}
 for name, ver in found.items():
-    if not name.startswith("nvidia-"):
+    if not name.startswith(TOOLKIT):
         continue
     suffix = re.search(r"-cu(\d+)$", name)
-    if suffix:
-        majors[name] = int(suffix.group(1))
-    elif name.startswith(("nvidia-cuda-runtime", "nvidia-cublas", "nvidia-cuda-nvrtc")):
-        majors[name] = int(ver.split(".")[0])
+    majors[name] = int(suffix.group(1)) if suffix else int(ver.split(".")[0])
+if "+cpu" in found.get("torch", ""):
+    majors["torch (a CPU build: a local wheel was picked)"] = 0
 cuda = sorted(set(majors.values()))
 vllm_cuda = VLLM_WHEEL_CUDA.get(version("vllm"))
 print(f"   CUDA major of the nvidia-* wheels: {cuda or '-'}; of the vLLM wheel: {vllm_cuda or 'unknown'}")

@@ -31,6 +31,7 @@ cd "$REPO"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}" TOKENIZERS_PARALLELISM=false
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$VENV/torch_extensions}"  # DeepSpeed's op builds, per venv
 if [ "${1:-}" = "--pytest" ]; then
     exec "$VENV/bin/python" -m pytest -q -m vllm -p no:cacheprovider tests/test_rollout_vllm.py
 fi

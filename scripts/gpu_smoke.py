@@ -37,6 +37,8 @@ QWEN2_5_VL_3B = dict(
 )  # fmt: skip
 QWEN2_5_MATH_1_5B = dict(kind="qwen2", hidden=1536, layers=28, heads=12, kv_heads=2, intermediate=8960, rope_theta=1e4)
 TINY = {"qwen2_5_vl": dict(kind="qwen2_5_vl"), "qwen2": dict(kind="qwen2")}
+# vLLM's CPU attention needs a head size of 64: the tiny model of the vLLM case on a CPU
+TINY_VLLM = {"qwen2_5_vl": dict(kind="qwen2_5_vl", hidden=128, heads=2, kv_heads=2, intermediate=256)}
 
 
 @dataclass(frozen=True)
@@ -151,8 +153,12 @@ def command(case: Case, config: str, overrides: list[str]) -> list[str]:
 
 def run_case(case: Case, args, work: Path) -> bool:
     name, kind = case.name, case.kind
-    sizes = TINY[kind] if args.tiny else (QWEN2_5_VL_3B if kind == "qwen2_5_vl" else QWEN2_5_MATH_1_5B)
-    model = work / f"model-{kind}"
+    tiny_vllm = args.tiny and case.backend == "vllm"
+    if args.tiny:
+        sizes = (TINY_VLLM if tiny_vllm else TINY)[kind]
+    else:
+        sizes = QWEN2_5_VL_3B if kind == "qwen2_5_vl" else QWEN2_5_MATH_1_5B
+    model = work / f"model-{kind}{'-vllm' if tiny_vllm else ''}"
     if not model.exists():
         build_model(sizes, model, args.dtype)
     out = work / name

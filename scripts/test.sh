@@ -4,6 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d .venv ] || python3 -m venv .venv
 . .venv/bin/activate
+# DeepSpeed builds its CPU ops on first use and loads a build of another DeepSpeed version found in the shared
+# ~/.cache/torch_extensions without rebuilding (AttributeError in deepspeed_shm_comm): a folder of this venv's own
+export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$PWD/.venv/torch_extensions}"
 pip install -q -r requirements.txt
 ruff check .
 ruff format --check .
