@@ -48,16 +48,18 @@ import re
 # The vLLM wheel's CUDA major: PyPI's vllm 0.32.0 is a CUDA 13 build (its extension links libcudart.so.13); the
 # metadata does not say it, so it is stated here for the version the gpu extra pins.
 VLLM_WHEEL_CUDA = {(0, 32): 13}
-# the CUDA toolkit libraries (runtime, compiler, math libraries, NCCL) that torch and vLLM load; nvidia-cutlass-dsl
-# ships its libraries for CUDA 12 and 13 side by side by design and picks one at run time, so it is not counted
-TOOLKIT = ("nvidia-cuda-runtime", "nvidia-cuda-nvrtc", "nvidia-cublas", "nvidia-cudnn", "nvidia-cufft",
-           "nvidia-curand", "nvidia-cusolver", "nvidia-cusparse", "nvidia-nccl", "nvidia-nvjitlink", "nvidia-nvtx")
+# The CUDA major of a wheel: its -cuNN suffix (nvidia-cudnn-cu13, nvidia-nccl-cu13, ...) or, for the libraries
+# versioned with the toolkit, its version's major (nvidia-cuda-runtime 13.x, nvidia-cublas 13.x, ...). cuFFT, cuRAND,
+# cuSOLVER and cuSPARSE carry versions of their own (cuFFT 12.x ships with CUDA 13), and nvidia-cutlass-dsl ships
+# libraries for CUDA 12 and 13 side by side by design: they are not counted.
+TOOLKIT_VERSIONED = ("nvidia-cuda-runtime", "nvidia-cuda-nvrtc", "nvidia-cublas", "nvidia-nvjitlink")
 majors = {}
 for name, ver in found.items():
-    if not name.startswith(TOOLKIT):
-        continue
-    suffix = re.search(r"-cu(\d+)$", name)
-    majors[name] = int(suffix.group(1)) if suffix else int(ver.split(".")[0])
+    suffix = re.search(r"^nvidia-.*-cu(\d+)$", name)
+    if suffix and not name.startswith("nvidia-cutlass-dsl"):
+        majors[name] = int(suffix.group(1))
+    elif name in TOOLKIT_VERSIONED or any(name == f"{t}-cu{v}" for t in TOOLKIT_VERSIONED for v in (12, 13)):
+        majors[name] = int(ver.split(".")[0])
 if "+cpu" in found.get("torch", ""):
     majors["torch (a CPU build: a local wheel was picked)"] = 0
 cuda = sorted(set(majors.values()))
