@@ -90,12 +90,12 @@ def save_checkpoint(
     except WRITE_ERRORS as exc:
         error = error or exc
     if all_reduce_max(ctx, [float(error is not None)])[0]:  # every process learns of any failure
+        reason = _write_error(error, root) if error is not None else "a write failed on another process"
         if ctx.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
         kept = sorted(_complete(root), key=_step_of)
         raise TrainingHalted(
-            f"could not save checkpoint {final}: {_one_line(error) or 'a write failed on another process'}; "
-            f"kept {kept[-1].name if kept else 'no earlier checkpoint'}"
+            f"could not save checkpoint {final}: {reason}; kept {kept[-1].name if kept else 'no earlier checkpoint'}"
         )
     if ctx.is_main:
         if final.exists():
@@ -217,6 +217,20 @@ def train_state_of(state: dict[str, Any]) -> TrainState:
     """The :class:`TrainState` counters of a trainer_state.json (its other entries left out)."""
     names = {f.name for f in dataclasses.fields(TrainState)}
     return TrainState(**{k: v for k, v in state.items() if k in names})
+
+
+def _write_error(exc: BaseException, folder: Path) -> str:
+    """A failed write in one line. torch and safetensors report a full disk in their own words ("unexpected pos
+    ..."), so the free space left is named too (before the temporary folder is removed)."""
+    if isinstance(exc, OSError):
+        return _one_line(exc)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return _one_line(exc)
+    if free < 2**20:
+        return f"No space left on device ({free} bytes free; {type(exc).__name__}: {_one_line(exc)[:120]})"
+    return f"{_one_line(exc)} ({free / 2**20:.0f} MiB free on that disk)"
 
 
 def _one_line(exc: BaseException | None) -> str:
