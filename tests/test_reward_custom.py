@@ -153,7 +153,8 @@ E2E_REWARD = textwrap.dedent(
     def score(response, answer, example):
         if example["id"] == "r1":
             raise ValueError("this row always fails")
-        return {"total": float(len(response) > 0), "difficulty": example["difficulty"]}
+        # accuracy and mean are the trainer's names too (issue 29): logged as reward/custom/*, ours stay ours
+        return {"total": float(len(response) > 0), "difficulty": example["difficulty"], "accuracy": 7.0, "mean": 9.0}
     """
 )
 
@@ -202,3 +203,4 @@ def test_train_with_own_reward_on_own_parquet_data(tiny_text_dir, tmp_path):
     assert row["reward/function_errors"] == 2  # the two responses of row r1, scored 0
     assert row["reward/custom/difficulty"] == pytest.approx(3 * 6 / 8)
     assert row["reward/mean"] == pytest.approx(6 / 8) and first["data/train_kept"] == 4
+    assert row["reward/custom/mean"] == pytest.approx(9.0 * 6 / 8) and row["reward/accuracy"] <= 1.0
