@@ -256,3 +256,25 @@ def test_full_disk_during_a_checkpoint_on_a_small_tmpfs(small_tmpfs, toy_dir, ca
     from mm_gmpo.trainer.checkpoint import checkpoint_problem
 
     assert all(checkpoint_problem(p) is None for p in kept)
+
+
+def test_under_torchrun_every_process_refuses_with_the_main_process_line(tmp_path, toy_dir):
+    """Only the main process checks and locks the folder; the others wait for its verdict and stop with the same
+    line instead of hanging in a barrier or touching the folder."""
+    import os
+    import sys
+
+    from mm_gmpo.trainer.dist import free_port
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           "-m", "mm_gmpo", "train", str(REPO / "configs/toy_text_gmpo.yaml"), f"trainer.output_dir={run}",
+           f"model.path={toy_dir}", *TOY, "trainer.max_steps=2"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode != 0
+    ours = [line for line in done.stderr.splitlines() if line.startswith("mm-gmpo train: error:")]
+    assert len(ours) == 2 and all(f"trainer.output_dir={run} holds an earlier run" in line for line in ours)
+    assert (run / "metrics.jsonl").read_text() == '{"step": 1}\n'

@@ -74,15 +74,7 @@ class Trainer:
         seed_everything(cfg.trainer.seed + self.ctx.rank)
         self.run_dir = Path(cfg.trainer.output_dir)
         self._lock = None  # the run folder's lock file, held open by the main process for the whole run
-        if self.ctx.is_main:
-            check_output_dir(self.run_dir)  # a file, under a file, not writable: one line, before any model loads
-            # one run per folder: a live run's lock, an earlier run without resume_from (or moved aside)
-            resume, overwrite = bool(cfg.trainer.resume_from), cfg.trainer.overwrite
-            self._lock = claim_output_dir(self.run_dir, resume=resume, overwrite=overwrite)
-            try:
-                save_config(cfg, self.run_dir / "config.yaml")
-            except OSError as exc:
-                raise TrainingHalted(f"could not write {self.run_dir / 'config.yaml'}: {exc}") from exc
+        self._claim_run_dir()
         resume_folder = None
         if cfg.trainer.resume_from:  # damaged checkpoints, changed step settings: before any model loads
             resume_folder = latest_checkpoint(cfg.trainer.resume_from)
@@ -164,6 +156,28 @@ class Trainer:
             config=to_dict(cfg),
             resume_step=resume_step,
         )
+
+    def _claim_run_dir(self) -> None:
+        """The main process alone checks, locks and (``trainer.overwrite``) clears the run folder and writes the
+        config; the others wait for its verdict and fail with the same line, so none races it or hangs."""
+        cfg, problem = self.cfg, None
+        if self.ctx.is_main:
+            try:
+                check_output_dir(self.run_dir)  # a file, under a file, not writable: before any model loads
+                # one run per folder: a live run's lock; an earlier run without resume_from (or moved aside)
+                resume, overwrite = bool(cfg.trainer.resume_from), cfg.trainer.overwrite
+                self._lock = claim_output_dir(self.run_dir, resume=resume, overwrite=overwrite)
+                try:
+                    save_config(cfg, self.run_dir / "config.yaml")
+                except OSError as exc:
+                    raise UserError(f"could not write {self.run_dir / 'config.yaml'}: {exc}") from exc
+            except UserError as exc:
+                problem = exc
+        verdicts = dist.gather_objects(self.ctx, None if problem is None else str(problem))
+        if problem is not None:
+            raise problem
+        if verdicts[0] is not None:
+            raise UserError(verdicts[0])
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> TrainState:
