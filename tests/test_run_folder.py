@@ -91,7 +91,7 @@ def test_a_live_run_holds_its_folder(tmp_path, toy_dir, capsys):
 
     run = tmp_path / "run"
     run.mkdir()
-    held = claim_output_dir(run, resume=False, overwrite=False)  # what a live run's main process holds
+    held = claim_output_dir(run, resume_from="", overwrite=False)  # what a live run's main process holds
     try:
         assert _train(run, toy_dir, "trainer.max_steps=1") == 2
         line = _one_error_line(capsys)
@@ -168,13 +168,13 @@ def test_damaged_config_state_or_another_model_is_one_line(tmp_path, toy_dir, tw
     last = run / "checkpoints/checkpoint-2"
     cases = []
     (last / "config.json").write_text("")
-    cases.append((last, "damaged checkpoint (config.json unreadable"))
+    cases.append((run, last, "damaged checkpoint (config.json unreadable"))
     empty = _copy(two_checkpoints, tmp_path / "state")
     state = empty / "checkpoints/checkpoint-2/trainer_state.json"
     state.write_text(json.dumps({**json.loads(state.read_text()), "round": "one"}))
-    cases.append((state.parent, "damaged checkpoint (trainer_state.json has round='one', not a non-negative"))
-    for folder, expected in cases:
-        assert _train(run, toy_dir, "trainer.max_steps=3", f"trainer.resume_from={folder}") == 2
+    cases.append((empty, state.parent, "damaged checkpoint (trainer_state.json has round='one', not a non-negative"))
+    for out, folder, expected in cases:
+        assert _train(out, toy_dir, "trainer.max_steps=3", f"trainer.resume_from={folder}") == 2
         assert expected in _one_error_line(capsys)
     other = make_toy_model(tmp_path / "other", task="chain_sum", hidden=64, layers=1, heads=2, kv_heads=1,
                            intermediate=64)  # fmt: skip
@@ -278,3 +278,17 @@ def test_under_torchrun_every_process_refuses_with_the_main_process_line(tmp_pat
     ours = [line for line in done.stderr.splitlines() if line.startswith("mm-gmpo train: error:")]
     assert len(ours) == 2 and all(f"trainer.output_dir={run} holds an earlier run" in line for line in ours)
     assert (run / "metrics.jsonl").read_text() == '{"step": 1}\n'
+
+
+def test_a_resume_may_continue_its_own_folder_only(tmp_path):
+    from mm_gmpo.errors import UserError
+    from mm_gmpo.trainer.setup import claim_output_dir
+
+    run, other = tmp_path / "run", tmp_path / "other"
+    for folder in (run, other):
+        (folder / "checkpoints/checkpoint-2").mkdir(parents=True)
+    for resume_from in (str(run), str(run / "checkpoints/checkpoint-2"), f"{tmp_path}/./run/"):
+        claim_output_dir(run, resume_from=resume_from, overwrite=False).close()
+    with pytest.raises(UserError, match=rf"holds an earlier run .*\(trainer.resume_from={other} is another run's\)"):
+        claim_output_dir(run, resume_from=str(other), overwrite=False)
+    assert (run / "checkpoints/checkpoint-2").is_dir()

@@ -144,11 +144,15 @@ def holds_a_run(path: Path) -> bool:
     return (path / "metrics.jsonl").exists() or (checkpoints.is_dir() and any(checkpoints.iterdir()))
 
 
-def claim_output_dir(path: Path, *, resume: bool, overwrite: bool):
+def claim_output_dir(path: Path, *, resume_from: str, overwrite: bool):
     """Make ``path`` this run's own (main process only, after :func:`check_output_dir`): take its lock file (the
     open file is returned and must stay open for the whole run; the lock goes with the process), then refuse an
-    earlier run's folder unless resuming (``trainer.resume_from``) or, with ``trainer.overwrite``, move the
-    earlier run's files aside into ``<path>.old-<UTC time>`` (never deleted). One line, exit 2, otherwise."""
+    earlier run's folder unless resuming it (``trainer.resume_from`` is ``path`` or a checkpoint in it) or, with
+    ``trainer.overwrite``, move the earlier run's files aside into ``<path>.old-<UTC time>`` (never deleted).
+    One line, exit 2, otherwise."""
+    here = path.resolve()
+    source = Path(resume_from).resolve() if resume_from else None
+    resume = source is not None and (source == here or here in source.parents)
     import fcntl
 
     lock_path = path / LOCK_NAME
@@ -169,9 +173,10 @@ def claim_output_dir(path: Path, *, resume: bool, overwrite: bool):
     if holds_a_run(path) and not resume:
         if not overwrite:
             lock.close()
+            elsewhere = f" (trainer.resume_from={resume_from} is another run's)" if resume_from else ""
             raise UserError(
-                f"trainer.output_dir={path} holds an earlier run (metrics.jsonl or checkpoints/): continue it with "
-                f"trainer.resume_from={path}, choose another folder, or trainer.overwrite=true (moves it aside)"
+                f"trainer.output_dir={path} holds an earlier run (metrics.jsonl or checkpoints/){elsewhere}: continue "
+                f"it with trainer.resume_from={path}, choose another folder, or trainer.overwrite=true (moves it aside)"
             )
         try:
             moved = _move_aside(path)

@@ -165,8 +165,8 @@ class Trainer:
             try:
                 check_output_dir(self.run_dir)  # a file, under a file, not writable: before any model loads
                 # one run per folder: a live run's lock; an earlier run without resume_from (or moved aside)
-                resume, overwrite = bool(cfg.trainer.resume_from), cfg.trainer.overwrite
-                self._lock = claim_output_dir(self.run_dir, resume=resume, overwrite=overwrite)
+                resume_from, overwrite = cfg.trainer.resume_from, cfg.trainer.overwrite
+                self._lock = claim_output_dir(self.run_dir, resume_from=resume_from, overwrite=overwrite)
                 try:
                     save_config(cfg, self.run_dir / "config.yaml")
                 except OSError as exc:
