@@ -195,6 +195,9 @@ class TrainerConfig:
     save_every: int = 0  # optimizer steps between checkpoints (a multiple of updates_per_round); 0: at the end
     keep_last: int = 2  # checkpoints kept
     resume_from: str = ""  # run directory (newest checkpoint) or a checkpoint folder to continue from
+    overwrite: bool = (
+        False  # output_dir holds an earlier run and no resume_from: move it aside to <output_dir>.old-<time>
+    )
     deepspeed: str = ""  # DeepSpeed JSON (configs/deepspeed/zero2.json); empty: plain PyTorch
     lr: float = 1e-6
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])

@@ -134,7 +134,15 @@ def jobs(setting: Setting, root: Path, seeds: list[int], arms: list[str], overri
             job = (f"{start} seed {warm_seed}", start_dir, [*sft, *overrides, "--out", str(start_dir)])
             warm.setdefault(start_dir, job)  # the first arm's config: the arms share model, data and warmstart
             out = run_dir(root, arm, seed)
-            train = [*cli, "train", config, f"trainer.seed={seed}", f"trainer.output_dir={out}"]
+            # a job rerun after a kill starts afresh; the killed run is moved aside (run.old-<time>), not deleted
+            train = [
+                *cli,
+                "train",
+                config,
+                f"trainer.seed={seed}",
+                f"trainer.output_dir={out}",
+                "trainer.overwrite=true",
+            ]
             settings = [f"model.path={start_dir}", "warmstart.steps=0", "trainer.num_threads=1"]
             rl.append((f"{arm} seed {seed}", out, [*train, *settings, *extra, *overrides]))
     return list(warm.values()), rl

@@ -30,6 +30,7 @@ class _Model:
         if self.fail:
             raise self.fail
         save_file({"w": torch.arange(1000, dtype=torch.float32)}, Path(folder) / "model.safetensors")
+        (Path(folder) / "config.json").write_text('{"model_type": "qwen2", "hidden_size": 8}')
 
 
 class _Updater:

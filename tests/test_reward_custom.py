@@ -131,8 +131,8 @@ def test_truncated_responses_score_zero_and_metrics_are_named():
     )
     assert scores.total[1] == 0.0 and scores.named["correct"] == [1.0, 0.0]
     metrics = named_reward_metrics(DistContext(), scores)
-    assert metrics["reward/correct"] == 0.5 and metrics["reward/function_errors"] == 0.0
-    assert "reward/total" not in metrics and 0.0 < metrics["reward/brevity"] < 0.5
+    assert metrics["reward/custom/correct"] == 0.5 and metrics["reward/function_errors"] == 0.0
+    assert "reward/custom/total" not in metrics and 0.0 < metrics["reward/custom/brevity"] < 0.5
 
 
 def test_example_fields_leave_images_out():
@@ -153,7 +153,8 @@ E2E_REWARD = textwrap.dedent(
     def score(response, answer, example):
         if example["id"] == "r1":
             raise ValueError("this row always fails")
-        return {"total": float(len(response) > 0), "difficulty": example["difficulty"]}
+        # accuracy and mean are the trainer's names too (issue 29): logged as reward/custom/*, ours stay ours
+        return {"total": float(len(response) > 0), "difficulty": example["difficulty"], "accuracy": 7.0, "mean": 9.0}
     """
 )
 
@@ -200,5 +201,6 @@ def test_train_with_own_reward_on_own_parquet_data(tiny_text_dir, tmp_path):
     assert code == 0
     first, row = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert row["reward/function_errors"] == 2  # the two responses of row r1, scored 0
-    assert row["reward/difficulty"] == pytest.approx(3 * 6 / 8)
+    assert row["reward/custom/difficulty"] == pytest.approx(3 * 6 / 8)
     assert row["reward/mean"] == pytest.approx(6 / 8) and first["data/train_kept"] == 4
+    assert row["reward/custom/mean"] == pytest.approx(9.0 * 6 / 8) and row["reward/accuracy"] <= 1.0

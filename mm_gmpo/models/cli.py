@@ -11,7 +11,7 @@ from mm_gmpo.models.tiny import TinyModelSpec
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TinyModelSpec()
     parser.add_argument("--kind", choices=["qwen2_5_vl", "qwen2"], default=defaults.kind)
-    parser.add_argument("--out", required=True, help="output folder (created)")
+    parser.add_argument("--out", required=True, help="output folder (created; an existing one must be empty)")
     for f in dataclasses.fields(TinyModelSpec):
         if f.name in ("kind",):
             continue
@@ -20,7 +20,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mm_gmpo.errors import UserError
     from mm_gmpo.models.tiny import make_tiny_model
+
+    out_dir = Path(args.out)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        what = "a file" if not out_dir.is_dir() else "a folder that is not empty"
+        raise UserError(f"--out {out_dir} is {what}: a tiny model is written into a new or empty folder only")
 
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TinyModelSpec)}
     out = make_tiny_model(TinyModelSpec(**fields), args.out)

@@ -3,13 +3,18 @@
 The function is called as ``fn(response, answer, example)`` with the response text, the gold answer and a dict of
 the example's other fields (``id``, ``problem``, ``choices``, ``source`` and its meta: ``level``, ``subject``, extra
 columns of a user's dataset, ...), and returns a float, or a dict of named float scores with a ``total`` key (the
-reward; every named score is logged as ``reward/<name>``). It runs in the verifier's worker processes under the
-same time and memory bound as the verifier; a raise, a bad return value or a timeout scores 0 and is counted.
-The built-in verifier is importable inside it: ``from mm_gmpo.reward import verify, grade``.
+reward; every named score is logged as ``reward/custom/<name>``, so no name can overwrite the trainer's own
+``reward/*`` metrics). It runs in the verifier's worker processes under the same time and memory bound as the
+verifier; a raise, a bad return value (a score that is not a number, or beyond float32's range, which the trainer
+computes advantages in) or a timeout scores 0 and is counted, and the first error text is logged once. Before
+training, the file is imported once in a separate process under the same time bound (``reward.timeout``): an
+import that raises, calls ``sys.exit`` or hangs stops the run with one line. The built-in verifier is importable
+inside it: ``from mm_gmpo.reward import verify, grade``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -93,31 +98,48 @@ def as_score(value: Any) -> CustomScore:
         for key, score in value.items():
             number = _number(score)
             if number is None:
-                return CustomScore(0.0, error=f"score {key!r} is {score!r}, not a finite number")
+                return CustomScore(0.0, error=f"score {key!r} is {score!r}, {_not_a_score(score)}")
             named[str(key)] = number
         return CustomScore(named["total"], named)
     number = _number(value)
     if number is None:
-        return CustomScore(0.0, error=f"returned {value!r}, not a finite number or a dict with 'total'")
+        return CustomScore(0.0, error=f"returned {value!r}, {_not_a_score(value)} (or a dict with 'total')")
     return CustomScore(number, {"total": number})
 
 
+SCORE_LIMIT = 3.4028234663852886e38  # float32's largest finite value: rewards become float32 for the advantages
+
+
 def _number(value: Any) -> float | None:
-    """A finite float from a number (bool, int, float, numpy or torch scalar); None for anything else."""
+    """A float within +-SCORE_LIMIT from a number (bool, int, float, numpy or torch scalar); None for anything
+    else (see :func:`_not_a_score` for why)."""
     if isinstance(value, (str, bytes)):
         return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    return number if math.isfinite(number) else None
+    return number if abs(number) <= SCORE_LIMIT else None  # False for nan too
+
+
+def _not_a_score(value: Any) -> str:
+    """Why ``value`` is no score (for a value :func:`_number` refused)."""
+    try:
+        number = float(value) if not isinstance(value, (str, bytes)) else None
+    except (TypeError, ValueError, OverflowError):
+        number = None
+    if number is None:
+        return "not a number"
+    if not math.isfinite(number):
+        return "not a finite number"
+    return f"beyond the +-{SCORE_LIMIT:.4g} a reward can take (float32)"
 
 
 def call_reward(fn: Callable[..., Any], response: str, answer: str, example: dict) -> CustomScore:
     """One call, any exception caught and reported as an error scored 0 (what the worker runs per item)."""
     try:
         return as_score(fn(response, answer, example))
-    except Exception as exc:  # noqa: BLE001 (one bad item must not stop training)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 (one bad item must not stop training, nor sys.exit)
         return CustomScore(0.0, error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
 
@@ -137,3 +159,78 @@ def _picklable_scalar(value: Any) -> bool:
     if isinstance(value, dict):
         return all(isinstance(k, str) and _picklable_scalar(v) for k, v in value.items())
     return False
+
+
+_START_SECONDS = 120.0  # a spawned process imports Python, mm_gmpo.reward and sympy before the clock starts
+
+
+def check_reward_function(spec: str, timeout: float) -> None:
+    """Import ``spec`` (:func:`load_reward_function`) once in a separate process, the import bounded by
+    ``timeout`` seconds (``reward.timeout``, the bound of a call) once the process has started. Raises
+    :class:`UserError` in one line for anything :func:`load_reward_function` refuses and for an import that
+    calls ``sys.exit``, ends its process or hangs (the process and its process group are killed)."""
+    import multiprocessing as mp
+    import time
+
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_check_in_child, args=(child, spec), daemon=True)
+    process.start()
+    child.close()
+    try:
+        deadline = time.monotonic() + _START_SECONDS
+        for expected in ("started", "result"):
+            if not parent.poll(max(0.0, deadline - time.monotonic())):
+                if expected == "started":
+                    raise UserError(f"{KEY}={spec}: the process that imports it did not start in {_START_SECONDS:g}s")
+                raise UserError(
+                    f"{KEY}={spec}: importing it took over reward.timeout={timeout:g}s (it hangs, or raise "
+                    "reward.timeout)"
+                )
+            try:
+                tag, payload = parent.recv()
+            except (EOFError, OSError):
+                process.join(timeout=5)
+                raise UserError(
+                    f"{KEY}={spec}: importing it ended the process (exit code {process.exitcode})"
+                ) from None
+            if tag == "error":
+                raise UserError(payload)
+            deadline = time.monotonic() + timeout  # the import itself: the bound of a call
+    finally:
+        parent.close()
+        kill_process_group(process)
+
+
+def _check_in_child(conn, spec: str) -> None:
+    import os
+
+    os.setpgid(0, 0)  # its own process group: a kill reaches whatever the import started
+    import mm_gmpo.reward  # noqa: F401 (what a reward file is told to import; loaded before the clock starts)
+
+    conn.send(("started", None))
+    try:
+        load_reward_function(spec)
+    except UserError as exc:
+        conn.send(("error", str(exc)))
+    except BaseException as exc:  # noqa: BLE001 (sys.exit or anything else at import: one line for the user)
+        what = f"exit code {exc.code}" if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"
+        conn.send(("error", f"{KEY}={spec}: importing it called sys.exit ({what})" if isinstance(exc, SystemExit)
+                   else f"{KEY}={spec}: importing it failed ({what})"))  # fmt: skip
+    else:
+        conn.send(("ok", None))
+    conn.close()
+
+
+def kill_process_group(process) -> None:
+    """Kill ``process`` (a multiprocessing process that made itself a process-group leader) and every process it
+    started in its group; wait for it."""
+    import os
+    import signal
+
+    if process.pid is not None:  # not (yet) a group leader, or the group is gone: nothing to do
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+    if process.is_alive():
+        process.kill()
+    process.join(timeout=5)

@@ -33,8 +33,10 @@ _MAX_START_FAILURES = 5
 def _worker_main(conn: Connection, memory_mb: int, grader: str, reward_function: str = "") -> None:
     """Worker loop: import, warm up, bound the address space, then grade (or score) items until told to stop."""
     import importlib
+    import os
     import signal
 
+    os.setpgid(0, 0)  # its own process group: a kill (timeout, close) also ends what a reward function started
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # so is a scheduler's SIGTERM (workers stop by message or kill)
     from mm_gmpo.reward.symbolic import warm_up
@@ -47,8 +49,8 @@ def _worker_main(conn: Connection, memory_mb: int, grader: str, reward_function:
 
         try:
             custom = load_reward_function(reward_function)
-        except Exception as exc:  # noqa: BLE001 (reported per item, scored 0)
-            custom_error = str(exc)
+        except BaseException as exc:  # noqa: BLE001 (sys.exit too: reported per item, scored 0)
+            custom_error = str(exc) or type(exc).__name__
 
     warm_up()  # warm the parser before the clock of any real item starts
     getattr(importlib.import_module(module), "warm_up", lambda: None)()  # and the grader's own (official: math_verify)
@@ -124,9 +126,10 @@ class _Worker:
         self.deadline = 0.0
 
     def kill(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(timeout=5)
+        """Kill the worker and its process group (what a reward function started in it), then wait for it."""
+        from mm_gmpo.reward.custom import kill_process_group
+
+        kill_process_group(self.process)
         self.conn.close()
 
 
@@ -162,6 +165,7 @@ class VerifierPool:
         self.timeouts = 0  # items graded "timeout" since the pool started
         self.errors = 0  # items graded "error"
         self.function_errors = 0  # score_batch items that raised, returned a bad value, overran or died
+        self._error_shown = False  # the first failing score_batch item's error text is logged, once
 
     @classmethod
     def from_reward_config(cls, reward, workers: int | None = None) -> VerifierPool:
@@ -235,6 +239,10 @@ class VerifierPool:
         with self._lock:
             results = self._run(items)
         self.function_errors += sum(bool(r.error) for r in results)
+        first = next((r.error for r in results if r.error), "")
+        if first and not self._error_shown:
+            self._error_shown = True
+            logger.warning("reward.function failed (scored 0; first error, shown once): %s", first)
         return results
 
     def _run(self, items: list[tuple]) -> list:

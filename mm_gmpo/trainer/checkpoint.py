@@ -3,18 +3,19 @@
 A checkpoint is written into a temporary folder and renamed into place only when complete, so a kill during the
 write leaves the previous checkpoint usable; a write that fails (disk full) removes the temporary folder and stops
 the run with one line. Resuming from a run directory takes the newest folder named exactly ``checkpoint-<step>``
-that passes :func:`checkpoint_problem` (complete safetensors and torch files), skipping damaged ones with a
+that passes :func:`checkpoint_problem` (every file it needs present and complete), skipping damaged ones with a
 warning. Layout::
 
     RUN_DIR/checkpoints/checkpoint-<step>/
         config.json, model.safetensors, ...   # loadable by transformers and vLLM as they are
-        trainer_state.json                    # step, round, data position, counters
+        trainer_state.json                    # step, round, data position, counters; processes; step settings
         rng-rank<r>.pt                        # RNG states per process
         optimizer.pt | deepspeed/             # optimizer and scheduler state
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -31,10 +32,17 @@ import torch
 from mm_gmpo.errors import TrainingHalted, UserError
 from mm_gmpo.trainer.dist import DistContext, all_reduce_max, barrier
 from mm_gmpo.trainer.policy import strip_prefix
+from mm_gmpo.trainer.state import TrainState
+
+try:  # safetensors reports a failed write (disk full) as its own error, not an OSError
+    from safetensors import SafetensorError as _SafetensorError
+except ImportError:  # pragma: no cover
+    _SafetensorError = OSError
 
 log = logging.getLogger(__name__)
 
 PREFIX = "checkpoint-"
+WRITE_ERRORS = (OSError, RuntimeError, _SafetensorError)  # what a failed write raises (torch: RuntimeError)
 _NAME = re.compile(rf"{PREFIX}\d+")
 
 
@@ -47,12 +55,15 @@ def save_checkpoint(
 ) -> Path:
     """Write checkpoint-<step> atomically (all processes take part); returns its folder.
 
-    An OSError of any process's writes (disk full, permissions) removes the temporary folder, keeps the previous
-    checkpoints and raises :class:`TrainingHalted` on every process, saying why in one line."""
+    A failed write of any process (disk full, permissions: an OSError, or the RuntimeError/SafetensorError torch
+    and safetensors turn it into) removes the temporary folder, keeps the previous checkpoints and raises
+    :class:`TrainingHalted` on every process, saying why in one line. ``state`` is stored with the number of
+    processes (``processes``: one RNG file each)."""
+    state = {**state, "processes": ctx.world_size}
     root = checkpoint_dir(run_dir)
     final = root / f"{PREFIX}{step}"
     tmp = root / f".tmp-{PREFIX}{step}"
-    error: OSError | None = None
+    error: Exception | None = None
     if ctx.is_main:
         try:
             for stale in root.glob(f".tmp-{PREFIX}*"):  # left by a kill during an earlier write
@@ -71,20 +82,20 @@ def save_checkpoint(
                 model.save_pretrained(tmp)
             processor.save_pretrained(tmp)
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
-    except OSError as exc:
+    except WRITE_ERRORS as exc:
         error = exc
     try:
         updater.save_state(tmp)  # collective under DeepSpeed: every process calls it
         torch.save(_rng_state(), tmp / f"rng-rank{ctx.rank}.pt")
-    except OSError as exc:
+    except WRITE_ERRORS as exc:
         error = error or exc
     if all_reduce_max(ctx, [float(error is not None)])[0]:  # every process learns of any failure
+        reason = _write_error(error, root) if error is not None else "a write failed on another process"
         if ctx.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
         kept = sorted(_complete(root), key=_step_of)
         raise TrainingHalted(
-            f"could not save checkpoint {final}: {error or 'a write failed on another process'}; "
-            f"kept {kept[-1].name if kept else 'no earlier checkpoint'}"
+            f"could not save checkpoint {final}: {reason}; kept {kept[-1].name if kept else 'no earlier checkpoint'}"
         )
     if ctx.is_main:
         if final.exists():
@@ -114,13 +125,29 @@ def latest_checkpoint(path: str | Path) -> Path:
 
 
 def checkpoint_problem(folder: Path) -> str | None:
-    """Why ``folder`` cannot be resumed from (a truncated or missing file), or None. Cheap: reads headers only."""
+    """Why ``folder`` cannot be resumed from (a truncated or missing file, a trainer state or model config that
+    does not parse, a missing RNG file of a process), or None. Cheap: reads headers only."""
     try:
         state = json.loads((folder / "trainer_state.json").read_text())
     except (OSError, ValueError) as exc:
         return f"trainer_state.json unreadable: {exc}"
-    if not isinstance(state, dict) or "step" not in state:
-        return "trainer_state.json has no step"
+    problem = _state_problem(state)
+    if problem:
+        return f"trainer_state.json {problem}"
+    config_name = "adapter_config.json" if (folder / "adapter_config.json").is_file() else "config.json"  # LoRA
+    try:
+        model_config = json.loads((folder / config_name).read_text())
+    except (OSError, ValueError) as exc:
+        return f"{config_name} unreadable: {_one_line(exc)}"
+    if not isinstance(model_config, dict) or not model_config:
+        return f"{config_name} is not a JSON object with the model's settings"
+    if config_name == "config.json" and not model_config.get("model_type"):
+        return "config.json has no model_type"
+    missing_rng = [
+        f"rng-rank{r}.pt" for r in range(state.get("processes", 1)) if not (folder / f"rng-rank{r}.pt").is_file()
+    ]
+    if missing_rng:  # without them the resume would not be exact
+        return f"missing RNG state {', '.join(missing_rng)}"
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         return "no *.safetensors weights"
@@ -159,11 +186,58 @@ def _safetensors_complete(file: Path) -> bool:
     return size >= 8 + header_size + max(ends, default=0)
 
 
+def _state_problem(state: Any) -> str | None:
+    """What is wrong with a parsed trainer_state.json (not an object, no step, a counter that is not an int >= 0)."""
+    if not isinstance(state, dict) or "step" not in state:
+        return "has no step"
+    counters = [f.name for f in dataclasses.fields(TrainState)] + ["processes"]
+    for key in counters:
+        value = state.get(key, 0 if key != "processes" else 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "processes" else 0):
+            return f"has {key}={value!r}, not a {'positive' if key == 'processes' else 'non-negative'} integer"
+    if not isinstance(state.get("settings", {}), dict):
+        return f"has settings={state['settings']!r}, not an object"
+    return None
+
+
 def load_trainer_state(ctx: DistContext, folder: Path) -> dict[str, Any]:
+    """The checkpoint's trainer state (all of trainer_state.json); sets this process's RNG states from its file.
+    A process the checkpoint had no RNG file for (more processes now than then) keeps its seed, with a warning."""
+    state = json.loads((folder / "trainer_state.json").read_text())
     rng_file = folder / f"rng-rank{ctx.rank}.pt"
     if rng_file.is_file():
         _set_rng_state(torch.load(rng_file, weights_only=False))
-    return json.loads((folder / "trainer_state.json").read_text())
+    else:
+        log.warning("%s has no %s (saved by %s processes): this process's sampling is not resumed exactly",
+                    folder, rng_file.name, state.get("processes", 1))  # fmt: skip
+    return state
+
+
+def train_state_of(state: dict[str, Any]) -> TrainState:
+    """The :class:`TrainState` counters of a trainer_state.json (its other entries left out)."""
+    names = {f.name for f in dataclasses.fields(TrainState)}
+    return TrainState(**{k: v for k, v in state.items() if k in names})
+
+
+def _write_error(exc: BaseException, folder: Path) -> str:
+    """A failed write in one line. torch and safetensors report a full disk in their own words ("unexpected pos
+    ..."), so the free space left is named too (before the temporary folder is removed)."""
+    if isinstance(exc, OSError):
+        return _one_line(exc)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return _one_line(exc)
+    if free < 2**20:
+        return f"No space left on device ({free} bytes free; {type(exc).__name__}: {_one_line(exc)[:120]})"
+    return f"{_one_line(exc)} ({free / 2**20:.0f} MiB free on that disk)"
+
+
+def _one_line(exc: BaseException | None) -> str:
+    """An error as one line (torch's write errors span several)."""
+    if exc is None:
+        return ""
+    return " ".join((str(exc) or type(exc).__name__).split())[:300]
 
 
 def _complete(root: Path) -> list[Path]:

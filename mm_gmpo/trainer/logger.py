@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mm_gmpo.errors import require
+from mm_gmpo.errors import TrainingHalted, require
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +37,9 @@ class MetricsLogger:
             return
         if resume_step is not None and self.path.exists():
             kept = [line for line, row in _read_rows(self.path) if row.get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
-        elif self.path.exists():
-            self.path.unlink()
+            with self._writing():
+                self.path.write_text("".join(line + "\n" for line in kept))
+        # without a resume the file cannot exist: the trainer refuses (or moves aside) a folder holding a run
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -50,19 +52,35 @@ class MetricsLogger:
         if not self.enabled:
             return
         row = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
         numbers = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
-        if self._tb is not None:
-            for key, value in numbers.items():
-                self._tb.add_scalar(key, value, step)
-            self._tb.flush()
+        with self._writing():
+            with self.path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            if self._tb is not None:
+                for key, value in numbers.items():
+                    self._tb.add_scalar(key, value, step)
+                self._tb.flush()
         if self._wandb is not None:
             self._wandb.log(numbers, step=step)
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A failed write of the metrics (disk full: an OSError, or TensorBoard's own error from its writer
+        thread) stops the run in one line."""
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001 (tensorboard re-raises its writer thread's errors as they come)
+            self._tb = None  # closing it would raise the same error again
+            first = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise TrainingHalted(f"could not write the metrics to {self.path.parent}: {first}") from exc
+
     def close(self) -> None:
         if self._tb is not None:
-            self._tb.close()
+            try:
+                self._tb.close()
+            except Exception as exc:  # noqa: BLE001 (a full disk at the last flush: the run is over anyway)
+                log.warning("could not close the TensorBoard log in %s: %s", self.path.parent, exc)
+            self._tb = None
         if self._wandb is not None:
             self._wandb.finish()
 

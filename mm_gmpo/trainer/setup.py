@@ -68,9 +68,9 @@ def check_config(cfg: Config, world_size: int) -> None:
         if tp < 1 or world_size % tp:
             raise UserError(f"rollout.vllm_tensor_parallel_size={tp} must divide the {world_size} training processes")
     if cfg.reward.function:  # a bad path, a missing name or a wrong signature stops here, before any model loads
-        from mm_gmpo.reward.custom import load_reward_function
+        from mm_gmpo.reward.custom import check_reward_function
 
-        load_reward_function(cfg.reward.function)
+        check_reward_function(cfg.reward.function, cfg.reward.timeout)  # in a process: sys.exit, hangs bounded
     from mm_gmpo.data.synthetic import TASKS, TEXT_TASKS
 
     known = [*TASKS, *TEXT_TASKS]
@@ -133,6 +133,145 @@ def check_output_dir(path: str | Path) -> Path:
     except OSError as exc:
         raise UserError(f"trainer.output_dir={path} is not writable ({exc.strerror or exc})") from exc
     return path
+
+
+LOCK_NAME = ".mm-gmpo.lock"
+
+
+def holds_a_run(path: Path) -> bool:
+    """The folder holds an earlier run's work: its metrics.jsonl, or a non-empty checkpoints/ folder."""
+    checkpoints = path / "checkpoints"
+    return (path / "metrics.jsonl").exists() or (checkpoints.is_dir() and any(checkpoints.iterdir()))
+
+
+def claim_output_dir(path: Path, *, resume_from: str, overwrite: bool):
+    """Make ``path`` this run's own (main process only, after :func:`check_output_dir`): take its lock file (the
+    open file is returned and must stay open for the whole run; the lock goes with the process), then refuse an
+    earlier run's folder unless resuming it (``trainer.resume_from`` is ``path`` or a checkpoint in it) or, with
+    ``trainer.overwrite``, move the earlier run's files aside into ``<path>.old-<UTC time>`` (never deleted).
+    One line, exit 2, otherwise."""
+    here = path.resolve()
+    source = Path(resume_from).resolve() if resume_from else None
+    resume = source is not None and (source == here or here in source.parents)
+    import fcntl
+
+    lock_path = path / LOCK_NAME
+    try:
+        lock = lock_path.open("a+")
+    except OSError as exc:
+        raise UserError(f"trainer.output_dir={path}: cannot create the lock file {lock_path} ({exc})") from exc
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        lock.seek(0)
+        owner = lock.read().strip()
+        lock.close()
+        raise UserError(
+            f"trainer.output_dir={path} is in use by another live run{f' ({owner})' if owner else ''}: "
+            "wait for it to end, or choose another folder"
+        ) from exc
+    if holds_a_run(path) and not resume:
+        if not overwrite:
+            lock.close()
+            elsewhere = f" (trainer.resume_from={resume_from} is another run's)" if resume_from else ""
+            raise UserError(
+                f"trainer.output_dir={path} holds an earlier run (metrics.jsonl or checkpoints/){elsewhere}: continue "
+                f"it with trainer.resume_from={path}, choose another folder, or trainer.overwrite=true (moves it aside)"
+            )
+        try:
+            moved = _move_aside(path)
+        except OSError as exc:
+            lock.close()
+            raise UserError(f"trainer.overwrite: could not move the earlier run out of {path} ({exc})") from exc
+        log.warning("trainer.overwrite: the earlier run in %s was moved to %s", path, moved)
+    import os
+    import socket
+
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    lock.flush()
+    return lock
+
+
+def _move_aside(path: Path) -> Path:
+    """Move every entry of ``path`` but its lock file into a new sibling ``<path>.old-<UTC time>``."""
+    import time
+
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    target = path.with_name(f"{path.name}.old-{stamp}")
+    suffix = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.old-{stamp}-{suffix}")
+        suffix += 1
+    target.mkdir()
+    for entry in sorted(path.iterdir()):
+        if entry.name != LOCK_NAME:
+            entry.rename(target / entry.name)
+    return target
+
+
+def step_settings(cfg: Config) -> dict[str, int]:
+    """The keys a checkpoint's step and round counters are counted in: a resume must keep them."""
+    return {
+        "trainer.updates_per_round": cfg.trainer.updates_per_round,
+        "rollout.prompts_per_round": cfg.rollout.prompts_per_round,
+        "rollout.n": cfg.rollout.n,
+    }
+
+
+def check_resume(cfg: Config, folder: Path) -> None:
+    """Refuse, in one line naming the keys, a resume whose settings change the step arithmetic (steps per round,
+    prompts per round: the saved step, round and data position would no longer agree with the loop's)."""
+    import json
+
+    state = json.loads((folder / "trainer_state.json").read_text())  # parsed and checked by checkpoint_problem
+    saved = state.get("settings") or {}
+    changed = [f"{key}={now} (saved {saved[key]})" for key, now in step_settings(cfg).items()
+               if key in saved and saved[key] != now]  # fmt: skip
+    if changed:
+        raise UserError(
+            f"trainer.resume_from={cfg.trainer.resume_from}: {', '.join(changed)} would change how steps are "
+            f"counted from {folder.name}; resume with the saved values, or start a new run"
+        )
+    if state["step"] > cfg.trainer.max_steps:
+        raise UserError(
+            f"trainer.max_steps={cfg.trainer.max_steps} is below the step {state['step']} of {folder}: "
+            "raise trainer.max_steps to go on"
+        )
+
+
+_SHAPE_KEYS = ("model_type", "architectures", "hidden_size", "num_hidden_layers", "num_attention_heads",
+               "num_key_value_heads", "intermediate_size", "vocab_size", "depth", "out_hidden_size")  # fmt: skip
+
+
+def check_same_architecture(folder: Path, model_path: str) -> None:
+    """Refuse, in one line, a checkpoint of another architecture or size than ``model.path``'s model (compared
+    on its config.json, nested text/vision configs included), before any weights load."""
+    import json
+
+    try:
+        saved = json.loads((folder / "config.json").read_text())
+        current = json.loads((Path(model_path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # a LoRA checkpoint (adapter_config.json) or a hub model: the weight load itself decides
+    differences = _config_differences(saved, current, "")
+    if differences:
+        raise UserError(
+            f"trainer.resume_from={folder} is a checkpoint of another model than model.path={model_path} "
+            f"({'; '.join(differences[:3])})"
+        )
+
+
+def _config_differences(saved: dict, current: dict, prefix: str) -> list[str]:
+    out = []
+    for key in _SHAPE_KEYS:
+        if key in saved and key in current and saved[key] != current[key]:
+            out.append(f"{prefix}{key}: {saved[key]} in the checkpoint, {current[key]} in the model")
+    for key, value in saved.items():
+        if key.endswith("_config") and isinstance(value, dict) and isinstance(current.get(key), dict):
+            out.extend(_config_differences(value, current[key], f"{prefix}{key}."))
+    return out
 
 
 def seed_everything(seed: int) -> None:

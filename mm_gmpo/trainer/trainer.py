@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from mm_gmpo.algorithms import group_advantages
 from mm_gmpo.algorithms.registry import loss_unit, policy_loss_for
 from mm_gmpo.config import Config, save_config, to_dict
-from mm_gmpo.errors import TrainingHalted
+from mm_gmpo.errors import TrainingHalted, UserError
 from mm_gmpo.reward import VerifierPool, compute_rewards
 from mm_gmpo.reward.custom import example_fields
 from mm_gmpo.rollout import RolloutEngine, SamplingParams, assert_parity, default_tolerances, parity_report
@@ -37,7 +37,7 @@ from mm_gmpo.rollout.preflight import ParityReport
 from mm_gmpo.trainer import dist
 from mm_gmpo.trainer.balance import balance_rows
 from mm_gmpo.trainer.batch import TrainBatch
-from mm_gmpo.trainer.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from mm_gmpo.trainer.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, train_state_of
 from mm_gmpo.trainer.data import load_prompt_sets
 from mm_gmpo.trainer.dynamic import assemble_round, informative_groups
 from mm_gmpo.trainer.interrupt import StopRequest
@@ -51,8 +51,12 @@ from mm_gmpo.trainer.setup import (
     build_updater,
     check_config,
     check_output_dir,
+    check_resume,
+    check_same_architecture,
+    claim_output_dir,
     ensure_model,
     seed_everything,
+    step_settings,
 )
 from mm_gmpo.trainer.state import TrainState, minibatch_permutation, next_prompt_indices, timed
 from mm_gmpo.trainer.update import UpdateSettings, no_grad_logprobs, update_round
@@ -69,11 +73,16 @@ class Trainer:
             torch.set_num_threads(cfg.trainer.num_threads)
         seed_everything(cfg.trainer.seed + self.ctx.rank)
         self.run_dir = Path(cfg.trainer.output_dir)
-        if self.ctx.is_main:
-            check_output_dir(self.run_dir)  # a file, under a file, not writable: one line, before any model loads
-            save_config(cfg, self.run_dir / "config.yaml")
+        self._lock = None  # the run folder's lock file, held open by the main process for the whole run
+        self._claim_run_dir()
+        resume_folder = None
+        if cfg.trainer.resume_from:  # damaged checkpoints, changed step settings: before any model loads
+            resume_folder = latest_checkpoint(cfg.trainer.resume_from)
+            check_resume(cfg, resume_folder)
 
         model_path = ensure_model(cfg, self.ctx)
+        if resume_folder is not None:
+            check_same_architecture(resume_folder, model_path)
         from mm_gmpo.models import load_processor
 
         self.processor = load_processor(model_path, min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels)
@@ -137,8 +146,8 @@ class Trainer:
         self.state = TrainState()
         self.stopped_by = 0  # the signal that stopped fit() at a round boundary (0: it ran to trainer.max_steps)
         resume_step = None
-        if cfg.trainer.resume_from:
-            resume_step = self._resume(latest_checkpoint(cfg.trainer.resume_from))
+        if resume_folder is not None:
+            resume_step = self._resume(resume_folder)
         self.logger = MetricsLogger(
             self.run_dir,
             enabled=self.ctx.is_main,
@@ -147,6 +156,28 @@ class Trainer:
             config=to_dict(cfg),
             resume_step=resume_step,
         )
+
+    def _claim_run_dir(self) -> None:
+        """The main process alone checks, locks and (``trainer.overwrite``) clears the run folder and writes the
+        config; the others wait for its verdict and fail with the same line, so none races it or hangs."""
+        cfg, problem = self.cfg, None
+        if self.ctx.is_main:
+            try:
+                check_output_dir(self.run_dir)  # a file, under a file, not writable: before any model loads
+                # one run per folder: a live run's lock; an earlier run without resume_from (or moved aside)
+                resume_from, overwrite = cfg.trainer.resume_from, cfg.trainer.overwrite
+                self._lock = claim_output_dir(self.run_dir, resume_from=resume_from, overwrite=overwrite)
+                try:
+                    save_config(cfg, self.run_dir / "config.yaml")
+                except OSError as exc:
+                    raise UserError(f"could not write {self.run_dir / 'config.yaml'}: {exc}") from exc
+            except UserError as exc:
+                problem = exc
+        verdicts = dist.gather_objects(self.ctx, None if problem is None else str(problem))
+        if problem is not None:
+            raise problem
+        if verdicts[0] is not None:
+            raise UserError(verdicts[0])
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> TrainState:
@@ -489,14 +520,18 @@ class Trainer:
             self.state.step,
             self.updater,
             self.processor,
-            self.state.to_dict(),
+            {**self.state.to_dict(), "settings": step_settings(self.cfg)},
             self.cfg.trainer.keep_last,
         )
 
     def _resume(self, folder: Path) -> int:
-        self.updater.load_weights(folder)
-        self.updater.load_state(folder)
-        self.state = TrainState(**load_trainer_state(self.ctx, folder))
+        try:
+            self.updater.load_weights(folder)
+            self.updater.load_state(folder)
+        except (RuntimeError, KeyError, ValueError) as exc:  # shapes or optimizer groups of another model or setup
+            first = " ".join(str(exc).split())[:300]
+            raise UserError(f"trainer.resume_from={folder} does not fit this model or optimizer ({first})") from exc
+        self.state = train_state_of(load_trainer_state(self.ctx, folder))
         self.rollout.sync_weights(self.policy)
         log.info("resumed from %s at step %d (round %d)", folder, self.state.step, self.state.round)
         return self.state.step
@@ -506,3 +541,6 @@ class Trainer:
         self.logger.close()
         self.rollout.close()
         dist.shutdown(self.ctx)
+        if self._lock is not None:
+            self._lock.close()  # releases the run folder's lock (so does the end of the process)
+            self._lock = None
