@@ -53,6 +53,33 @@ def _first(row: dict, *keys: str) -> Any:
     return next((row[k] for k in keys if row.get(k) not in (None, "", [])), None)
 
 
+def require_mapping(row: Any, *, dataset: str, index: int, where: str) -> None:
+    """A row must be a JSON object (a mapping of columns): ``null``, a list, a number or a string is a
+    :class:`BadRow` naming the dataset, row (0-based position) and file."""
+    if not isinstance(row, dict):
+        kind = "null" if row is None else type(row).__name__
+        raise BadRow(f"{dataset} row {index} ({where}): not a JSON object of columns ({kind})", "bad_row")
+
+
+def text_cell(value: Any, here: str, column: str) -> str:
+    """A problem cell as text: a string, or a number written out; an object, a list or a boolean is a
+    :class:`BadRow` (it would otherwise become its Python repr and be trained on)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise BadRow(f"{here}: {column} is a {type(value).__name__}, not text", f"bad_{column}")
+
+
+def answer_cell(value: Any, here: str) -> str:
+    """:func:`answer_text` of an answer cell; an object (mapping) is a :class:`BadRow`."""
+    if isinstance(value, dict) or (isinstance(value, (list, tuple)) and any(isinstance(v, dict) for v in value)):
+        raise BadRow(f"{here}: answer is an object, not text, a number or a list of them", "bad_answer")
+    return answer_text(value)
+
+
 def row_id(row: dict, index: int, dataset: str) -> str:
     value = _first(row, "id", "unique_id", "idx", "problem_id")
     return str(value) if value is not None else f"{dataset}-{index}"
@@ -60,12 +87,13 @@ def row_id(row: dict, index: int, dataset: str) -> str:
 
 def math_example(row: dict, *, dataset: str, index: int, where: str) -> Example:
     """A text-math row (MATH, MATH500, AIME, AMC, Minerva, OlympiadBench; local JSONL or hub columns)."""
+    require_mapping(row, dataset=dataset, index=index, where=where)
     ident = row_id(row, index, dataset)
     here = f"{dataset} row {ident} ({where})"
-    problem = str(_first(row, "problem", "question", "Problem", "Question") or "").strip()
+    problem = text_cell(_first(row, "problem", "question", "Problem", "Question"), here, "problem").strip()
     if not problem:
         raise BadRow(f"{here}: empty problem", "empty_problem")
-    answer = answer_text(_first(row, "answer", "final_answer", "expected_answer", "Answer"))
+    answer = answer_cell(_first(row, "answer", "final_answer", "expected_answer", "Answer"), here)
     if not answer:
         solution = _first(row, "solution", "Solution")
         answer = last_boxed(solution if isinstance(solution, str) else answer_text(solution)) or ""
@@ -103,8 +131,7 @@ def official_example(row: dict, *, dataset: str, index: int, where: str) -> Exam
     """A row of the official GMPO evaluation suite (``problem``, ``answer``: string, number or list of strings).
     ``answer`` is the display text (list items joined by ``", "``); ``meta["golds"]`` holds the golds as the
     official grader receives them (:func:`official_golds`)."""
-    if not isinstance(row, dict):
-        raise BadRow(f"{dataset} row {index} ({where}): not a JSON object", "bad_row")
+    require_mapping(row, dataset=dataset, index=index, where=where)
     ident = row_id(row, index, dataset)
     here = f"{dataset} row {ident} ({where})"
     problem = row.get("problem")
@@ -136,12 +163,13 @@ def geometry3k_example(
     row: dict, *, dataset: str, index: int, root: Path, where: str, render_missing: bool = True
 ) -> Example:
     """A Geometry3K row in the staged JSONL layout (``image`` relative to ``root`` or null, plus annotations)."""
+    require_mapping(row, dataset=dataset, index=index, where=where)
     ident = row_id(row, index, dataset)
     here = f"{dataset} row {ident} ({where})"
-    problem = str(row.get("problem") or "").replace("\r\n", "\n").strip()
+    problem = text_cell(row.get("problem"), here, "problem").replace("\r\n", "\n").strip()
     if not problem:
         raise BadRow(f"{here}: empty problem", "empty_problem")
-    answer = answer_text(row.get("answer"))
+    answer = answer_cell(row.get("answer"), here)
     if not answer:
         raise BadRow(f"{here}: missing or empty answer", "missing_answer")
     paths = row.get("images") or ([row["image"]] if row.get("image") else [])
@@ -161,14 +189,15 @@ def geometry3k_example(
 
 def geometry3k_hub_example(row: dict, *, dataset: str, index: int, where: str) -> Example:
     """A hiyouga/geometry3k row: ``images`` (list of PIL), ``problem`` starting with ``<image>``, ``answer``."""
+    require_mapping(row, dataset=dataset, index=index, where=where)
     ident = row_id(row, index, dataset)
     here = f"{dataset} row {ident} ({where})"
     images = list(row.get("images") or [])
-    problem = _strip_placeholders(str(row.get("problem") or ""), len(images), here, required=True)
+    problem = _strip_placeholders(text_cell(row.get("problem"), here, "problem"), len(images), here, required=True)
     problem = problem.replace("\r\n", "\n").strip()
     if not problem:
         raise BadRow(f"{here}: empty problem", "empty_problem")
-    answer = answer_text(row.get("answer"))
+    answer = answer_cell(row.get("answer"), here)
     if not answer:
         raise BadRow(f"{here}: missing or empty answer", "missing_answer")
     loaded = [open_image(_as_image_source(img), where=f"{here}, image {k}") for k, img in enumerate(images)]
@@ -222,10 +251,11 @@ def jsonl_example(row: dict, *, dataset: str, index: int, root: Path, where: str
     """A row of a user's JSONL file: ``problem``, ``answer``, optional ``id``, ``choices`` and ``images`` (or
     ``image``) as paths relative to the file's folder. ``<image>`` placeholders are optional; when present there
     must be one per image. Rows with Geometry3K annotations but no image get a rendered diagram."""
+    require_mapping(row, dataset=dataset, index=index, where=where)
     if row.get("point_positions") is not None or row.get("images") or row.get("image"):
         return geometry3k_example(row, dataset=dataset, index=index, root=root, where=where, render_missing=True)
     ident = row_id(row, index, dataset)
-    if IMAGE_PLACEHOLDER in str(row.get("problem") or ""):
+    if IMAGE_PLACEHOLDER in text_cell(row.get("problem"), f"{dataset} row {ident} ({where})", "problem"):
         raise BadRow(
             f"{dataset} row {ident} ({where}): {IMAGE_PLACEHOLDER} placeholder but no image", "image_mismatch"
         )
