@@ -343,3 +343,33 @@ def test_products_of_letters_before_a_power_are_respelled_for_sll():
     assert sll_friendly(r"ae^x") == (r"ae^x", False)  # e^x stays the exponential
     a, b = sympy.symbols("a b")
     assert sympy.expand(parse_latex(r"10ab^9") - 10 * a * b**9) == 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        r"\frac{a_{0}^{1}}{b+c}\cdot {d}^{2}",
+        r"y=2x+1",
+        r"x\leq 2",
+        r"11{z}^{7}(5+11{z}^{7})",
+        r"\sin^2 x+\cos(2y)",
+        "-3+x",
+    ],
+)
+def test_plain_expressions_parse_directly_to_the_grammars_tree(text):
+    """The direct ``relation`` route (no top-level lookahead) gives the tree the grammar's top rule gives."""
+    from mm_gmpo.reward import symbolic
+
+    if not hasattr(symbolic, "_TwoStageConverter"):
+        pytest.skip("another latex2sympy2_extended layout: no two-stage converter")
+    assert not symbolic._SET_SYNTAX_RE.search(text)
+    converter = symbolic._TwoStageConverter(None, None, False, config=symbolic._CONVERSION)
+    top_rule = super(symbolic._TwoStageConverter, converter).parse(text)
+    assert sympy.srepr(converter.parse(text)) == sympy.srepr(top_rule)
+
+
+@pytest.mark.parametrize("text", ["(1,2)", r"\{1,2\}", r"x\in[0,1)", r"\pm 2", "|x|", r"A\subseteq B", "1;2"])
+def test_set_syntax_takes_the_grammars_top_rule(text):
+    from mm_gmpo.reward import symbolic
+
+    assert symbolic._SET_SYNTAX_RE.search(text)
