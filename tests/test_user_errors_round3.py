@@ -237,3 +237,32 @@ def test_round_memory_bound_is_hand_computed():
     assert sampling_memory_bytes(10, 100) == 10 * 100 * BYTES_PER_TOKEN == 32_000
     assert memory_problem(10, 100, available=32_000) is None
     assert "need at least" in memory_problem(10, 100, available=31_999)
+
+
+@pytest.mark.parametrize(
+    ("cell", "message", "reason"),
+    [
+        ('"choices": 5', "choices must be a list of texts, got int", "bad_choices"),
+        ('"choices": {"A": 1}', "choices must be a list of texts, got dict", "bad_choices"),
+        ('"images": 7', "images must be a path or a list of paths", "bad_image"),
+    ],
+)
+def test_bad_choices_and_image_cells_are_bad_rows(cell, message, reason, tmp_path):
+    from mm_gmpo.data import load_examples
+    from mm_gmpo.errors import UserError
+
+    path = _write(tmp_path, '{"problem": "Find x.", "answer": "3", "point_positions": {"A": [0, 0]}, ' + cell + "}")
+    with pytest.raises(UserError, match=message):
+        load_examples(f"jsonl:{path}")
+    examples, stats = load_examples(f"jsonl:{path}", skip_invalid=True)
+    assert (len(examples), stats.skipped) == (1, {reason: 1})
+
+
+def test_intergps_data_json_not_an_object(tmp_path):
+    from mm_gmpo.data.images import BadRow
+    from mm_gmpo.data.rows import intergps_example
+
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "data.json").write_text("[1, 2]")
+    with pytest.raises(BadRow, match=r"row 7 .*data.json / logic_form.json is not a JSON object"):
+        intergps_example(tmp_path / "7", dataset="geometry3k:train")

@@ -149,8 +149,26 @@ def _strip_placeholders(problem: str, n_images: int, here: str, *, required: boo
     return problem.replace(IMAGE_PLACEHOLDER, "").strip()
 
 
-def _choices_meta(row: dict, answer: str) -> tuple[list[str] | None, dict]:
-    choices = [str(c) for c in row["choices"]] if row.get("choices") else None
+def choices_cell(value: Any, here: str) -> list[str] | None:
+    """A choices cell as a list of texts (None when absent or empty); anything but a list is a :class:`BadRow`."""
+    if value in (None, "", []):
+        return None
+    if not isinstance(value, (list, tuple)) or any(isinstance(c, (dict, list, tuple)) for c in value):
+        raise BadRow(f"{here}: choices must be a list of texts, got {type(value).__name__}", "bad_choices")
+    return [str(c) for c in value]
+
+
+def _image_paths(row: dict, here: str) -> list[str]:
+    """The row's image paths: ``images`` (a list of paths, or one path) or ``image``; anything else is a BadRow."""
+    value = row.get("images") or row.get("image") or []
+    value = [value] if isinstance(value, str) else value
+    if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) and p for p in value):
+        raise BadRow(f"{here}: images must be a path or a list of paths", "bad_image")
+    return list(value)
+
+
+def _choices_meta(row: dict, answer: str, here: str) -> tuple[list[str] | None, dict]:
+    choices = choices_cell(row.get("choices"), here)
     letter = row.get("answer_letter")
     if letter is None and choices and answer in choices:
         letter = "ABCD"[choices.index(answer)] if choices.index(answer) < 4 else None
@@ -172,7 +190,7 @@ def geometry3k_example(
     answer = answer_cell(row.get("answer"), here)
     if not answer:
         raise BadRow(f"{here}: missing or empty answer", "missing_answer")
-    paths = row.get("images") or ([row["image"]] if row.get("image") else [])
+    paths = _image_paths(row, here)
     problem = _strip_placeholders(problem, len(paths) or int(render_missing), here, required=False)
     rendered = bool(row.get("rendered"))  # prepared files mark diagrams that were drawn from the annotation
     if paths:
@@ -183,7 +201,7 @@ def geometry3k_example(
         images, rendered = [render_diagram(row)[0]], True
     else:
         raise BadRow(f"{here}: no image and no annotation to render one from", "missing_image")
-    choices, meta = _choices_meta(row, answer)
+    choices, meta = _choices_meta(row, answer, here)
     return Example(ident, problem, answer, choices, images, dataset, {**meta, "rendered": rendered})
 
 
@@ -201,7 +219,7 @@ def geometry3k_hub_example(row: dict, *, dataset: str, index: int, where: str) -
     if not answer:
         raise BadRow(f"{here}: missing or empty answer", "missing_answer")
     loaded = [open_image(_as_image_source(img), where=f"{here}, image {k}") for k, img in enumerate(images)]
-    choices, meta = _choices_meta(row, answer)
+    choices, meta = _choices_meta(row, answer, here)
     return Example(ident, problem, answer, choices, loaded, dataset, {**meta, "rendered": False})
 
 
@@ -227,7 +245,9 @@ def intergps_example(folder: Path, *, dataset: str, index: int = 0, render_missi
         logic = json.loads(logic_path.read_text(encoding="utf-8")) if logic_path.exists() else {}
     except (OSError, ValueError) as exc:
         raise BadRow(f"{here}: unreadable data.json / logic_form.json ({exc})", "bad_row") from exc
-    choices = [str(c) for c in data.get("choices") or []]
+    if not isinstance(data, dict) or not isinstance(logic, dict):
+        raise BadRow(f"{here}: data.json / logic_form.json is not a JSON object", "bad_row")
+    choices = choices_cell(data.get("choices"), here) or []
     letter = str(data.get("answer") or "").strip()
     if not letter or letter not in "ABCD"[: len(choices)] or not choices:
         raise BadRow(f"{here}: missing or invalid answer {letter!r} for choices {choices}", "missing_answer")
@@ -260,6 +280,5 @@ def jsonl_example(row: dict, *, dataset: str, index: int, root: Path, where: str
             f"{dataset} row {ident} ({where}): {IMAGE_PLACEHOLDER} placeholder but no image", "image_mismatch"
         )
     example = math_example(row, dataset=dataset, index=index, where=where)
-    if row.get("choices"):
-        example.choices = [str(c) for c in row["choices"]]
+    example.choices = choices_cell(row.get("choices"), f"{dataset} row {ident} ({where})") or example.choices
     return example
