@@ -103,11 +103,19 @@ def test_section_with_all_keys_commented_out_is_empty(tmp_path):
     assert (cfg.trainer.lr, cfg.rollout.n) == (3e-5, 4)
 
 
+def _offline(monkeypatch) -> None:
+    """As HF_HUB_OFFLINE=1 at start (the hub library reads it once, at import)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
 def test_hub_id_offline_is_one_line(monkeypatch):
     from mm_gmpo.errors import UserError
     from mm_gmpo.models import is_vision_model
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _offline(monkeypatch)
     with pytest.raises(UserError, match=r"^model no-such-org/no-such-model-xyz: its config cannot be loaded \("):
         is_vision_model("no-such-org/no-such-model-xyz")
 
@@ -266,3 +274,11 @@ def test_intergps_data_json_not_an_object(tmp_path):
     (tmp_path / "7" / "data.json").write_text("[1, 2]")
     with pytest.raises(BadRow, match=r"row 7 .*data.json / logic_form.json is not a JSON object"):
         intergps_example(tmp_path / "7", dataset="geometry3k:train")
+
+
+def test_eval_hub_id_offline_is_one_line(tmp_path, capsys, monkeypatch):
+    _offline(monkeypatch)
+    (tmp_path / "one.jsonl").write_text(GOOD + "\n")
+    argv = ["eval", "--model", "no-such-org/no-such-model-xyz", "--data", f"jsonl:{tmp_path}/one.jsonl"]
+    line = _one_error_line(argv, capsys)
+    assert line.startswith("mm-gmpo eval: error: model no-such-org/no-such-model-xyz: its config cannot be loaded (")
