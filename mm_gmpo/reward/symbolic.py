@@ -378,6 +378,12 @@ _WARMUP_PAIRS = (
     (r"2\sin x\cos x", r"\sin 2x"),
     (r"\tan x", r"\frac{\sin x}{\cos x}"),
     (r"\log_2 8", "3"),
+    (
+        r"$\frac{a_0 \cdot \left(\frac{b_0}{c + b_0}\right)^{0.5}}{(c + b_0)}$",
+        r"$\frac{a_{0}}{b_{0}} \frac{1}{\left(1+c / b_{0}\right)^{3 / 2}}$",
+    ),
+    (r"$5/2-3y/4$", r"$\frac{10-3y}{4}$"),
+    (r"12w^5(12w^5+7)", r"12w^{5}(7+12w^{5})"),
 )
 
 
@@ -389,8 +395,11 @@ def warm_up() -> None:
             _latex_to_sympy(text)  # the path grading takes (SLL on the respelled text, then LL)
         except Exception:  # noqa: BLE001 (warm-up only)
             logger.debug("warm-up parse failed: %s", text)
+    from mm_gmpo.reward.grading import clear_caches, grade  # the whole path: normalisation decides what is parsed
+
     for a, b in _WARMUP_PAIRS:
         try:
-            expressions_equal(parse_latex(a), parse_latex(b))
+            grade(a, b)
         except Exception:  # noqa: BLE001 (warm-up only)
             logger.debug("warm-up comparison failed: %s vs %s", a, b)
+    clear_caches()
