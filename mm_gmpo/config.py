@@ -256,10 +256,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise UserError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise UserError(_yaml_error(path, exc)) from exc
+        raw = read_yaml(path)
         if not isinstance(raw, dict):
             raise UserError(f"{path}: the top level must be a mapping of sections")
     for item in overrides or []:
@@ -268,6 +265,42 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise UserError(f"override {item!r} is not of the form key.sub=value")
         _set_dotted(raw, key.strip(), _parse_value(value))
     return _build(cls, raw, prefix="", root=cls)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} given twice (lines {first} and {key_node.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content (empty: ``{}``), or a :class:`UserError` naming the file and line: not UTF-8 text, not
+    valid YAML, or a key given twice in one mapping."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UserError(f"{path} line {line} is not UTF-8 text (byte {data[exc.start]:#x}); save it as UTF-8") from exc
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        raise UserError(_yaml_error(path, exc)) from exc
 
 
 def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
@@ -297,7 +330,9 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
     node = raw
     parts = key.split(".")
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:  # absent, or a section whose keys are all commented out (YAML: null)
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
             raise UserError(f"override {key}: {part} is not a section")
     node[parts[-1]] = value
@@ -322,6 +357,8 @@ def _unknown_key(key: str, root: type) -> UserError:
 
 
 def _build(cls: type, raw: Any, prefix: str, root: type) -> Any:
+    if raw is None and prefix:  # `trainer:` with every key commented out: an empty section, all defaults
+        raw = {}
     if not isinstance(raw, dict):
         raise UserError(f"config key {prefix.rstrip('.') or '<root>'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)

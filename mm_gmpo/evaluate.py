@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -102,6 +103,14 @@ def check_arguments(args: argparse.Namespace) -> list[int]:
     ks = sorted(set(args.k))
     if ks[0] < 1 or ks[-1] > args.n:
         raise UserError(f"--k {' '.join(map(str, args.k))}: every k must be between 1 and --n {args.n}")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise UserError(f"--temperature {args.temperature} must be a finite number >= 0 (0: greedy)")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size} must be at least 1")
+    if args.output:  # before any sampling: a folder that cannot be written would lose the whole evaluation
+        from mm_gmpo.paths import writable_dir
+
+        writable_dir(args.output, "--output")
     if args.temperature < 0 or not 0 < args.top_p <= 1:
         raise UserError(f"--temperature {args.temperature} must be >= 0 and --top-p {args.top_p} in (0, 1]")
     if args.max_new_tokens < 1:
@@ -111,6 +120,21 @@ def check_arguments(args: argparse.Namespace) -> list[int]:
     if args.n > 1 and args.temperature == 0:
         log.warning("--n %d with --temperature 0: greedy samples are identical, pass@k = pass@1", args.n)
     return ks
+
+
+def check_sizes(args: argparse.Namespace, sizes: dict[str, int]) -> None:
+    """Before any model loads: no data set may be empty (it would score 0.0 and pull the average down), and one
+    generation batch (``--batch-size`` prompts x ``--n`` rows of up to ``--max-new-tokens``) must fit in memory
+    (:mod:`mm_gmpo.rollout.memory`)."""
+    from mm_gmpo.rollout.memory import memory_problem
+
+    empty = [spec for spec, size in sizes.items() if size == 0]
+    if empty:
+        raise UserError(f"--data {' '.join(empty)}: no problems to evaluate (an empty set would score 0.0)")
+    batch = args.n * min(args.batch_size, max(sizes.values(), default=0))  # rows sampled at once
+    problem = memory_problem(batch, args.max_new_tokens)
+    if problem:
+        raise UserError(f"--n {args.n}: one batch of {problem}; lower --n, --batch-size or --max-new-tokens")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         )[0]
         for spec in specs
     }
+    check_sizes(args, {spec: len(examples) for spec, examples in example_sets.items()})
     contexts = {spec: context_length(spec, args.max_model_len) for spec in specs}
     device = local_device()
     processor = load_processor(args.model, min_pixels=args.min_pixels, max_pixels=args.max_pixels)

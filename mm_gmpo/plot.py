@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from mm_gmpo.errors import UserError
+from mm_gmpo.paths import writable_dir
 
 # (file stem, title, metric key or (low key, high key) for a band)
 PANELS = [
@@ -31,18 +32,28 @@ def read_metrics(run_dir: Path) -> list[dict]:
     if not path.is_file():
         raise UserError(f"{run_dir}: no metrics.jsonl")
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{path}:{number}: not UTF-8 text (a damaged metrics file)") from exc
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise UserError(f"{path}:{number}: not valid JSON ({exc})") from exc
+            step = row.get("step") if isinstance(row, dict) else None
+            if not isinstance(step, (int, float)) or isinstance(step, bool):
+                raise UserError(f"{path}:{number}: not a metrics row (a JSON object with a numeric step)")
+            rows.append(row)
     return rows
 
 
-def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
-    points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
-    return [p[0] for p in points], [float(p[1]) for p in points]
+def series(rows: list[dict], key: str, *also: str) -> tuple[list[int], list[float], ...]:
+    """Steps and values of ``key`` (and of each of ``also``) over the rows that log them all as numbers."""
+    keys = (key, *also)
+    points = [r for r in rows if all(isinstance(r.get(k), (int, float)) for k in keys)]
+    return [r["step"] for r in points], *([float(r[k]) for r in points] for k in keys)
 
 
 def smooth(values: list[float], window: int) -> list[float]:
@@ -69,16 +80,14 @@ def run(args: argparse.Namespace) -> int:
     if len(labels) != len(runs):
         raise UserError(f"--labels has {len(labels)} names for {len(runs)} runs")
     data = {label: read_metrics(run) for label, run in zip(labels, runs, strict=True)}
-    out = Path(args.out) if args.out else runs[0]
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(args.out or runs[0], "--out" if args.out else "the run folder")
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     for ax, (stem, title, key) in zip(axes.flat, PANELS, strict=True):
         single, single_ax = plt.subplots(figsize=(6, 4))
         for target in (ax, single_ax):
             for label, rows in data.items():
                 if isinstance(key, tuple):
-                    steps, low = series(rows, key[0])
-                    _, high = series(rows, key[1])
+                    steps, low, high = series(rows, key[0], key[1])
                     low, high = smooth(low, args.smooth), smooth(high, args.smooth)
                     if steps:
                         target.fill_between(steps, low, high, alpha=0.3, label=label)

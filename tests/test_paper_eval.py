@@ -103,7 +103,8 @@ def test_missing_suite_names_the_file_and_the_script(tmp_path):
 def test_eval_bad_row_is_one_line_naming_file_and_row(tmp_path, capsys, answer, message):
     model = tmp_path / "model"
     model.mkdir()
-    (model / "config.json").write_text("{}")  # the data is read before the model loads
+    (model / "config.json").write_text('{"model_type": "qwen2"}')  # the data is read before the model loads
+    (model / "model.safetensors").write_bytes(b"\x02" + bytes(7) + b"{}")  # an empty but whole safetensors file
     rows = [{"id": "minerva/0", "problem": "p", "answer": ["1"]}, {"id": "minerva/1", "problem": "q"}]
     if answer is not None:
         rows[1]["answer"] = answer

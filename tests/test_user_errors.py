@@ -9,6 +9,8 @@ import typing
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from mm_gmpo.cli import main
 
@@ -72,7 +74,8 @@ def folder(tmp_path, monkeypatch) -> Path:
     (tmp_path / "noconfig").mkdir()
     (tmp_path / "noconfig" / "model.safetensors").write_bytes(b"")
     (tmp_path / "fakemodel").mkdir()
-    (tmp_path / "fakemodel" / "config.json").write_text("{}")
+    (tmp_path / "fakemodel" / "config.json").write_text('{"model_type": "qwen2"}')
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "fakemodel" / "model.safetensors"))
     (tmp_path / "bad.yaml").write_text("trainer:\n  lr: [1, 2\n  x: 1\n")
     (tmp_path / "latin1.jsonl").write_bytes(
         '{"response": "1", "gold": "1"}\n{"response": "caf\xe9"}\n'.encode("latin-1")

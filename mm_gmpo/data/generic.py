@@ -81,13 +81,12 @@ def generic_example(
     row: dict, *, dataset: str, index: int, where: str, root: Path | None, keys: ColumnKeys = ColumnKeys()
 ) -> Example:
     """One row of a user's dataset -> :class:`Example`; raises :class:`BadRow` naming dataset, row and file."""
-    if not isinstance(row, dict):
-        raise BadRow(f"{dataset} row {index} ({where}): not a mapping of columns", "bad_row")
+    rowfmt.require_mapping(row, dataset=dataset, index=index, where=where)
     ident = rowfmt.row_id(row, index, dataset)
     here = f"{dataset} row {ident} ({where})"
-    problem = str(_column(row, keys.prompt, AUTO_PROMPT, here, "data.prompt_key", required=True) or "")
-    answer_cell = _column(row, keys.answer, AUTO_ANSWER, here, "data.answer_key", required=True)
-    answer = rowfmt.answer_text(answer_cell)
+    prompt_cell = _column(row, keys.prompt, AUTO_PROMPT, here, "data.prompt_key", required=True)
+    problem = rowfmt.text_cell(prompt_cell, here, "problem")
+    answer = rowfmt.answer_cell(_column(row, keys.answer, AUTO_ANSWER, here, "data.answer_key", required=True), here)
     if rowfmt.last_boxed(answer):  # a whole solution: its boxed answer
         answer = rowfmt.last_boxed(answer)
     if not answer:

@@ -336,11 +336,18 @@ def load_examples(
 
 def _local_pool(root: Path, stats: DataStats) -> list[dict]:
     """The MATH levels 3-5 pool built on the fly from a root that has MATH train, test and MATH500."""
-    parts = {n: read_jsonl(_find_local(n, None, [root])[1], n) for n in ("math:train", "math:test")}
     held = _find_local("math500", None, [root])
     if held is None:  # without it the pool would silently contain the MATH500 evaluation problems
         raise UserError(f"math_lvl3to5: {root} has MATH train/test but no math500.jsonl to hold out")
-    raw = build_math_pool(parts["math:train"], parts["math:test"], read_jsonl(held[1], "math500"))
+    parts = {}
+    for name, path in [
+        *((n, _find_local(n, None, [root])[1]) for n in ("math:train", "math:test")),
+        ("math500", held[1]),
+    ]:
+        parts[name] = read_jsonl(path, name)
+        for index, row in enumerate(parts[name]):  # every row an object before the pool reads its columns
+            rowfmt.require_mapping(row, dataset=name, index=index, where=str(path))
+    raw = build_math_pool(parts["math:train"], parts["math:test"], parts["math500"])
     stats.origin = f"{root} (MATH train+test levels 3-5 minus MATH500)"
     return _drop_unanswered(raw, stats)
 

@@ -53,6 +53,33 @@ def _first(row: dict, *keys: str) -> Any:
     return next((row[k] for k in keys if row.get(k) not in (None, "", [])), None)
 
 
+def require_mapping(row: Any, *, dataset: str, index: int, where: str) -> None:
+    """A row must be a JSON object (a mapping of columns): ``null``, a list, a number or a string is a
+    :class:`BadRow` naming the dataset, row (0-based position) and file."""
+    if not isinstance(row, dict):
+        kind = "null" if row is None else type(row).__name__
+        raise BadRow(f"{dataset} row {index} ({where}): not a JSON object of columns ({kind})", "bad_row")
+
+
+def text_cell(value: Any, here: str, column: str) -> str:
+    """A problem cell as text: a string, or a number written out; an object, a list or a boolean is a
+    :class:`BadRow` (it would otherwise become its Python repr and be trained on)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise BadRow(f"{here}: {column} is a {type(value).__name__}, not text", f"bad_{column}")
+
+
+def answer_cell(value: Any, here: str) -> str:
+    """:func:`answer_text` of an answer cell; an object (mapping) is a :class:`BadRow`."""
+    if isinstance(value, dict) or (isinstance(value, (list, tuple)) and any(isinstance(v, dict) for v in value)):
+        raise BadRow(f"{here}: answer is an object, not text, a number or a list of them", "bad_answer")
+    return answer_text(value)
+
+
 def row_id(row: dict, index: int, dataset: str) -> str:
     value = _first(row, "id", "unique_id", "idx", "problem_id")
     return str(value) if value is not None else f"{dataset}-{index}"
@@ -60,12 +87,13 @@ def row_id(row: dict, index: int, dataset: str) -> str:
 
 def math_example(row: dict, *, dataset: str, index: int, where: str) -> Example:
     """A text-math row (MATH, MATH500, AIME, AMC, Minerva, OlympiadBench; local JSONL or hub columns)."""
+    require_mapping(row, dataset=dataset, index=index, where=where)
     ident = row_id(row, index, dataset)
     here = f"{dataset} row {ident} ({where})"
-    problem = str(_first(row, "problem", "question", "Problem", "Question") or "").strip()
+    problem = text_cell(_first(row, "problem", "question", "Problem", "Question"), here, "problem").strip()
     if not problem:
         raise BadRow(f"{here}: empty problem", "empty_problem")
-    answer = answer_text(_first(row, "answer", "final_answer", "expected_answer", "Answer"))
+    answer = answer_cell(_first(row, "answer", "final_answer", "expected_answer", "Answer"), here)
     if not answer:
         solution = _first(row, "solution", "Solution")
         answer = last_boxed(solution if isinstance(solution, str) else answer_text(solution)) or ""
@@ -103,8 +131,7 @@ def official_example(row: dict, *, dataset: str, index: int, where: str) -> Exam
     """A row of the official GMPO evaluation suite (``problem``, ``answer``: string, number or list of strings).
     ``answer`` is the display text (list items joined by ``", "``); ``meta["golds"]`` holds the golds as the
     official grader receives them (:func:`official_golds`)."""
-    if not isinstance(row, dict):
-        raise BadRow(f"{dataset} row {index} ({where}): not a JSON object", "bad_row")
+    require_mapping(row, dataset=dataset, index=index, where=where)
     ident = row_id(row, index, dataset)
     here = f"{dataset} row {ident} ({where})"
     problem = row.get("problem")
@@ -122,8 +149,26 @@ def _strip_placeholders(problem: str, n_images: int, here: str, *, required: boo
     return problem.replace(IMAGE_PLACEHOLDER, "").strip()
 
 
-def _choices_meta(row: dict, answer: str) -> tuple[list[str] | None, dict]:
-    choices = [str(c) for c in row["choices"]] if row.get("choices") else None
+def choices_cell(value: Any, here: str) -> list[str] | None:
+    """A choices cell as a list of texts (None when absent or empty); anything but a list is a :class:`BadRow`."""
+    if value in (None, "", []):
+        return None
+    if not isinstance(value, (list, tuple)) or any(isinstance(c, (dict, list, tuple)) for c in value):
+        raise BadRow(f"{here}: choices must be a list of texts, got {type(value).__name__}", "bad_choices")
+    return [str(c) for c in value]
+
+
+def _image_paths(row: dict, here: str) -> list[str]:
+    """The row's image paths: ``images`` (a list of paths, or one path) or ``image``; anything else is a BadRow."""
+    value = row.get("images") or row.get("image") or []
+    value = [value] if isinstance(value, str) else value
+    if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) and p for p in value):
+        raise BadRow(f"{here}: images must be a path or a list of paths", "bad_image")
+    return list(value)
+
+
+def _choices_meta(row: dict, answer: str, here: str) -> tuple[list[str] | None, dict]:
+    choices = choices_cell(row.get("choices"), here)
     letter = row.get("answer_letter")
     if letter is None and choices and answer in choices:
         letter = "ABCD"[choices.index(answer)] if choices.index(answer) < 4 else None
@@ -136,15 +181,16 @@ def geometry3k_example(
     row: dict, *, dataset: str, index: int, root: Path, where: str, render_missing: bool = True
 ) -> Example:
     """A Geometry3K row in the staged JSONL layout (``image`` relative to ``root`` or null, plus annotations)."""
+    require_mapping(row, dataset=dataset, index=index, where=where)
     ident = row_id(row, index, dataset)
     here = f"{dataset} row {ident} ({where})"
-    problem = str(row.get("problem") or "").replace("\r\n", "\n").strip()
+    problem = text_cell(row.get("problem"), here, "problem").replace("\r\n", "\n").strip()
     if not problem:
         raise BadRow(f"{here}: empty problem", "empty_problem")
-    answer = answer_text(row.get("answer"))
+    answer = answer_cell(row.get("answer"), here)
     if not answer:
         raise BadRow(f"{here}: missing or empty answer", "missing_answer")
-    paths = row.get("images") or ([row["image"]] if row.get("image") else [])
+    paths = _image_paths(row, here)
     problem = _strip_placeholders(problem, len(paths) or int(render_missing), here, required=False)
     rendered = bool(row.get("rendered"))  # prepared files mark diagrams that were drawn from the annotation
     if paths:
@@ -155,24 +201,25 @@ def geometry3k_example(
         images, rendered = [render_diagram(row)[0]], True
     else:
         raise BadRow(f"{here}: no image and no annotation to render one from", "missing_image")
-    choices, meta = _choices_meta(row, answer)
+    choices, meta = _choices_meta(row, answer, here)
     return Example(ident, problem, answer, choices, images, dataset, {**meta, "rendered": rendered})
 
 
 def geometry3k_hub_example(row: dict, *, dataset: str, index: int, where: str) -> Example:
     """A hiyouga/geometry3k row: ``images`` (list of PIL), ``problem`` starting with ``<image>``, ``answer``."""
+    require_mapping(row, dataset=dataset, index=index, where=where)
     ident = row_id(row, index, dataset)
     here = f"{dataset} row {ident} ({where})"
     images = list(row.get("images") or [])
-    problem = _strip_placeholders(str(row.get("problem") or ""), len(images), here, required=True)
+    problem = _strip_placeholders(text_cell(row.get("problem"), here, "problem"), len(images), here, required=True)
     problem = problem.replace("\r\n", "\n").strip()
     if not problem:
         raise BadRow(f"{here}: empty problem", "empty_problem")
-    answer = answer_text(row.get("answer"))
+    answer = answer_cell(row.get("answer"), here)
     if not answer:
         raise BadRow(f"{here}: missing or empty answer", "missing_answer")
     loaded = [open_image(_as_image_source(img), where=f"{here}, image {k}") for k, img in enumerate(images)]
-    choices, meta = _choices_meta(row, answer)
+    choices, meta = _choices_meta(row, answer, here)
     return Example(ident, problem, answer, choices, loaded, dataset, {**meta, "rendered": False})
 
 
@@ -198,7 +245,9 @@ def intergps_example(folder: Path, *, dataset: str, index: int = 0, render_missi
         logic = json.loads(logic_path.read_text(encoding="utf-8")) if logic_path.exists() else {}
     except (OSError, ValueError) as exc:
         raise BadRow(f"{here}: unreadable data.json / logic_form.json ({exc})", "bad_row") from exc
-    choices = [str(c) for c in data.get("choices") or []]
+    if not isinstance(data, dict) or not isinstance(logic, dict):
+        raise BadRow(f"{here}: data.json / logic_form.json is not a JSON object", "bad_row")
+    choices = choices_cell(data.get("choices"), here) or []
     letter = str(data.get("answer") or "").strip()
     if not letter or letter not in "ABCD"[: len(choices)] or not choices:
         raise BadRow(f"{here}: missing or invalid answer {letter!r} for choices {choices}", "missing_answer")
@@ -222,14 +271,14 @@ def jsonl_example(row: dict, *, dataset: str, index: int, root: Path, where: str
     """A row of a user's JSONL file: ``problem``, ``answer``, optional ``id``, ``choices`` and ``images`` (or
     ``image``) as paths relative to the file's folder. ``<image>`` placeholders are optional; when present there
     must be one per image. Rows with Geometry3K annotations but no image get a rendered diagram."""
+    require_mapping(row, dataset=dataset, index=index, where=where)
     if row.get("point_positions") is not None or row.get("images") or row.get("image"):
         return geometry3k_example(row, dataset=dataset, index=index, root=root, where=where, render_missing=True)
     ident = row_id(row, index, dataset)
-    if IMAGE_PLACEHOLDER in str(row.get("problem") or ""):
+    if IMAGE_PLACEHOLDER in text_cell(row.get("problem"), f"{dataset} row {ident} ({where})", "problem"):
         raise BadRow(
             f"{dataset} row {ident} ({where}): {IMAGE_PLACEHOLDER} placeholder but no image", "image_mismatch"
         )
     example = math_example(row, dataset=dataset, index=index, where=where)
-    if row.get("choices"):
-        example.choices = [str(c) for c in row["choices"]]
+    example.choices = choices_cell(row.get("choices"), f"{dataset} row {ident} ({where})") or example.choices
     return example

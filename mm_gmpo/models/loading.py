@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
 from mm_gmpo.errors import UserError
-from mm_gmpo.models.processor import is_vision_model
+from mm_gmpo.models.processor import first_line, is_vision_model
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -49,6 +50,59 @@ def check_model_path(path: str | Path, key: str) -> None:
         raise UserError(f"{key}={text} is an empty folder")
     if not (local / "config.json").is_file():
         raise UserError(f"{key}={text} has no config.json: not a Hugging Face model folder")
+    _check_config_json(local / "config.json", key)
+    _check_weights(local, key)
+
+
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
+
+
+def _check_config_json(path: Path, key: str) -> None:
+    """config.json must be a JSON object naming its ``model_type`` (what the Auto classes dispatch on)."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{key}: {path} is not UTF-8 text") from exc
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{key}: {path} is not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+        raise UserError(f"{key}: {path} has no model_type: not a Hugging Face model config")
+
+
+def _check_weights(folder: Path, key: str) -> None:
+    """The folder holds weights, and every safetensors file is whole: its header parses and its size is the
+    header's 8 + length + the end of its last tensor (a copy cut short fails here, not deep inside the loader)."""
+    files = sorted({p for pattern in WEIGHT_PATTERNS for p in folder.glob(pattern)})
+    if not files:
+        raise UserError(f"{key}={folder} has no weights (*.safetensors or pytorch_model*.bin)")
+    for file in files:
+        if file.suffix == ".safetensors":
+            problem = safetensors_problem(file)
+            if problem:
+                raise UserError(f"{key}: {file} is damaged ({problem}); copy or save the model again")
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """None for a whole safetensors file, else what is wrong with it (read from its header only)."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            return f"{size} bytes, shorter than a header"
+        length = int.from_bytes(head, "little")
+        if length > size - 8:
+            return f"its header says {length} bytes but the file has {size}"
+        try:
+            header = json.loads(handle.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return "its header is not valid JSON"
+    if not isinstance(header, dict):
+        return "its header is not a JSON object"
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    expected = 8 + length + max(ends, default=0)
+    if size < expected:
+        return f"truncated: {size} bytes of {expected}"
+    return None
 
 
 def load_model(
@@ -73,4 +127,7 @@ def load_model(
     attn_implementation = resolve_attn_implementation(attn_implementation)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    return cls.from_pretrained(path, **kwargs)
+    try:
+        return cls.from_pretrained(path, **kwargs)
+    except OSError as exc:  # a hub id offline or unknown, a file missing from a download: transformers' own text
+        raise UserError(f"model {path} cannot be loaded: {first_line(exc)}") from exc

@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, AutoToke
 from transformers.processing_utils import ProcessorMixin
 from transformers.video_processing_utils import VideoProcessorMixin
 
+from mm_gmpo.errors import UserError
 from mm_gmpo.models.video_config import video_processor_config
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,29 @@ class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
 
 
 def is_vision_model(path: str | Path) -> bool:
-    """True when the checkpoint at ``path`` (hub id or folder) is a vision-language model."""
-    return AutoConfig.from_pretrained(str(path)).model_type in VISION_MODEL_TYPES
+    """True when the checkpoint at ``path`` (hub id or folder) is a vision-language model; a config that cannot be
+    read (a hub id while offline, a bad config.json) is a :class:`UserError` in one line."""
+    try:
+        return AutoConfig.from_pretrained(str(path)).model_type in VISION_MODEL_TYPES
+    except (OSError, ValueError) as exc:
+        raise UserError(f"model {path}: its config cannot be loaded ({first_line(exc)})") from exc
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's text (transformers' messages span several)."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
 def load_processor(path: str | Path, *, min_pixels: int | None = None, max_pixels: int | None = None):
+    """:func:`_load_processor`; a tokenizer or processor file that cannot be read (offline, missing) is a
+    :class:`UserError` in one line."""
+    try:
+        return _load_processor(path, min_pixels=min_pixels, max_pixels=max_pixels)
+    except OSError as exc:
+        raise UserError(f"model {path}: its processor cannot be loaded ({first_line(exc)})") from exc
+
+
+def _load_processor(path: str | Path, *, min_pixels: int | None = None, max_pixels: int | None = None):
     """The processor of a vision-language checkpoint, or the tokenizer of a text-only one.
 
     ``min_pixels`` / ``max_pixels`` override the image processor's budget (Qwen's resize rule keeps the aspect

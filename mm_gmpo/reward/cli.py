@@ -45,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"verify: --timeout {args.timeout} must be positive (seconds per row)")
     if args.workers < 1:
         raise UserError(f"verify: --workers {args.workers} must be at least 1")
+    if args.output:  # before any row is graded: the verdicts of a long file would be lost at the end
+        from mm_gmpo.paths import writable_file
+
+        writable_file(args.output, "--output")
     if args.config:
         return _run_config(args)
     if args.truncated:

@@ -23,6 +23,7 @@ def check_config(cfg: Config, world_size: int) -> None:
     t, r = cfg.trainer, cfg.rollout
     k = t.updates_per_round
     check_values(cfg)
+    check_zero_advantages(cfg)
     if t.max_tokens_per_micro_batch < 0:
         raise UserError(
             f"trainer.max_tokens_per_micro_batch={t.max_tokens_per_micro_batch} must be 0 (off) or positive"
@@ -37,6 +38,11 @@ def check_config(cfg: Config, world_size: int) -> None:
             f"each process holds {rows} responses per round (rollout.prompts_per_round/processes * "
             f"rollout.n), which must be divisible by trainer.updates_per_round={k}"
         )
+    from mm_gmpo.rollout.memory import memory_problem
+
+    problem = memory_problem(r.prompts_per_round * r.n, cfg.data.max_prompt_length + r.max_new_tokens)
+    if problem:
+        raise UserError(f"rollout.n={r.n} with rollout.prompts_per_round={r.prompts_per_round}: {problem}")
     if t.max_steps % k:
         raise UserError(f"trainer.max_steps={t.max_steps} must be a multiple of trainer.updates_per_round={k}")
     if t.save_every % k:
@@ -86,6 +92,8 @@ def check_values(cfg: Config) -> None:
         "trainer.updates_per_round": t.updates_per_round,
         "trainer.micro_batch_size": t.micro_batch_size,
         "rollout.n": r.n,
+        "rollout.val_n": r.val_n,
+        "warmstart.batch_size": cfg.warmstart.batch_size,
         "rollout.prompts_per_round": r.prompts_per_round,
         "rollout.max_new_tokens": r.max_new_tokens,
         "reward.workers": w.workers,
@@ -96,6 +104,30 @@ def check_values(cfg: Config) -> None:
             raise UserError(f"{key}={value} must be positive")
     if not (math.isfinite(t.lr) and t.lr >= 0):
         raise UserError(f"trainer.lr={t.lr} must be a finite number >= 0")
+    not_negative = {
+        "trainer.num_threads": t.num_threads,
+        "data.train_limit": cfg.data.train_limit,
+        "data.val_limit": cfg.data.val_limit,
+        "warmstart.steps": cfg.warmstart.steps,
+        "trainer.save_every": t.save_every,
+        "trainer.warmup_steps": t.warmup_steps,
+    }
+    for key, value in not_negative.items():
+        if value < 0:
+            raise UserError(f"{key}={value} must be >= 0 (0: {_ZERO_MEANS.get(key, 'off')})")
+    if not 0 <= t.seed < 2**32:
+        raise UserError(f"trainer.seed={t.seed} must be in [0, 2^32) (numpy's seed range)")
+    if not str(t.output_dir).strip():
+        raise UserError("trainer.output_dir is empty: name the run folder (e.g. runs/my-run)")
+    if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):  # `not <` also refuses nan
+        raise UserError(f"trainer.betas={t.betas} must be two numbers in [0, 1) (Adam's beta1, beta2)")
+    for key in ("weight_decay", "grad_clip"):
+        value = getattr(t, key)
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError(f"trainer.{key}={value} must be a finite number >= 0")
+    if not (math.isfinite(cfg.warmstart.lr) and cfg.warmstart.lr >= 0):
+        raise UserError(f"warmstart.lr={cfg.warmstart.lr} must be a finite number >= 0")
+    _check_clip_values(cfg.algorithm)
     if not (math.isfinite(cfg.algorithm.adv_eps) and cfg.algorithm.adv_eps >= 0):
         raise UserError(f"algorithm.adv_eps={cfg.algorithm.adv_eps} must be a finite number >= 0")
     if not r.stop_tokens:
@@ -104,6 +136,11 @@ def check_values(cfg: Config) -> None:
         raise UserError(f"rollout.top_p={r.top_p} must be in (0, 1] (1: off)")
     if r.temperature < 0 or not math.isfinite(r.temperature):
         raise UserError(f"rollout.temperature={r.temperature} must be a finite number >= 0 (0: greedy)")
+
+
+def check_zero_advantages(cfg: Config) -> None:
+    """Refuse settings under which every advantage is 0 (unless algorithm.allow_zero_advantages)."""
+    r = cfg.rollout
     if not cfg.algorithm.allow_zero_advantages:
         if r.n == 1:
             raise UserError(
@@ -115,6 +152,30 @@ def check_values(cfg: Config) -> None:
                 "rollout.temperature=0: greedy sampling gives a prompt the same response n times, so every "
                 "advantage would be 0; use a temperature > 0, or algorithm.allow_zero_advantages=true"
             )
+
+
+_ZERO_MEANS = {
+    "trainer.num_threads": "the torch default",
+    "data.train_limit": "all rows",
+    "data.val_limit": "all rows",
+    "warmstart.steps": "no warm start",
+    "trainer.save_every": "at the end",
+    "trainer.warmup_steps": "no warm-up",
+}
+RATIO_CLIP_LOSSES = ("grpo", "drgrpo", "gspo")  # clip in ratio space: 1 - clip_low must stay >= 0
+
+
+def _check_clip_values(a) -> None:
+    """algorithm.clip_low / clip_high: finite and >= 0 (log-space GMPO bounds, or PPO's ratio offsets, where
+    clip_low <= 1); checked at load so that the loss never sees them first."""
+    for key in ("clip_low", "clip_high", "clip_dual"):
+        value = getattr(a, key)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise UserError(f"algorithm.{key}={value} must be a finite number >= 0")
+    if a.clip_low is not None and a.loss in RATIO_CLIP_LOSSES and a.clip_low > 1:
+        raise UserError(
+            f"algorithm.clip_low={a.clip_low} must be <= 1 for algorithm.loss={a.loss} (ratio 1 - clip_low)"
+        )
 
 
 def check_output_dir(path: str | Path) -> Path:

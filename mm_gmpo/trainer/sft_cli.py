@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +37,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("warmstart.steps must be positive for mm-gmpo sft")
     if cfg.model.lora.enabled:
         raise UserError("mm-gmpo sft saves full weights: set model.lora.enabled=false")
+    from mm_gmpo.paths import writable_dir
+    from mm_gmpo.trainer.setup import check_values
+
+    check_values(cfg)  # the config's single-key ranges (warmstart.batch_size, trainer.seed, ...), as train checks
+    out = writable_dir(args.out, "--out")  # a file, under a file, unwritable: before the model loads and trains
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     seed_everything(cfg.trainer.seed)
@@ -49,8 +53,6 @@ def run(args: argparse.Namespace) -> int:
     policy = build_policy(cfg, path, precision).to(device)
     with precision.autocast():
         losses = warm_start_from_config(policy, processor, train, cfg)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     policy.save_pretrained(out)
     processor.save_pretrained(out)
     record = {"from": path, "seed": cfg.trainer.seed, "nll_first": losses[0], "nll_last": losses[-1]}
