@@ -39,7 +39,7 @@ for name in "${ORDER[@]}"; do
     rm -rf "$venv"
     "$PYTHON" -m venv "$venv"
     "$venv/bin/pip" install -q "torch==2.13.0" "transformers==$tf" "deepspeed==$ds" -e ".[test]"
-    versions="$("$venv/bin/python" -c 'import torch, transformers, deepspeed; print(f"torch {torch.__version__}, transformers {transformers.__version__}, deepspeed {deepspeed.__version__}")')"
+    versions="$("$venv/bin/python" -c 'import torch, transformers, deepspeed; print(f"torch {torch.__version__}, transformers {transformers.__version__}, deepspeed {deepspeed.__version__}")' 2>/dev/null | tail -1)"
     start=$(date +%s)
     set +e
     OMP_NUM_THREADS=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider -n "${PYTEST_WORKERS:-2}" --dist loadfile \
