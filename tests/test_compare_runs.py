@@ -30,6 +30,8 @@ def _run(path: Path, rows: list[dict], weight: float, step: int = 4) -> Path:
     folder.mkdir(parents=True)
     save_file({"w": torch.full((2,), weight)}, str(folder / "model.safetensors"))
     torch.save({}, folder / "optimizer.pt")  # a complete checkpoint, as the trainer writes it
+    torch.save({}, folder / "rng-rank0.pt")
+    (folder / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
     (folder / "trainer_state.json").write_text(json.dumps({"step": step}))
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

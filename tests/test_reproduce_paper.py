@@ -48,6 +48,7 @@ def _fake_run(run: Path, model: Path, steps: list[int]) -> None:
         shutil.copytree(model, folder)
         (folder / "trainer_state.json").write_text(json.dumps({"step": step}))
         torch.save({}, folder / "optimizer.pt")
+        torch.save({}, folder / "rng-rank0.pt")  # complete, as latest_checkpoint requires
 
 
 def test_resolve_model(reproduce, tiny_text_dir, tmp_path):
