@@ -180,20 +180,9 @@ def _check_clip_values(a) -> None:
 
 def check_output_dir(path: str | Path) -> Path:
     """Create the run directory, or fail in one line if it is a file, under a file, or not writable."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"trainer.output_dir={path} is a file, not a folder")
-    above = next((p for p in path.parents if p.exists()), None)
-    if above is not None and not above.is_dir():
-        raise UserError(f"trainer.output_dir={path} is under {above}, which is a file")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"trainer.output_dir={path} is not writable ({exc.strerror or exc})") from exc
-    return path
+    from mm_gmpo.paths import writable_dir
+
+    return writable_dir(path, "trainer.output_dir")
 
 
 LOCK_NAME = ".mm-gmpo.lock"
