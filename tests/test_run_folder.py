@@ -276,7 +276,9 @@ def test_under_torchrun_every_process_refuses_with_the_main_process_line(tmp_pat
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert done.returncode != 0
     ours = [line for line in done.stderr.splitlines() if line.startswith("mm-gmpo train: error:")]
-    assert len(ours) == 2 and all(f"trainer.output_dir={run} holds an earlier run" in line for line in ours)
+    # torchrun stops the other worker as soon as one exits with an error, so the second copy of the line may be cut
+    # off before it is printed (1 or 2 lines, seen both ways); every line printed is the main process's verdict
+    assert 1 <= len(ours) <= 2 and all(f"trainer.output_dir={run} holds an earlier run" in line for line in ours)
     assert (run / "metrics.jsonl").read_text() == '{"step": 1}\n'
 
 
