@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 [ -d .venv ] || python3 -m venv .venv
 . .venv/bin/activate
 pip install -q -r requirements.txt
-mm-gmpo train configs/geo3k_tiny.yaml "$@"
+mm-gmpo train configs/geo3k_tiny.yaml trainer.overwrite=true "$@"   # a rerun moves the last run aside
 mm-gmpo plot runs/geo3k_tiny
 
 # the run that learns: seed 1 of the text task's 25-round arm gmpo_short as recorded in docs/does_it_learn/text (one
@@ -16,5 +16,6 @@ mm-gmpo plot runs/geo3k_tiny
 toy=(trainer.num_threads=1 trainer.seed=1)
 mm-gmpo sft configs/toy_text_gmpo.yaml "${toy[@]}" --out runs/quickstart_toy/warm
 mm-gmpo train configs/toy_text_gmpo.yaml "${toy[@]}" model.path=runs/quickstart_toy/warm warmstart.steps=0 \
-    rollout.prompts_per_round=8 trainer.max_steps=100 trainer.val_every=10 trainer.output_dir=runs/quickstart_toy/gmpo
+    rollout.prompts_per_round=8 trainer.max_steps=100 trainer.val_every=10 trainer.output_dir=runs/quickstart_toy/gmpo \
+    trainer.overwrite=true
 mm-gmpo plot runs/quickstart_toy/gmpo
