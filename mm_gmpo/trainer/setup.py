@@ -389,7 +389,7 @@ def build_policy(cfg: Config, path: str, precision: Precision):
     if frozen:
         log.info("frozen: %d parameter tensors (%s)", len(frozen), _frozen_summary(cfg))
     if cfg.model.lora.enabled:
-        peft = require("peft", "model.lora", "pip install peft")
+        peft = require("peft", "model.lora", "pip install -e '.[lora]'")
         lora = cfg.model.lora
         model = peft.get_peft_model(
             model,
