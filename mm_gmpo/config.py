@@ -82,7 +82,7 @@ class DataConfig:
     train: str = "geometry3k:train"
     val: str = "geometry3k:validation"  # validation spec; empty: no validation
     source: Literal["auto", "local", "hub"] = "auto"  # auto: local files when present, else the hub
-    local_dir: str = ""  # root of local data; empty: data/sample in the repo, then ../shared/data
+    local_dir: str = ""  # root of local data; empty: data/sample of a source checkout, else the hub
     # prompt template (= data.prompts.TEMPLATES); geo3k_easyr1: geo3k's instruction after a space, as EasyR1
     template: Literal["geo3k", "qwen_math", "r1", "geo3k_easyr1"] = "geo3k"
     show_choices: bool = False  # list the multiple-choice options in the prompt
@@ -180,7 +180,7 @@ class RewardConfig:
     workers: int = 2  # verifier worker processes per training process
     memory_mb: int = 1024  # address-space limit per verifier worker
     # your own reward: path/to/file.py:name or package.module:name, called as name(response, answer, example) ->
-    # float or {"total": float, "<name>": float, ...} in the verifier workers (README "Rewards of your own");
+    # float or {"total": float, "<name>": float, ...} in the verifier workers (docs/rewards.md);
     # empty: the weighted verifier accuracy and format above
     function: str = ""
 

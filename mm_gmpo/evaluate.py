@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="first N problems of each set (0: all)")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per generation batch")
     parser.add_argument("--source", choices=["auto", "local", "hub"], default="auto")
-    parser.add_argument("--local-dir", default="", help="local data root (default: data/sample, then ../shared/data)")
+    parser.add_argument("--local-dir", default="", help="local data root (default: data/sample of a source checkout)")
     parser.add_argument(
         "--min-pixels", type=int, default=None, help="image pixel budget, lower bound (default: the checkpoint's)"
     )
