@@ -331,7 +331,7 @@ _WARMUP = (
     r"\sqrt[3]{2}i",
     r"\frac{v_{0}}{r_{0}}+x^{3}y",
     r"\sum_{k=0}^{n} F_{k}",
-    # issue 29's latency tail: first parses of factorial ratios, trigonometric products and degrees
+    # the latency tail: first parses of factorial ratios, trigonometric products and degrees
     r"\frac{(2n)!}{(2n-2)!}",
     r"200!/199!",
     r"2\sin x\cos x",
