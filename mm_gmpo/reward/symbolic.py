@@ -279,9 +279,9 @@ def _canonical(expr: sympy.Basic) -> sympy.Basic:
     evaluates numeric nodes, which ``digits_bound`` has already bounded; ``doit`` (summing) is never called."""
     if not expr.args or isinstance(expr, sympy.Number):
         return expr
-    if isinstance(expr, sympy.Pow) and not expr.exp.is_Integer and expr.base.is_number:
-        if digits_bound(expr.base) > 30:  # a root of a large number: sympy would factor it (seconds, or an error)
-            return expr
+    root = isinstance(expr, sympy.Pow) and not expr.exp.is_Integer and expr.base.is_number
+    if root and digits_bound(expr.base) > 30:  # a root of a large number: sympy would factor it (or raise)
+        return expr
     return expr.func(*(_canonical(arg) for arg in expr.args))
 
 
@@ -397,10 +397,7 @@ _WARMUP = (
 # runs of letters (``AZYUK2A``, ``QWERTY``): SLL prediction looks ahead over the whole run, and each new length
 # builds new prediction states (50-70 ms on first sight); lengths 1-9, alone and before a number or a bracket
 _WARMUP_LETTER_RUNS = tuple(
-    run + tail
-    for n in range(1, 10)
-    for run in ("ABCDEFGHIJ"[:n], "enopqrstuv"[:n])
-    for tail in ("", "2x", "(x)")
+    run + tail for n in range(1, 10) for run in ("ABCDEFGHIJ"[:n], "enopqrstuv"[:n]) for tail in ("", "2x", "(x)")
 )
 # pairs compared once at warm-up: the first evaluation of a gamma function or of a trigonometric function at a
 # rational point builds mpmath's tables (~0.1 s each), which would otherwise land on the first graded item
@@ -418,6 +415,7 @@ _WARMUP_PAIRS = (
     (r"\Gamma(\frac{7}{2})", r"\frac{15\sqrt{\pi}}{8}"),
     (r"\Gamma(300.5)", "7"),
     (r"e^{300y}", r"(e^{3y})^{100}"),
+    (r"\frac{(3m)!}{m!\,(2m)!}", r"\binom{3m}{m}"),
 )
 
 
