@@ -5,7 +5,8 @@
 Inputs (default): ``public_cases.jsonl`` and ``bench_public.jsonl`` of ``--verifier-dir`` (other libraries' test
 cases, when the folder is given), and ``scripts/bench/verifier_cases.jsonl``, our own: the categories of the
 grading policy (false acceptances, degrees, choice letters, sets, equations, sentences in boxes, unicode) and answers that are expensive
-to evaluate (ratios of large factorials, sums with huge bounds, huge powers, deep nesting), labelled with the
+to evaluate (ratios of large factorials and gammas, sums with huge bounds, huge powers, deep nesting) and
+trigonometric identities, labelled with the
 mathematical truth (where our policy refuses to evaluate, such as a sum, that is counted as our miss).
 Rows: ``pred``/``gold`` with a boolean ``equivalent`` or ``label``, optional ``choices`` (ours only) and
 ``category``. For each file and verifier: accuracy, false-positive rate (wrong "correct" among rows labelled not
