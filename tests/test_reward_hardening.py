@@ -284,6 +284,7 @@ def test_a_sum_of_many_square_roots_against_the_same_sum_reordered():
         ("(" * 40 + "x+1" + ")^2" * 40, "x", False, "unsafe"),  # deeper than any real answer: not parsed
         (r"\frac{10000!}{9999!}", "10000", True, "number"),  # cancelled: neither 35,000-digit factorial is built
         (r"\Gamma(1000001)", "5", False, "unsafe"),  # the parser no longer evaluates it (7 s)
+        (r"\Gamma^{2}(1000001)", "5", False, "unsafe"),  # nor with a power
         (r"\sqrt{4+10^{-200}}", "2", False, "symbolic"),  # the root of a 200-digit rational is not factored
     ],
 )
@@ -416,6 +417,7 @@ def test_gamma_of_an_integer_is_left_to_the_numeric_comparison():
     assert isinstance(parse_latex(r"\Gamma(5)"), sympy.gamma)
     assert verify(r"\Gamma(5)", "24") and not verify(r"\Gamma(5)", "25")
     assert not verify(r"\Gamma(0)", "0")  # a pole
+    assert verify(r"\Gamma(2)\Gamma(3)", "2") and verify(r"\Gamma^2(5)", "576") and not verify(r"\Gamma^2(5)", "575")
 
 
 def test_exponentials_are_compared_with_the_digits_they_have_at_each_point():

@@ -142,10 +142,16 @@ try:  # two-stage ANTLR parsing on latex2sympy2_extended's converter (a private 
             ``\\Gamma(1000001)`` would build a 5.5-million-digit factorial inside the parser (7 s) before any bound
             could look at it. Numeric comparison evaluates it later (``numeric.rational_value``), within bounds."""
             single = func.func_normal_single_arg()
-            if single is not None and single.start.text in ("\\Gamma", "\\gamma") and not func.supexpr():
-                arg = func.func_single_arg() or func.func_single_arg_noparens()
-                return sympy.gamma(self.convert_func_arg(arg), evaluate=False)
-            return super().convert_func(func)
+            if single is None or single.start.text not in ("\\Gamma", "\\gamma"):
+                return super().convert_func(func)
+            expr = sympy.gamma(
+                self.convert_func_arg(func.func_single_arg() or func.func_single_arg_noparens()), evaluate=False
+            )
+            power = func.supexpr()  # \\Gamma^2(x)
+            if power is None:
+                return expr
+            power = self.convert_expr(power.expr()) if power.expr() else self.convert_atom(power.atom())
+            return sympy.Pow(expr, power, evaluate=False)
 
         def create_parser(self, latex_str):
             parser = super().create_parser(latex_str)
