@@ -61,6 +61,7 @@ def check_config(cfg: Config, world_size: int) -> None:
     )
     for warning in warnings:
         log.warning(warning)
+    check_correction_keys(cfg)
     if cfg.algorithm.dynamic_sampling and (r.max_sampling_rounds < 1 or r.n < 2):
         raise UserError(
             f"algorithm.dynamic_sampling needs rollout.max_sampling_rounds >= 1 (got {r.max_sampling_rounds}) and "
@@ -82,6 +83,25 @@ def check_config(cfg: Config, world_size: int) -> None:
     known = [*TASKS, *TEXT_TASKS]
     if cfg.model.tiny.toy_task and cfg.model.tiny.toy_task not in known:
         raise UserError(f"model.tiny.toy_task={cfg.model.tiny.toy_task!r}: not a synthetic task ({', '.join(known)})")
+
+
+def check_correction_keys(cfg: Config) -> None:
+    """The rollout importance correction, the KL placement and the overlong penalty: one line naming the key."""
+    a, w = cfg.algorithm, cfg.reward
+    if not a.rollout_is_threshold > 1.0:  # also nan
+        raise UserError(
+            f"algorithm.rollout_is_threshold={a.rollout_is_threshold} must be > 1 (weights are capped at it, or kept "
+            "within [1/threshold, threshold] in mask mode)"
+        )
+    if a.kl_in_reward and not a.kl_coef > 0:
+        raise UserError("algorithm.kl_in_reward=true needs algorithm.kl_coef > 0 (the penalty's weight)")
+    if not 0 <= w.overlong_buffer < cfg.rollout.max_new_tokens:
+        raise UserError(
+            f"reward.overlong_buffer={w.overlong_buffer} must be in [0, rollout.max_new_tokens="
+            f"{cfg.rollout.max_new_tokens}) (0: off)"
+        )
+    if not (math.isfinite(w.overlong_penalty) and w.overlong_penalty >= 0):
+        raise UserError(f"reward.overlong_penalty={w.overlong_penalty} must be a finite number >= 0")
 
 
 def check_values(cfg: Config) -> None:

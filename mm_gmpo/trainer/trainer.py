@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mm_gmpo.algorithms import group_advantages
+from mm_gmpo.algorithms import RolloutIS, group_advantages, sequence_kl
 from mm_gmpo.algorithms.registry import loss_unit, policy_loss_for
+from mm_gmpo.algorithms.rollout_is import rollout_is_metrics, rollout_is_stats
 from mm_gmpo.config import Config, save_config, to_dict
 from mm_gmpo.errors import TrainingHalted, UserError
 from mm_gmpo.reward import VerifierPool, compute_rewards
@@ -115,14 +116,16 @@ class Trainer:
             dtype=self.precision.compute_dtype,
             seed=cfg.trainer.seed,
         )
+        a, k = cfg.algorithm, cfg.trainer.updates_per_round
+        self.rollout_is = RolloutIS(a.rollout_is_mode, a.rollout_is_level, a.rollout_is_threshold)
         self.loss_fn, _ = policy_loss_for(
             cfg.algorithm.loss,
             max_response_length=cfg.rollout.max_new_tokens,
             normalize_std=cfg.algorithm.normalize_std,
             clip_dual=cfg.algorithm.clip_dual,
             aggregation=cfg.algorithm.loss_aggregation,
+            rollout_is=self.rollout_is,
         )
-        a, k = cfg.algorithm, cfg.trainer.updates_per_round
         self.update_settings = UpdateSettings(
             temperature=cfg.rollout.temperature,
             chunk_size=cfg.trainer.logprob_chunk_size,
@@ -130,7 +133,9 @@ class Trainer:
             updates_per_round=k,
             sequences_per_step=self.rows_per_process * self.ctx.world_size // k,
             clip={key: v for key, v in (("clip_low", a.clip_low), ("clip_high", a.clip_high)) if v is not None},
-            kl_coef=a.kl_coef,
+            kl_coef=0.0 if a.kl_in_reward else a.kl_coef,
+            kl_estimator=a.kl_estimator,
+            rollout_is=self.rollout_is.on,
             entropy_coef=a.entropy_coef,
             sync_chunks=self.updater.partitioned,
             max_tokens_per_micro_batch=cfg.trainer.max_tokens_per_micro_batch,
@@ -206,8 +211,12 @@ class Trainer:
                 round_start = time.perf_counter()
                 batch, scores, sampling_metrics = self._sample_round(timings, peaks)
                 self.rollout.sleep()  # vLLM frees its weights and KV cache until the sync (no-op for hf)
+                rewards, kl_reward_metrics = torch.tensor(scores.total, dtype=torch.float32), {}
+                if cfg.algorithm.kl_in_reward:  # the classic PPO recipe: the KL is a penalty on the reward
+                    with timed(timings, "kl_reward", peaks), self.precision.autocast():
+                        rewards, kl_reward_metrics = self._kl_in_reward(batch, rewards)
                 advantages = group_advantages(
-                    torch.tensor(scores.total, dtype=torch.float32),
+                    rewards,
                     cfg.rollout.n,
                     normalize_std=cfg.algorithm.normalize_std,
                     eps=cfg.algorithm.adv_eps,
@@ -236,6 +245,7 @@ class Trainer:
                     batch, scores, advantages, timings, time.perf_counter() - round_start
                 )
                 round_metrics.update(parity_metrics)
+                round_metrics.update(kl_reward_metrics)
                 round_metrics.update(balance_metrics)
                 round_metrics.update(sync_metrics)
                 round_metrics.update(sampling_metrics)
@@ -306,6 +316,7 @@ class Trainer:
 
     def _rewards(self, batch):
         r = self.cfg.reward
+        lengths = batch.response_mask.sum(dim=1).tolist()  # tokens, end-of-turn included
         return compute_rewards(
             batch.response_text,
             [ex.answer for ex in batch.examples],
@@ -316,7 +327,16 @@ class Trainer:
             format_weight=r.format_weight,
             format_kind=r.format,
             zero_truncated=r.zero_truncated,
-            examples=[example_fields(ex) for ex in batch.examples] if r.function else None,
+            examples=[
+                example_fields(ex, response_length=length, truncated=reason == "length")
+                for ex, length, reason in zip(batch.examples, lengths, batch.finish_reason, strict=True)
+            ]
+            if r.function
+            else None,
+            response_lengths=lengths,
+            max_length=self.cfg.rollout.max_new_tokens,
+            overlong_buffer=r.overlong_buffer,
+            overlong_penalty=r.overlong_penalty,
         )
 
     def _sample_round(self, timings: dict, peaks: dict):
@@ -421,6 +441,9 @@ class Trainer:
         metrics.update(self.rollout.metrics(batch))
         if self.cfg.reward.function:
             metrics.update(named_reward_metrics(self.ctx, scores))
+        if scores.overlong is not None:  # reward.overlong_buffer: the mean penalty (<= 0), already in reward/mean
+            total, count = dist.all_reduce_sum(self.ctx, [float(sum(scores.overlong)), float(len(scores.overlong))])
+            metrics["reward/overlong_penalty"] = total / (count or 1.0)
         return metrics
 
     # ------------------------------------------------------------------ around the loop
@@ -484,18 +507,42 @@ class Trainer:
         """
         old, ref, metrics = None, None, {}
         k = self.cfg.trainer.updates_per_round
-        if k > 1 or preflight or self.cfg.rollout.backend == "vllm":
+        if k > 1 or preflight or self.cfg.rollout.backend == "vllm" or self.rollout_is.on:
             trainer_logprobs = no_grad_logprobs(self.ctx, self.policy, batch, self.update_settings)
             report = self._parity(batch, trainer_logprobs)
-            metrics = report.metrics()
+            metrics = {**report.metrics(), **self._rollout_is_metrics(batch, trainer_logprobs)}
             if preflight:
                 log.info("preflight: %s", report.describe().splitlines()[0])
                 assert_parity(report)
             old = trainer_logprobs if k > 1 else None
-        if self.reference is not None:
+        if self.reference is not None and not self.cfg.algorithm.kl_in_reward:
             with self.reference.on_device() as reference:
                 ref = no_grad_logprobs(self.ctx, reference, batch, self.update_settings)
         return old, ref, metrics
+
+    def _rollout_is_metrics(self, batch, trainer_logprobs: torch.Tensor) -> dict[str, float]:
+        """``rollout/is_weight_mean``, ``rollout/is_weight_max``, ``rollout/is_clipped_frac`` (mask mode:
+        ``is_masked_frac``) of pi_old / pi_sampler at ``algorithm.rollout_is_level``, over all processes (also
+        with the correction off: what it would do)."""
+        local = rollout_is_stats(trainer_logprobs, batch.sampler_logprobs, batch.response_mask, self.rollout_is)
+        weight_sum, units, bounded = dist.all_reduce_sum(
+            self.ctx, [local["weight_sum"], local["units"], local["bounded"]]
+        )
+        (largest,) = dist.all_reduce_max(self.ctx, [local["weight_max"]])
+        stats = {"weight_sum": weight_sum, "units": units, "bounded": bounded, "weight_max": largest}
+        return rollout_is_metrics(stats, self.rollout_is)
+
+    def _kl_in_reward(self, batch, rewards: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """``algorithm.kl_in_reward``: rewards minus ``kl_coef`` x each response's summed KL to the reference
+        (``algorithm.kl_estimator`` on the policy's and the reference's no-grad log-probs of the round), and
+        ``reward/kl_penalty`` (the mean amount taken off) over all processes."""
+        a = self.cfg.algorithm
+        policy = no_grad_logprobs(self.ctx, self.policy, batch, self.update_settings)
+        with self.reference.on_device() as reference:
+            ref = no_grad_logprobs(self.ctx, reference, batch, self.update_settings)
+        penalty = a.kl_coef * sequence_kl(policy, ref, batch.response_mask, a.kl_estimator).float()
+        total, count = dist.all_reduce_sum(self.ctx, [float(penalty.sum()), float(penalty.numel())])
+        return rewards - penalty, {"reward/kl_penalty": total / (count or 1.0)}
 
     def _parity(self, batch, trainer_logprobs: torch.Tensor) -> ParityReport:
         """Trainer vs sampler log-probs over every process's response tokens: global mean, the largest p99 of any
@@ -507,9 +554,18 @@ class Trainer:
         )  # fmt: skip
         if self.ctx.world_size == 1:
             return local
-        total, count = dist.all_reduce_sum(self.ctx, [local.mean_abs_diff * local.num_tokens, local.num_tokens])
+        total, count, seq_total, seqs = dist.all_reduce_sum(
+            self.ctx,
+            [
+                local.mean_abs_diff * local.num_tokens,
+                local.num_tokens,
+                local.seq_mean_abs_diff * local.num_sequences,
+                local.num_sequences,
+            ],
+        )
         p99, largest = dist.all_reduce_max(self.ctx, [local.p99_abs_diff, local.max_abs_diff])
         local.mean_abs_diff, local.num_tokens = total / max(count, 1.0), int(count)
+        local.seq_mean_abs_diff, local.num_sequences = seq_total / max(seqs, 1.0), int(seqs)
         local.p99_abs_diff, local.max_abs_diff = p99, largest
         return local
 
