@@ -23,7 +23,9 @@ from mm_gmpo.errors import UserError
 class TinyConfig:
     """Sizes of the random tiny model built at ``model.path`` when it is missing and ``model.tiny_if_missing``."""
 
-    kind: Literal["qwen2_5_vl", "qwen2"] = "qwen2_5_vl"  # architecture
+    kind: Literal["qwen2_5_vl", "qwen2", "qwen3_vl", "qwen3"] = (
+        "qwen2_5_vl"  # architecture (as make-tiny-model --kind)
+    )
     hidden: int = 64  # text hidden size
     layers: int = 2  # text decoder layers
     heads: int = 4  # attention heads (hidden/heads must be even)

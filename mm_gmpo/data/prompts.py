@@ -136,13 +136,14 @@ def _processor_budget(processor, min_pixels: int, max_pixels: int) -> tuple[int,
     return int(actual[0]), int(actual[1])
 
 
-def _image_settings(processor) -> tuple[str, int] | None:
-    """(image pad token, merge size) of a vision processor; None for a text-only tokenizer."""
+def _image_settings(processor) -> tuple[str, int, int] | None:
+    """(image pad token, patch size, merge size) of a vision processor, read from its image processor (14 and 2
+    for Qwen2.5-VL, 16 and 2 for Qwen3-VL); None for a text-only tokenizer."""
     image_processor = getattr(processor, "image_processor", None)
     if image_processor is None:
         return None
     token = getattr(processor, "image_token", None) or "<|image_pad|>"
-    return token, int(getattr(image_processor, "merge_size", 2))
+    return token, int(image_processor.patch_size), int(image_processor.merge_size)
 
 
 def build_prompts(
@@ -174,7 +175,14 @@ def build_prompts(
             build_messages(example, chosen, show_choices), tokenize=False, add_generation_prompt=True
         )
         image_tokens = [
-            vision_tokens(img.height, img.width, min_pixels=min_pixels, max_pixels=max_pixels, merge_size=vision[1])
+            vision_tokens(
+                img.height,
+                img.width,
+                min_pixels=min_pixels,
+                max_pixels=max_pixels,
+                patch_size=vision[1],
+                merge_size=vision[2],
+            )
             for img in example.images
         ]
         text_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])

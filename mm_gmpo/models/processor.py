@@ -147,10 +147,11 @@ def _load_processor(path: str | Path, *, min_pixels: int | None = None, max_pixe
     else:
         model_type = AutoConfig.from_pretrained(path).model_type
         log.info("torchvision is not importable: using the image-only %s processor", model_type)
+        tokenizer = AutoTokenizer.from_pretrained(path)
         processor = IMAGE_ONLY_PROCESSORS[model_type](
             image_processor=AutoImageProcessor.from_pretrained(path, **size_kwargs),
-            tokenizer=AutoTokenizer.from_pretrained(path),
-            chat_template=_chat_template_of(path),
+            tokenizer=tokenizer,
+            chat_template=_chat_template_of(path, tokenizer),
             video_config=_video_config_of(path),
         )
     processor.tokenizer.padding_side = "left"
@@ -166,8 +167,7 @@ def _video_config_of(path: str) -> dict | None:
         return None
 
 
-def _chat_template_of(path: str) -> str | None:
-    tokenizer = AutoTokenizer.from_pretrained(path)
+def _chat_template_of(path: str, tokenizer) -> str | None:
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.chat_template
     local = Path(path) / "chat_template.jinja"
