@@ -85,8 +85,9 @@ class DataConfig:
     val: str = "geometry3k:validation"  # validation spec; empty: no validation
     source: Literal["auto", "local", "hub"] = "auto"  # auto: local files when present, else the hub
     local_dir: str = ""  # root of local data; empty: data/sample of a source checkout, else the hub
-    # prompt template (= data.prompts.TEMPLATES); geo3k_easyr1: geo3k's instruction after a space, as EasyR1
-    template: Literal["geo3k", "qwen_math", "r1", "geo3k_easyr1"] = "geo3k"
+    # prompt template (= data.prompts.TEMPLATES); geo3k_easyr1: geo3k's instruction after a space, as EasyR1;
+    # qwen3_thinking: Qwen3's math prompt in the user turn, thinking on (the answer is read after </think>)
+    template: Literal["geo3k", "qwen_math", "r1", "geo3k_easyr1", "qwen3_thinking"] = "geo3k"
     show_choices: bool = False  # list the multiple-choice options in the prompt
     max_prompt_length: int = 2048  # tokens incl. image tokens; longer prompts are dropped (never cut)
     min_pixels: int = 3136  # Qwen resize rule lower bound (pixels per image)

@@ -46,7 +46,10 @@ def test_messages_per_template():
     ]
     r1 = build_messages(text_only, "r1")
     assert r1[0]["content"] == R1_SYSTEM and "<answer> </answer>" in R1_SYSTEM and r1[1]["content"] == "What is 2+2?"
-    assert set(TEMPLATES) == {"qwen_math", "r1", "geo3k", "geo3k_easyr1"}
+    assert build_messages(text_only, "qwen3_thinking") == [
+        {"role": "user", "content": f"What is 2+2?\n{QWEN_MATH_SYSTEM}"}  # Qwen3's math prompt, in the user turn
+    ]
+    assert set(TEMPLATES) == {"qwen_math", "r1", "geo3k", "geo3k_easyr1", "qwen3_thinking"}
     with pytest.raises(UserError, match="data.template='cot'"):
         build_messages(text_only, "cot")
 

@@ -7,7 +7,10 @@ Templates:
 - ``geo3k``: the EasyR1 Geometry3K instruction after the problem (think inside ``<think> </think>``, final answer in
   ``\\boxed{}``), on a line of its own;
 - ``geo3k_easyr1``: the same instruction joined to the problem by a space, as EasyR1's ``format_prompt/math.jinja``
-  renders it (``{{ content | trim }} You FIRST think ...``).
+  renders it (``{{ content | trim }} You FIRST think ...``);
+- ``qwen3_thinking``: Qwen3's recommended math prompt, "Please reason step by step, and put your final answer within
+  \\boxed{}." after the problem in the user turn, no system turn; Qwen3's chat template leaves thinking on, so the
+  response is ``<think> ... </think>`` then the answer, which the reward reads after ``</think>``.
 Any template can list the multiple-choice options (``show_choices``). Images are content parts placed before the
 text, as Qwen2.5-VL is trained. A prompt's length counts every ``<|image_pad|>`` the processor will expand the
 image into (Qwen's resize rule, :func:`~mm_gmpo.data.images.vision_tokens`); a prompt over the limit is dropped
@@ -53,6 +56,7 @@ TEMPLATES = {
     "r1": Template("r1", R1_SYSTEM, None),
     "geo3k": Template("geo3k", None, GEO3K_INSTRUCTION),
     "geo3k_easyr1": Template("geo3k_easyr1", None, GEO3K_INSTRUCTION, separator=" "),
+    "qwen3_thinking": Template("qwen3_thinking", None, QWEN_MATH_SYSTEM),
 }
 
 
