@@ -71,7 +71,7 @@ class ModelConfig:
     ref_offload: bool = False
     # frozen parts of a vision-language model: they keep their weights, the optimizer holds none of them, and the
     # vLLM sync does not resend them; the vision tower is the ViT (patch embedding and blocks), the merger projects
-    # its output into the language model
+    # its output into the language model (Qwen3-VL: the merger and its DeepStack mergers)
     freeze_vision_tower: bool = False
     freeze_merger: bool = False
 
