@@ -36,6 +36,14 @@ def tiny_qwen3_vl_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen3_vl_moe_dir(tmp_path_factory) -> Path:
+    from mm_gmpo.models import TinyModelSpec, make_tiny_model
+
+    folder = tmp_path_factory.mktemp("models") / "tiny-qwen3-vl-moe"
+    return make_tiny_model(TinyModelSpec(kind="qwen3_vl_moe"), folder)
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen3_dir(tmp_path_factory) -> Path:
     from mm_gmpo.models import TinyModelSpec, make_tiny_model
 
@@ -47,6 +55,7 @@ TINY_DIR_FIXTURES = {
     "qwen2_5_vl": "tiny_vl_dir",
     "qwen2": "tiny_text_dir",
     "qwen3_vl": "tiny_qwen3_vl_dir",
+    "qwen3_vl_moe": "tiny_qwen3_vl_moe_dir",
     "qwen3": "tiny_qwen3_dir",
 }
 

@@ -20,7 +20,7 @@ from mm_gmpo.trainer.update import (
     token_budget_bins,
 )
 
-KINDS = {"text": "qwen2", "vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl"}
+KINDS = {"text": "qwen2", "vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "qwen3_vl_moe": "qwen3_vl_moe"}
 
 
 def _batch(kind, request):
@@ -46,7 +46,7 @@ def _recording(forward, seen):
     return recorded
 
 
-@pytest.mark.parametrize("kind", ["text", "vl", "qwen3_vl"])
+@pytest.mark.parametrize("kind", ["text", "vl", "qwen3_vl", "qwen3_vl_moe"])
 def test_packed_logprobs_and_gradients_equal_padded(kind, request, monkeypatch):
     folder, batch = _batch(kind, request)
     rollout = batch.rollout

@@ -307,6 +307,14 @@ def test_unknown_backend_is_a_user_error(vl):
         RolloutEngine("sglang", *vl)
 
 
+def test_vllm_refuses_qwen3_vl_moe_in_one_line(tiny_qwen3_vl_moe_dir):
+    from mm_gmpo.errors import UserError
+
+    model = load_model(tiny_qwen3_vl_moe_dir, "float32")
+    with pytest.raises(UserError, match="rollout.backend=vllm: Qwen3-VL MoE .* use rollout.backend=hf"):
+        RolloutEngine("vllm", model, load_processor(tiny_qwen3_vl_moe_dir))
+
+
 def test_stop_tokens_end_responses_only_where_listed(vl, mixed_prompts):
     """rollout.stop_tokens=["<|endoftext|>"] (the official GMPO sampler: the base model's EOS only): a favoured
     <|im_end|> no longer ends a response, <|endoftext|> does; the default still stops at <|im_end|>."""

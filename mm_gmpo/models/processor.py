@@ -31,7 +31,7 @@ from mm_gmpo.models.video_config import video_processor_config
 
 log = logging.getLogger(__name__)
 
-VISION_MODEL_TYPES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl")
+VISION_MODEL_TYPES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_vl_moe")
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 
@@ -98,6 +98,7 @@ IMAGE_ONLY_PROCESSORS = {
     "qwen2_5_vl": ImageOnlyQwen2_5_VLProcessor,
     "qwen2_vl": ImageOnlyQwen2_5_VLProcessor,
     "qwen3_vl": ImageOnlyQwen3VLProcessor,
+    "qwen3_vl_moe": ImageOnlyQwen3VLProcessor,
 }
 
 

@@ -10,6 +10,8 @@ or ``Qwen/Qwen3-4B``. Kinds:
   32), interleaved M-RoPE (sections in the public 24:20:20 proportion), DeepStack (the tower's taps added to the
   first decoder layers' hidden states), q/k norms, an explicit ``head_dim``; its processor normalises with mean and
   std 0.5 as the public one does;
+- ``qwen3_vl_moe``: Qwen3-VL with the 30B-A3B's mixture-of-experts decoder (a router and ``experts`` fused expert
+  MLPs of width intermediate / 4 in every layer, ``experts_per_token`` of them active);
 - ``qwen3``: a Qwen3 text decoder (q/k norms, explicit ``head_dim``) with Qwen3's thinking chat template.
 """
 
@@ -36,8 +38,8 @@ from mm_gmpo.models.processor import TEMPLATES_DIR, ImageOnlyQwen2_5_VLProcessor
 
 log = logging.getLogger(__name__)
 
-TinyKind = Literal["qwen2_5_vl", "qwen2", "qwen3_vl", "qwen3"]
-TINY_KINDS: tuple[str, ...] = ("qwen2_5_vl", "qwen2", "qwen3_vl", "qwen3")
+TinyKind = Literal["qwen2_5_vl", "qwen2", "qwen3_vl", "qwen3_vl_moe", "qwen3"]
+TINY_KINDS: tuple[str, ...] = ("qwen2_5_vl", "qwen2", "qwen3_vl", "qwen3_vl_moe", "qwen3")
 
 
 @dataclass
@@ -56,6 +58,9 @@ class TinyModelSpec:
     vision_heads: int = 0  # vision attention heads; 0: vision_hidden / 16
     rope_theta: float = 0.0  # rotary base of the text decoder; 0: the public checkpoints' (1e6 Qwen2.5-VL and Qwen3,
     # 5e6 Qwen3-VL), transformers' default for Qwen2
+    experts: int = 8  # qwen3_vl_moe: experts per decoder layer (the 30B-A3B: 128)
+    experts_per_token: int = 2  # qwen3_vl_moe: experts each token is routed to (the 30B-A3B: 8)
+    deepstack: str = ""  # Qwen3-VL: the vision blocks DeepStack taps ("5,11,17"); "": see _deepstack_layers
     seed: int = 0  # weight initialisation seed
     tokenizer: str = ""  # folder of a tokenizer to use instead of the Qwen vocabulary (e.g. a toy BPE)
 
@@ -114,7 +119,7 @@ def make_tiny_model(spec: TinyModelSpec, out: str | Path) -> Path:
     elif spec.kind == "qwen2_5_vl":
         model = _tiny_vl_model(spec, tokenizer)
         _vl_processor(tokenizer).save_pretrained(out)
-    elif spec.kind == "qwen3_vl":
+    elif spec.kind in ("qwen3_vl", "qwen3_vl_moe"):
         model = _tiny_qwen3_vl_model(spec, tokenizer)
         _qwen3_vl_processor(tokenizer).save_pretrained(out)
     else:
@@ -164,7 +169,12 @@ def _qwen3_text_config(spec: TinyModelSpec, tokenizer) -> Qwen3Config:
 
 
 def _tiny_qwen3_vl_model(spec: TinyModelSpec, tokenizer):
-    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from transformers import (
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLMoeConfig,
+        Qwen3VLMoeForConditionalGeneration,
+    )
 
     ids = tokenizer.convert_tokens_to_ids
     head_dim = spec.hidden // spec.heads
@@ -174,8 +184,18 @@ def _tiny_qwen3_vl_model(spec: TinyModelSpec, tokenizer):
         mrope_section=_interleaved_mrope_section(head_dim),
         mrope_interleaved=True,
     )
-    config = Qwen3VLConfig(
-        text_config=dict(**_decoder_fields(spec, tokenizer), head_dim=head_dim, rope_parameters=rope),
+    text = dict(**_decoder_fields(spec, tokenizer), head_dim=head_dim, rope_parameters=rope)
+    moe = spec.kind == "qwen3_vl_moe"
+    if moe:  # every layer sparse, as the 30B-A3B (decoder_sparse_step 1, no dense-only layers)
+        text |= dict(
+            num_experts=spec.experts,
+            num_experts_per_tok=spec.experts_per_token,
+            moe_intermediate_size=max(1, spec.intermediate // 4),
+            decoder_sparse_step=1,
+            norm_topk_prob=True,  # what transformers computes (top-k weights renormalised); vLLM reads the key
+        )
+    config = (Qwen3VLMoeConfig if moe else Qwen3VLConfig)(
+        text_config=text,
         vision_config=dict(
             depth=spec.vision_layers,
             hidden_size=spec.vision_hidden,
@@ -185,7 +205,9 @@ def _tiny_qwen3_vl_model(spec: TinyModelSpec, tokenizer):
             patch_size=16,
             spatial_merge_size=2,
             temporal_patch_size=2,
-            deepstack_visual_indexes=_deepstack_layers(spec.vision_layers),
+            deepstack_visual_indexes=[int(i) for i in spec.deepstack.split(",")]
+            if spec.deepstack
+            else _deepstack_layers(spec.vision_layers),
         ),
         image_token_id=ids("<|image_pad|>"),
         video_token_id=ids("<|video_pad|>"),
@@ -193,7 +215,7 @@ def _tiny_qwen3_vl_model(spec: TinyModelSpec, tokenizer):
         vision_end_token_id=ids("<|vision_end|>"),
         tie_word_embeddings=True,
     )
-    return Qwen3VLForConditionalGeneration(config)
+    return (Qwen3VLMoeForConditionalGeneration if moe else Qwen3VLForConditionalGeneration)(config)
 
 
 def _tiny_vl_model(spec: TinyModelSpec, tokenizer):

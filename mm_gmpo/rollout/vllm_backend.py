@@ -167,6 +167,14 @@ def _patch_image_only_processor(model_path: str) -> None:
     log.info("torchvision is not importable: vLLM uses the PIL image processor and the image-only processor")
 
 
+# model types the vLLM backend refuses, and why
+UNSUPPORTED_MODEL_TYPES = {
+    "qwen3_vl_moe": "Qwen3-VL MoE is not supported yet: vLLM 0.32's expert loader refuses the fused expert weights "
+    "as transformers 5 saves them (a shape mismatch in its down projection), so neither a checkpoint of ours nor a "
+    "weight sync loads; use rollout.backend=hf",
+}
+
+
 class VLLMRollout:
     """A vLLM ``LLM`` beside the training model in this process (see the module docstring)."""
 
@@ -181,6 +189,8 @@ class VLLMRollout:
     ):
         """``dtype``: the engine's (the policy's compute dtype: bf16 for a run whose fp32 master weights stay in the
         trainer); default the parameters' dtype."""
+        if getattr(model.config, "model_type", "") in UNSUPPORTED_MODEL_TYPES:
+            raise UserError(f"rollout.backend=vllm: {UNSUPPORTED_MODEL_TYPES[model.config.model_type]}")
         executor, self.dp_group_index, world = _placement(settings.tensor_parallel_size)
         vllm = require("vllm", "rollout.backend=vllm", "pip install -e '.[gpu]'")
         on_cuda = torch.cuda.is_available()
