@@ -3,18 +3,17 @@
     bash scripts/gpu_smoke.sh                 # on a CUDA machine with a CUDA torch and this project installed
     python scripts/gpu_smoke.py --tiny        # the same cases with tiny models on a CPU (what CI runs)
 
-Cases: the Geometry3K recipe's shape (a random Qwen2.5-VL of the 3B model's public config, real Qwen vocabulary,
-image prompts from the shipped samples), the same with a random Qwen3-VL of the 2B model's public config
-(16-pixel patches, DeepStack, interleaved M-RoPE; the Qwen3-VL recipe's settings), and the text-math recipe's shape
-(a random Qwen2.5-Math-1.5B-sized Qwen2 on the MATH samples), each in bf16 with gradient checkpointing, HF rollouts, one process; when DeepSpeed imports, the
-text case again under ZeRO-2 and the image cases (Qwen2.5-VL, Qwen3-VL) under ZeRO-3 started by the DeepSpeed
-launcher as docs/gpu.md types it
-(`deepspeed --num_gpus N --module mm_gmpo train ...`, N = the machine's GPUs; 2 processes on a CPU); when vLLM
-imports, the image case with the vLLM backend (the engine's sleep after sampling, the weight sync and the wake, every
-round). Every case is a real `mm-gmpo train` run. Per case and phase (rollout, old
-log-probs, update) it prints the peak GPU memory (torch.cuda.max_memory_allocated, from the run's metrics) and
-tokens/s, then PASS, or FAIL with the phase that failed. Random models rarely stop, so responses run to
---max-new-tokens: that is the length under test.
+Cases: the Geometry3K recipe's shape (a random Qwen2.5-VL of the 3B model's public config, real Qwen vocabulary, image
+prompts from the shipped samples), the same with a random Qwen3-VL of the 2B model's public config (16-pixel patches,
+DeepStack, interleaved M-RoPE; the Qwen3-VL recipe's settings), and the text-math recipe's shape (a random
+Qwen2.5-Math-1.5B-sized Qwen2 on the MATH samples), each in bf16 with gradient checkpointing, HF rollouts, one
+process; when DeepSpeed imports, the text case again under ZeRO-2 and the image cases (Qwen2.5-VL, Qwen3-VL) under
+ZeRO-3 started by the DeepSpeed launcher as docs/gpu.md types it (`deepspeed --num_gpus N --module mm_gmpo train ...`,
+N = the machine's GPUs; 2 processes on a CPU); when vLLM imports, the image case with the vLLM backend (the engine's
+sleep after sampling, the weight sync and the wake, every round). Every case is a real `mm-gmpo train` run. Per case
+and phase (rollout, old log-probs, update) it prints the peak GPU memory (torch.cuda.max_memory_allocated, from the
+run's metrics) and tokens/s, then PASS, or FAIL with the phase that failed. Random models rarely stop, so responses
+run to --max-new-tokens: that is the length under test.
 """
 
 from __future__ import annotations
