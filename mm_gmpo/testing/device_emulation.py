@@ -17,6 +17,7 @@ Used by the tests only; it lives in the package so that benchmark and smoke scri
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import torch
@@ -190,6 +191,12 @@ def is_emulated(t: torch.Tensor) -> bool:
     return isinstance(t, EmulatedTensor)
 
 
+def _host_memory_info(device=None) -> tuple[int, int]:
+    """``torch.cuda.mem_get_info`` of the emulated device: (free, total) bytes of the host's memory."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    return os.sysconf("SC_AVPHYS_PAGES") * page, os.sysconf("SC_PHYS_PAGES") * page
+
+
 @contextlib.contextmanager
 def emulated_device() -> Iterator[EmulatedDevice]:
     """Inside: ``device="cuda"`` means the emulated device, and device mixes raise :class:`DeviceMismatch`."""
@@ -197,6 +204,8 @@ def emulated_device() -> Iterator[EmulatedDevice]:
     lazy_init = torch.cuda._lazy_init
     swap = torch.__future__.get_swap_module_params_on_conversion()
     torch.cuda._lazy_init = lambda: None  # factories with device="cuda" reach the mode instead of failing here
+    mem_get_info = torch.cuda.mem_get_info
+    torch.cuda.mem_get_info = _host_memory_info  # the emulated device's memory is the host's
     # Module.to swaps each parameter for its moved self (keeps ties); the default would assign a wrapper's
     # data into a plain tensor, which segfaults
     torch.__future__.set_swap_module_params_on_conversion(True)
@@ -205,4 +214,5 @@ def emulated_device() -> Iterator[EmulatedDevice]:
             yield mode
     finally:
         torch.cuda._lazy_init = lazy_init
+        torch.cuda.mem_get_info = mem_get_info
         torch.__future__.set_swap_module_params_on_conversion(swap)
