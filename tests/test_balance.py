@@ -18,7 +18,8 @@ from mm_gmpo.rollout.batching import pad_token_id
 from mm_gmpo.testing.batches import assert_same_update, run_update_round, sample_train_batch
 from mm_gmpo.trainer.balance import balance_rows, row_tokens, swap_plan
 from mm_gmpo.trainer.batch import TrainBatch
-from mm_gmpo.trainer.dist import DistContext, TorchUpdater, free_port
+from mm_gmpo.trainer.dist import DistContext, free_port
+from mm_gmpo.trainer.engine import TorchUpdater
 from mm_gmpo.trainer.policy import PolicyLogprobs
 from mm_gmpo.trainer.update import UpdateSettings, no_grad_logprobs, update_round
 

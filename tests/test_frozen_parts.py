@@ -12,7 +12,8 @@ from mm_gmpo.errors import UserError
 from mm_gmpo.models import load_processor
 from mm_gmpo.rollout.weight_sync import stream_weights
 from mm_gmpo.testing.batches import sample_train_batch
-from mm_gmpo.trainer.dist import DistContext, TorchUpdater
+from mm_gmpo.trainer.dist import DistContext
+from mm_gmpo.trainer.engine import TorchUpdater
 from mm_gmpo.trainer.policy import PolicyLogprobs
 from mm_gmpo.trainer.precision import resolve_precision
 from mm_gmpo.trainer.setup import build_policy

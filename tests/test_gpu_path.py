@@ -19,7 +19,8 @@ from mm_gmpo.models import load_model, load_processor
 from mm_gmpo.testing.batches import sample_prompts, sample_train_batch
 from mm_gmpo.testing.device_emulation import EMULATED, DeviceMismatch, emulated_device, is_emulated, to_emulated
 from mm_gmpo.trainer.batch import TrainBatch
-from mm_gmpo.trainer.dist import DistContext, TorchUpdater
+from mm_gmpo.trainer.dist import DistContext
+from mm_gmpo.trainer.engine import TorchUpdater
 from mm_gmpo.trainer.policy import PolicyLogprobs
 from mm_gmpo.trainer.update import UpdateSettings, no_grad_logprobs, update_round
 

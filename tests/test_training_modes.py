@@ -10,7 +10,8 @@ from mm_gmpo.config import load_config
 from mm_gmpo.models import load_processor
 from mm_gmpo.testing.batches import sample_train_batch
 from mm_gmpo.trainer.batch import TrainBatch
-from mm_gmpo.trainer.dist import DistContext, TorchUpdater
+from mm_gmpo.trainer.dist import DistContext
+from mm_gmpo.trainer.engine import TorchUpdater
 from mm_gmpo.trainer.policy import PolicyLogprobs
 from mm_gmpo.trainer.precision import Precision, resolve_precision
 from mm_gmpo.trainer.setup import build_policy

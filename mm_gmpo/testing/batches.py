@@ -40,7 +40,8 @@ def run_update_round(model, batch: TrainBatch, settings, ctx=None) -> tuple[torc
     """(old log-probs, the parameters after, per-step metrics) of one GMPO update round of ``batch`` on ``model``
     (AdamW at lr 1e-3, no clipping, no warm-up), the old log-probs from the no-grad pass in the same batching."""
     from mm_gmpo.algorithms import get_policy_loss
-    from mm_gmpo.trainer.dist import DistContext, TorchUpdater
+    from mm_gmpo.trainer.dist import DistContext
+    from mm_gmpo.trainer.engine import TorchUpdater
     from mm_gmpo.trainer.policy import PolicyLogprobs
     from mm_gmpo.trainer.update import no_grad_logprobs, update_round
 

@@ -12,7 +12,8 @@ import torch
 
 from mm_gmpo.config import Config
 from mm_gmpo.errors import UserError, require
-from mm_gmpo.trainer.dist import DeepSpeedUpdater, DistContext, TorchUpdater, barrier
+from mm_gmpo.trainer.dist import DistContext, barrier
+from mm_gmpo.trainer.engine import DeepSpeedUpdater, TorchUpdater
 from mm_gmpo.trainer.precision import Precision
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ this order: take the rows of everything (one ``TrainBatch.select``), drop the co
 them (``trimmed``: each micro-batch is as wide as its own longest row, not the round's), move them to the policy's
 device (one ``to``), forward with gradients in train mode (so gradient checkpointing recomputes), the loss (:func:`micro_batch_loss`, pure), one collective to agree whether the
 loss is finite everywhere, backward. A non-finite loss is replaced by one whose gradients are NaN, so the step is
-dropped before anything is applied: by :class:`~mm_gmpo.trainer.dist.TorchUpdater` itself, and by DeepSpeed's own
+dropped before anything is applied: by :class:`~mm_gmpo.trainer.engine.TorchUpdater` itself, and by DeepSpeed's own
 overflow check under ZeRO (AdamW's moments never see the bad gradients).
 
 Under ZeRO-3 every forward of a module gathers its parameters in a collective, so every process must call each

@@ -33,7 +33,8 @@ from mm_gmpo.models.toy_tokenizer import train_toy_tokenizer
 from mm_gmpo.rollout.batching import assemble_batch, encode_prompts, stop_token_ids, suppressed_token_ids
 from mm_gmpo.rollout.types import SamplingParams
 from mm_gmpo.trainer.batch import TrainBatch
-from mm_gmpo.trainer.dist import DistContext, TorchUpdater
+from mm_gmpo.trainer.dist import DistContext
+from mm_gmpo.trainer.engine import TorchUpdater
 from mm_gmpo.trainer.policy import PolicyLogprobs
 from mm_gmpo.trainer.update import UpdateSettings, padding_stats, round_plan, update_round
 
