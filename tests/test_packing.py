@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import mm_gmpo.rollout.logprobs as logprobs_module
+import mm_gmpo.trainer.forward as logprobs_module
 from mm_gmpo.models import load_model, load_processor
-from mm_gmpo.rollout import policy_logprobs
 from mm_gmpo.testing.batches import assert_same_update, run_update_round, sample_train_batch
 from mm_gmpo.trainer.dist import DistContext
+from mm_gmpo.trainer.forward import policy_logprobs
 from mm_gmpo.trainer.update import (
     UpdateSettings,
     padding_stats,

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 import torch
 
 from mm_gmpo.algorithms import add_kl_penalty, masked_mean, masked_sum
-from mm_gmpo.rollout import policy_logprobs
 from mm_gmpo.rollout.types import RolloutBatch
 from mm_gmpo.trainer import dist
 from mm_gmpo.trainer.batch import TrainBatch
+from mm_gmpo.trainer.forward import policy_logprobs
 from mm_gmpo.trainer.state import metric_weight, minibatch_rows, reduce_metric_rows
 
 

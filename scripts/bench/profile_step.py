@@ -72,7 +72,7 @@ class StageClock:
 
 def instrument(trainer, clock: StageClock) -> None:
     import mm_gmpo.rollout.hf as hf
-    import mm_gmpo.rollout.logprobs as logprobs
+    import mm_gmpo.trainer.forward as logprobs
     import mm_gmpo.trainer.trainer as trainer_module
 
     model = trainer.policy
