@@ -27,7 +27,9 @@ def upward(modules: list[str]) -> list[str]:
 
 
 def test_the_rule_sees_every_form_of_import():
-    source = "import mm_gmpo.trainer.dist\ndef f():\n    from mm_gmpo import evaluate\n    from mm_gmpo.data import rows\n"
+    source = (
+        "import mm_gmpo.trainer.dist\ndef f():\n    from mm_gmpo import evaluate\n    from mm_gmpo.data import rows\n"
+    )
     assert upward(imported_modules(source)) == ["mm_gmpo.trainer.dist", "mm_gmpo.evaluate"]
 
 
