@@ -118,15 +118,32 @@ def quantile(ctx: dist.DistContext, values: torch.Tensor, q: float) -> float:
     0.0 if there are none. Each process sends only its largest values, as many as the upper tail needs."""
     local = values.detach().double().flatten().cpu()
     count = int(dist.all_reduce_sum(ctx, [float(local.numel())])[0])
-    if count == 0:
-        return 0.0
+    tail = upper_tail(local, count, q)
+    tails = dist.gather_objects(ctx, tail) if ctx.world_size > 1 else [tail]
+    return quantile_from_tails(tails, count, q)
+
+
+def _ranks(count: int, q: float) -> tuple[int, int, float]:
+    """(lower rank, upper rank, weight of the upper) of the ``q`` quantile of ``count`` ascending values."""
     position = q * (count - 1)
     lower = int(position)
-    upper = min(lower + 1, count - 1)
-    weight = position - lower
-    tail = count - lower  # the values of ascending rank >= lower are the `tail` largest
-    top = local.sort(descending=True).values[:tail]
-    if ctx.world_size > 1:
-        top = torch.cat(dist.gather_objects(ctx, top)).sort(descending=True).values
-    at_lower, at_upper = top[count - 1 - lower], top[count - 1 - upper]
-    return float(at_lower * (1.0 - weight) + at_upper * weight)
+    return lower, min(lower + 1, count - 1), position - lower
+
+
+def upper_tail(values: torch.Tensor, count: int, q: float) -> torch.Tensor:
+    """The largest of one process's ``values`` (descending) that the ``q`` quantile of all ``count`` values can be:
+    those of ascending rank >= its lower rank are the ``count - lower`` largest overall, and each process's share of
+    them is among its own ``count - lower`` largest. Pure."""
+    if count == 0:
+        return values[:0]
+    lower, _, _ = _ranks(count, q)
+    return values.sort(descending=True).values[: count - lower]
+
+
+def quantile_from_tails(tails: list[torch.Tensor], count: int, q: float) -> float:
+    """The ``q`` quantile of ``count`` values from every process's :func:`upper_tail`. Pure."""
+    if count == 0:
+        return 0.0
+    lower, upper, weight = _ranks(count, q)
+    top = torch.cat(tails).sort(descending=True).values
+    return float(top[count - 1 - lower] * (1.0 - weight) + top[count - 1 - upper] * weight)
