@@ -1,6 +1,7 @@
 """Write the sample data shipped in the repo (``data/sample``) and the diagram comparison sheet (``docs/``).
 
-From the staged data (``../shared/data``):
+From a full local copy (``--src``: ``geometry3k/`` laid out as ``data/sample/geometry3k``, and ``math/`` with
+``math_train.jsonl``, ``math_test_full.jsonl`` and the evaluation sets):
 - ``data/sample/geometry3k/{train,validation,test}.jsonl``: the first 300 / 100 / 100 rows of each split, with a
   diagram per row under ``images/<split>/<id>.png``: the 10 clean originals (train ids 11-20) copied as they are,
   every other diagram drawn from its annotation (``rendered: true``);
@@ -8,7 +9,7 @@ From the staged data (``../shared/data``):
   appears), and the first rows of each evaluation set;
 - ``docs/diagrams.png``: each of the 10 originals beside the diagram drawn from the same annotation.
 
-    python data/make_samples.py
+    python data/make_samples.py --src DATA_DIR
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def comparison_sheet(src: Path, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--src", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--src", type=Path, required=True, help="the full local data (geometry3k/, math/)")
     parser.add_argument("--out", type=Path, default=REPO / "data" / "sample")
     parser.add_argument("--docs", type=Path, default=REPO / "docs" / "diagrams.png")
     parser.add_argument("--seed", type=int, default=0)

@@ -1,11 +1,12 @@
 """Prepare Geometry3K for training: one JSONL per split plus a PNG diagram per problem.
 
-From a local copy (default ``../shared/data/geometry3k``, the layout described in its README) every diagram is
+From a local copy (``--src``: ``{train,validation,test}.jsonl`` with ``images/<split>/<id>.png`` where a clean
+original exists, rows as in ``data/sample/geometry3k``, or the Inter-GPS release layout) every diagram is
 drawn from its annotation (``mm_gmpo.data.render``); where the clean original is present it is copied instead
 (``--render-all`` draws those too). Rows keep every field of the source and get ``image`` pointing at the PNG and
 ``rendered`` saying which it is. ``--source hub`` writes the same layout from ``hiyouga/geometry3k``.
 
-    python data/prepare_geometry3k.py --out data/geometry3k
+    python data/prepare_geometry3k.py --src GEOMETRY3K_DIR --out data/geometry3k
     python data/prepare_geometry3k.py --source hub --out data/geometry3k
 """
 
@@ -86,12 +87,14 @@ def prepare_split_hub(out: Path, split: str, limit: int | None) -> dict[str, int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--src", type=Path, default=REPO.parent / "shared" / "data" / "geometry3k")
+    parser.add_argument("--src", type=Path, help="the local copy (required with --source local)")
     parser.add_argument("--out", type=Path, default=REPO / "data" / "geometry3k")
     parser.add_argument("--source", choices=("local", "hub"), default="local")
     parser.add_argument("--render-all", action="store_true", help="draw diagrams even where the original exists")
     parser.add_argument("--limit", type=int, default=None, help="only the first N rows of each split")
     args = parser.parse_args()
+    if args.source == "local" and args.src is None:
+        parser.error("--src is required with --source local (a folder of Geometry3K JSONL), or use --source hub")
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     for split in SPLITS:

@@ -1,11 +1,13 @@
 """Build the text-math training pool: MATH levels 3-5 of train plus test, minus the MATH500 problems.
 
-On the staged files (``../shared/data/math``) the rule selects exactly 8,888 rows (asserted). Two of them
+On local files (``--src``: ``math_train.jsonl``, ``math_test_full.jsonl`` and ``math500.jsonl``, rows as in
+``data/sample/math``) the rule selects exactly 8,888 rows (asserted). Two of them
 (``train/number_theory/7115.json``, ``7117.json``) have an empty ``\\boxed{}`` upstream, so no gold answer: they
 are left out of the written file (8,886 rows) and named here. ``--source hub`` builds the same pool from the
 hub copies (MATH-lighteval train/test and HuggingFaceH4/MATH-500).
 
-    python data/prepare_math.py --out data/math/math_lvl3to5.jsonl
+    python data/prepare_math.py --src MATH_DIR --out data/math/math_lvl3to5.jsonl
+    python data/prepare_math.py --source hub --out data/math/math_lvl3to5.jsonl
 """
 
 from __future__ import annotations
@@ -42,10 +44,12 @@ def load_parts(source: str, src: Path) -> tuple[list[dict], list[dict], list[dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--src", type=Path, default=REPO.parent / "shared" / "data" / "math")
+    parser.add_argument("--src", type=Path, help="folder of the MATH files (required with --source local)")
     parser.add_argument("--out", type=Path, default=REPO / "data" / "math" / "math_lvl3to5.jsonl")
     parser.add_argument("--source", choices=("local", "hub"), default="local")
     args = parser.parse_args()
+    if args.source == "local" and args.src is None:
+        parser.error("--src is required with --source local (a folder of the MATH JSONL files), or use --source hub")
     train, test, math500 = load_parts(args.source, args.src)
     pool = build_math_pool(train, test, math500)
     print(f"MATH train {len(train)} + test {len(test)}, MATH500 {len(math500)} held out -> pool {len(pool)} rows")

@@ -82,7 +82,7 @@ class DataConfig:
     train: str = "geometry3k:train"
     val: str = "geometry3k:validation"  # validation spec; empty: no validation
     source: Literal["auto", "local", "hub"] = "auto"  # auto: local files when present, else the hub
-    local_dir: str = ""  # root of local data; empty: data/sample in the repo, then ../shared/data
+    local_dir: str = ""  # root of local data; empty: data/sample of a source checkout, else the hub
     # prompt template (= data.prompts.TEMPLATES); geo3k_easyr1: geo3k's instruction after a space, as EasyR1
     template: Literal["geo3k", "qwen_math", "r1", "geo3k_easyr1"] = "geo3k"
     show_choices: bool = False  # list the multiple-choice options in the prompt
@@ -135,12 +135,18 @@ class RolloutConfig:
     vllm_sync_bucket_mb: int = 512  # weight sync streams buckets of about this size (ZeRO-3: gathered one at a time)
 
 
+def _registered_losses() -> tuple[str, ...]:
+    from mm_gmpo.algorithms import loss_names  # the loss registry (imports torch: only when the key is given)
+
+    return loss_names()
+
+
 @dataclass
 class AlgorithmConfig:
     """Policy objective and advantages."""
 
-    # = algorithms.registry.LossName (docs/algorithms.md); a typo fails at load with a did-you-mean
-    loss: Literal["gmpo", "gmpo_noclip", "gmpo_seqclip", "gmpo_nonorm", "hmpo", "grpo", "gspo", "drgrpo"] = "gmpo"
+    # a registered loss (mm_gmpo.algorithms.registry, docs/algorithms.md); a typo fails at load with a did-you-mean
+    loss: str = field(default="gmpo", metadata={"choices": _registered_losses})
     clip_low: float | None = None  # None: the loss's default (GMPO 0.4 in log space, GRPO 0.2)
     clip_high: float | None = None  # None: the loss's default
     # dual-clip PPO (grpo, drgrpo): a token with A < 0 and ratio > clip_dual gets the constant ratio clip_dual;
@@ -151,7 +157,19 @@ class AlgorithmConfig:
     loss_aggregation: Literal["seq_mean", "token_mean"] = "seq_mean"
     normalize_std: bool = True  # divide group-centred rewards by the group std (False: Dr.GRPO)
     adv_eps: float = 1e-6  # A = (r - mean) / (std + adv_eps); the official GMPO code uses 1e-8
-    kl_coef: float = 0.0  # k3 KL to the reference policy; 0: off and no reference model is loaded
+    kl_coef: float = 0.0  # KL to the reference policy; 0: off and no reference model is loaded
+    # per-token KL estimator: k1 (log-ratio), k2 (half its square), k3 (exp(d) - d - 1), low_var_kl (EasyR1's k3)
+    kl_estimator: Literal["k1", "k2", "k3", "low_var_kl"] = "k3"
+    # true: the KL is a penalty on the reward (-kl_coef * the response's summed KL to the reference, before the
+    # advantages; the classic PPO recipe) instead of a loss term
+    kl_in_reward: bool = False
+    # rollout importance sampling (docs/algorithms.md): weigh the loss by pi_old / pi_sampler, the trainer's
+    # old log-probs over the sampler's (vLLM, bf16, other kernels); off, truncate (min(w, threshold)) or mask (drop
+    # what lies outside [1/threshold, threshold]); per token, per sequence (the product) or geometric (its
+    # geometric mean, GMPO's form)
+    rollout_is_mode: Literal["off", "truncate", "mask"] = "off"
+    rollout_is_level: Literal["token", "sequence", "geometric"] = "token"
+    rollout_is_threshold: float = 2.0  # > 1
     entropy_coef: float = 0.0  # entropy bonus; 0: entropy is logged, not optimised
     # DAPO's dynamic sampling: drop groups whose rewards are all equal and sample further prompts until the round
     # holds rollout.prompts_per_round informative groups (at most rollout.max_sampling_rounds samplings)
@@ -176,11 +194,15 @@ class RewardConfig:
     # last \boxed{)
     extraction: Literal["lenient", "official", "easyr1"] = "lenient"
     zero_truncated: bool = True  # a response cut at max_new_tokens scores 0
+    # DAPO's soft overlong punishment: a response longer than rollout.max_new_tokens - overlong_buffer tokens loses
+    # overlong_penalty * (its excess / overlong_buffer), up to overlong_penalty at the limit; 0: off
+    overlong_buffer: int = 0
+    overlong_penalty: float = 1.0
     timeout: float = 1.0  # seconds per verification, enforced in worker processes
     workers: int = 2  # verifier worker processes per training process
     memory_mb: int = 1024  # address-space limit per verifier worker
     # your own reward: path/to/file.py:name or package.module:name, called as name(response, answer, example) ->
-    # float or {"total": float, "<name>": float, ...} in the verifier workers (README "Rewards of your own");
+    # float or {"total": float, "<name>": float, ...} in the verifier workers (docs/rewards.md);
     # empty: the weighted verifier accuracy and format above
     function: str = ""
 
@@ -367,9 +389,20 @@ def _build(cls: type, raw: Any, prefix: str, root: type) -> Any:
         if key not in names:
             raise _unknown_key(f"{prefix}{key}", root)
     kwargs = {}
-    for name in names & raw.keys():
-        kwargs[name] = _coerce(hints[name], raw[name], f"{prefix}{name}", root)
+    for f in dataclasses.fields(cls):
+        if f.name in raw:
+            kwargs[f.name] = _coerce(hints[f.name], raw[f.name], f"{prefix}{f.name}", root)
+            if "choices" in f.metadata:  # a registry's names (e.g. algorithm.loss), read when the key is given
+                _check_choice(f"{prefix}{f.name}", kwargs[f.name], tuple(f.metadata["choices"]()))
     return cls(**kwargs)
+
+
+def _check_choice(key: str, value: Any, choices: tuple) -> None:
+    """A :class:`UserError` naming ``key``, the valid values and the closest one when ``value`` is not one."""
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), [str(a) for a in choices], n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UserError(f"config key {key}={value!r} is not one of: {', '.join(map(str, choices))}{hint}")
 
 
 def _coerce(hint: Any, value: Any, key: str, root: type) -> Any:
@@ -389,11 +422,7 @@ def _coerce(hint: Any, value: Any, key: str, root: type) -> Any:
                 errors.append(str(exc))
         raise UserError(errors[0])
     if origin is Literal:
-        if value not in args:
-            choices = ", ".join(map(str, args))
-            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]}?" if close else ""
-            raise UserError(f"config key {key}={value!r} is not one of: {choices}{hint}")
+        _check_choice(key, value, args)
         return value
     if origin is list:
         if not isinstance(value, list):

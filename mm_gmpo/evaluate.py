@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="first N problems of each set (0: all)")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per generation batch")
     parser.add_argument("--source", choices=["auto", "local", "hub"], default="auto")
-    parser.add_argument("--local-dir", default="", help="local data root (default: data/sample, then ../shared/data)")
+    parser.add_argument("--local-dir", default="", help="local data root (default: data/sample of a source checkout)")
     parser.add_argument(
         "--min-pixels", type=int, default=None, help="image pixel budget, lower bound (default: the checkpoint's)"
     )
@@ -137,6 +137,30 @@ def check_sizes(args: argparse.Namespace, sizes: dict[str, int]) -> None:
         raise UserError(f"--n {args.n}: one batch of {problem}; lower --n, --batch-size or --max-new-tokens")
 
 
+def check_device_memory(args: argparse.Namespace, rows: int, device) -> None:
+    """Before the model loads on a GPU: the KV cache and next-token scores of one batch of ``rows`` sequences of
+    ``--max-new-tokens`` must fit the device's free memory (:mod:`mm_gmpo.rollout.memory`). A model whose config
+    cannot be read here is left to the model loader to report."""
+    import torch
+    from transformers import AutoConfig
+
+    from mm_gmpo.models.loading import resolve_dtype
+    from mm_gmpo.rollout.memory import device_memory_problem, kv_bytes_per_token
+
+    try:
+        config = AutoConfig.from_pretrained(args.model)
+    except Exception:  # noqa: BLE001 (load_model gives the one-line error for a bad or missing model)
+        return
+    kv = kv_bytes_per_token(config, resolve_dtype(args.dtype).itemsize)
+    vocab = getattr(getattr(config, "text_config", None) or config, "vocab_size", None) or 0
+    if kv is None:
+        return
+    free, _ = torch.cuda.mem_get_info(device)
+    problem = device_memory_problem(rows, args.max_new_tokens, kv_per_token=kv, vocab_size=int(vocab), available=free)
+    if problem:
+        raise UserError(f"--n {args.n}: one batch of {problem}; lower --n, --batch-size or --max-new-tokens")
+
+
 def run(args: argparse.Namespace) -> int:
     from mm_gmpo.config import RolloutConfig
     from mm_gmpo.data import build_prompts, load_examples
@@ -162,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
     check_sizes(args, {spec: len(examples) for spec, examples in example_sets.items()})
     contexts = {spec: context_length(spec, args.max_model_len) for spec in specs}
     device = local_device()
+    if device.type == "cuda" and args.backend == "hf":  # vLLM pages its cache and bounds it itself
+        check_device_memory(args, args.n * min(args.batch_size, max(map(len, example_sets.values()))), device)
     processor = load_processor(args.model, min_pixels=args.min_pixels, max_pixels=args.max_pixels)
     stops = {spec: stop_tokens(spec, args.stop_tokens, args.model, processor) for spec in specs}
     pixels = _pixel_budget(processor)

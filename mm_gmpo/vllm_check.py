@@ -191,6 +191,15 @@ def single_process_check(path: str, args, report: Report) -> None:
         sampled = set(batch.response_ids[batch.response_mask].tolist())
         report("no placeholder sampled", not (sampled & vision), f"{len(sampled)} distinct tokens")
         print(f"  metrics: {engine.metrics(batch)}", flush=True)
+    truncated = SamplingParams(temperature=0.7, top_k=20, top_p=0.9, max_new_tokens=args.max_new_tokens, seed=1)
+    r = measure_logprob_parity(
+        model, engine.generate(prompts, 2, truncated), temperature=0.7, tolerance=args.tolerance
+    )
+    report(
+        "parity T=0.7 top_k=20 top_p=0.9 (the trainer truncates as the sampler)",
+        r.ok and r.num_tokens > 0,
+        f"max abs diff {r.max_abs_diff:.2e} mean {r.mean_abs_diff:.2e} over {r.num_tokens} tokens",
+    )
 
     _perturb(model)
     _sync_and_check(engine, model, prompts, report, args, "full weights")

@@ -21,7 +21,11 @@ import sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 # deepspeed is published as a source distribution only, which a dry run for another platform cannot take; it
 # is pure Python at install time (its kernels build on first use), so it is left out here
-reqs = [r for r in project["dependencies"] + project["optional-dependencies"]["gpu"] if not r.startswith("deepspeed")]
+extras = project["optional-dependencies"]
+gpu = []
+for r in extras["gpu"]:  # "mm-gmpo[deepspeed,lora]": the project's own extras, spelled out
+    gpu += [x for e in r[r.index("[") + 1 : -1].split(",") for x in extras[e]] if r.startswith("mm-gmpo[") else [r]
+reqs = [r for r in project["dependencies"] + gpu if not r.startswith("deepspeed")]
 print("\n".join(reqs))
 PY
 echo "== resolving for manylinux_2_${GLIBC_MINOR:-35} x86_64, Python $PY_VERSION:"; sed 's/^/   /' "$REQS"
@@ -30,7 +34,7 @@ TARGET="$(mktemp -d)"
 PLATFORMS=""
 for minor in $(seq "${GLIBC_MINOR:-35}" -1 17); do PLATFORMS="$PLATFORMS --platform manylinux_2_${minor}_x86_64"; done
 PLATFORMS="$PLATFORMS --platform manylinux2014_x86_64"
-# PyPI only, as on a user's machine: no local wheel folders or caps from this machine's pip configuration
+# PyPI only, as on a user's machine: no local wheel folders or caps from the local pip configuration
 env -u PIP_FIND_LINKS -u PIP_CONSTRAINT -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL PIP_CONFIG_FILE=/dev/null \
     "$PYTHON" -m pip install --dry-run --quiet --quiet --ignore-installed --report "$REPORT" --target "$TARGET" \
     --python-version "$PY_VERSION" --implementation cp $PLATFORMS \

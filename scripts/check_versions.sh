@@ -38,7 +38,7 @@ for name in "${ORDER[@]}"; do
     echo "== $name: transformers $tf, deepspeed $ds ($venv)"
     rm -rf "$venv"
     "$PYTHON" -m venv "$venv"
-    "$venv/bin/pip" install -q "torch==2.13.0" "transformers==$tf" "deepspeed==$ds" -e ".[test]"
+    "$venv/bin/pip" install -q "torch==2.13.0" "transformers==$tf" "deepspeed==$ds" -e ".[test,deepspeed,lora]"
     versions="$("$venv/bin/python" -c 'import torch, transformers, deepspeed; print(f"torch {torch.__version__}, transformers {transformers.__version__}, deepspeed {deepspeed.__version__}")' 2>/dev/null | tail -1)"
     start=$(date +%s)
     set +e

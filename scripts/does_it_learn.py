@@ -1,8 +1,8 @@
-"""Issue 8, "Does it learn?": GMPO, GRPO and a blank-image GMPO control on the toy task, over several seeds.
+"""Does it learn? GMPO, GRPO and a blank-image GMPO control on the toy task, over several seeds.
 
     python scripts/does_it_learn.py                      # 6 seeds x 3 arms, two runs at a time, then the summary
     python scripts/does_it_learn.py --summary-only       # re-read finished runs, rewrite the table and figures
-    python scripts/does_it_learn.py --task text          # issue 17: the text task chain_sum (see below)
+    python scripts/does_it_learn.py --task text          # the text task chain_sum (see below)
 
 Per seed, ``mm-gmpo sft`` runs the configs' warm start once (and once more on blank images for the control), then
 every arm is ``mm-gmpo train`` on configs/toy_gmpo.yaml or configs/toy_grpo.yaml (nothing else differs) from that
@@ -18,7 +18,7 @@ Jobs use one torch thread, so two share 2 cores (about 85 minutes for everything
 Prints a Markdown table and one JSON line last; ``--out`` gets ``results.json``, ``table.md`` and the figures made
 by ``mm-gmpo plot`` (seed 1 of every arm overlaid, and every seed of GMPO, and of GRPO).
 
-``--task text`` (issue 17) runs configs/toy_text_gmpo.yaml and configs/toy_text_grpo.yaml on ``synthetic:chain_sum``
+``--task text`` runs configs/toy_text_gmpo.yaml and configs/toy_text_grpo.yaml on ``synthetic:chain_sum``
 (worked responses of 45..69 tokens; 150 rounds of 16 prompts), the same two in the first recorded setting ``SHORT``
 (25 rounds of 8 prompts; arms ``gmpo_short``, ``grpo_short``) and with the stress overrides ``STRESS`` on top of it
 (arms ``gmpo_stress``, ``grpo_stress``), into runs/toy_text and docs/does_it_learn/text. One warm start (seed 1) is
@@ -66,7 +66,7 @@ class Setting:
 SHORT = [
     "rollout.prompts_per_round=8", "trainer.max_steps=100", "trainer.val_every=0", "rollout.val_also_greedy=true",
 ]  # fmt: skip
-# the stress setting of issue 17, for both objectives: from SHORT, three times the learning rate and twice the
+# the stress setting, for both objectives: from SHORT, three times the learning rate and twice the
 # updates per round (mini-batches of 8), over the same 25 rounds
 STRESS = [
     *(o for o in SHORT if not o.startswith("trainer.max_steps=")),

@@ -6,7 +6,7 @@
 Cases: the Geometry3K recipe's shape (a random Qwen2.5-VL of the 3B model's public config, real Qwen vocabulary,
 image prompts from the shipped samples) and the text-math recipe's shape (a random Qwen2.5-Math-1.5B-sized Qwen2 on
 the MATH samples), each in bf16 with gradient checkpointing, HF rollouts, one process; when DeepSpeed imports, the
-text case again under ZeRO-2 and the image case under ZeRO-3 started by the DeepSpeed launcher as the README types it
+text case again under ZeRO-2 and the image case under ZeRO-3 started by the DeepSpeed launcher as docs/gpu.md types it
 (`deepspeed --num_gpus N --module mm_gmpo train ...`, N = the machine's GPUs; 2 processes on a CPU); when vLLM
 imports, the image case with the vLLM backend (the engine's sleep after sampling, the weight sync and the wake, every
 round). Every case is a real `mm-gmpo train` run. Per case and phase (rollout, old
@@ -139,7 +139,7 @@ def report(run: Path, rows_per_round: int) -> list[str]:
 
 
 def command(case: Case, config: str, overrides: list[str]) -> list[str]:
-    """`python -m mm_gmpo train ...`, or the README's DeepSpeed launcher line for a launched case."""
+    """`python -m mm_gmpo train ...`, or the DeepSpeed launcher line of docs/gpu.md for a launched case."""
     if not case.launcher_procs:
         return [sys.executable, "-m", "mm_gmpo", "train", config, *overrides]
     from mm_gmpo.trainer.dist import free_port

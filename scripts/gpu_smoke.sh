@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU smoke test (issue 19): a few training steps of the Geometry3K and text-math recipes' shapes with random models
+# GPU smoke test: a few training steps of the Geometry3K and text-math recipes' shapes with random models
 # of realistic size (Qwen2.5-VL-3B and Qwen2.5-Math-1.5B configs), bf16, gradient checkpointing, HF rollouts, one
 # process, plus ZeRO-2 when DeepSpeed imports. Needs a CUDA machine with a CUDA torch and this project installed
 # (pip install -e .). Prints peak GPU memory and tokens/s per phase, then "GPU smoke: PASS" or FAIL with the phase.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's main command: set up .venv, train GMPO on the Geometry3K samples with a tiny Qwen2.5-VL (the pipeline
 # end to end; a random tiny model learns no geometry), then a short run that visibly learns: the text toy task
-# synthetic:chain_sum (issue 17), a supervised warm start, then GMPO, validated every 5 rounds.
+# synthetic:chain_sum, a supervised warm start, then GMPO, validated every 5 rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d .venv ] || python3 -m venv .venv

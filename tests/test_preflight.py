@@ -36,6 +36,7 @@ def test_a_few_bf16_outliers_pass_and_the_maximum_is_reported(rollout):
         "rollout/logprob_diff_mean",
         "rollout/logprob_diff_p99",
         "rollout/logprob_diff_max",
+        "rollout/logprob_diff_seq_mean",
     }
     assert_parity(report)  # does not raise
 

@@ -1,4 +1,4 @@
-"""Every command in the README's and docs/gpu.md's bash code blocks, as a user types it.
+"""Every command in the bash code blocks of the README and of the pages in docs/, as a user types it.
 
 Each command is (1) parsed exactly as written: by our CLI's own parser (with the `--local_rank=0` that the DeepSpeed
 launcher puts before the subcommand), by the launcher's parser (DeepSpeed's runner, torchrun), and for `train` its
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = ("README.md", "docs/gpu.md")
+DOCS = ("README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")))
 
 # (program, first argument) -> the tests that run the command's CPU form, or why none does
 CPU_FORMS = {
@@ -42,6 +42,12 @@ CPU_FORMS = {
     ],
     ("python", "scripts/reproduce_paper.py"): [
         "tests/test_reproduce_paper.py::test_reproduce_end_to_end_on_a_tiny_model"
+    ],
+    ("python", "scripts/bench/train_vs_trl.py"): [
+        "a benchmark, run by hand: prints its numbers (docs/performance.md)"
+    ],
+    ("python", "scripts/bench/profile_step.py"): [
+        "a benchmark, run by hand: prints its profile (docs/performance.md)"
     ],
     ("python", "scripts/does_it_learn.py"): [
         "tests/test_does_it_learn.py::test_gmpo_raises_held_out_accuracy_above_the_warm_start",
@@ -88,6 +94,8 @@ COMMANDS = documented_commands()
 def test_the_docs_have_commands():
     keys = {key_of(argv) for _, argv in COMMANDS}
     assert {("deepspeed", "train"), ("torchrun", "train"), ("mm-gmpo", "eval"), ("pip", "install")} <= keys
+    readme = {key_of(argv) for where, argv in COMMANDS if where.startswith("README.md")}
+    assert {("bash", "scripts/quickstart.sh"), ("bash", "scripts/test.sh")} <= readme  # the two fresh-machine commands
 
 
 @pytest.mark.parametrize(("where", "argv"), COMMANDS, ids=[w for w, _ in COMMANDS])

@@ -4,6 +4,7 @@ missed (cases written here, one group per category), and expensive answers decid
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -281,6 +282,10 @@ def test_a_sum_of_many_square_roots_against_the_same_sum_reordered():
         (r"(1+\sqrt{2})^{3000}", r"(\sqrt{2}+1)^{3000}", True, "symbolic"),  # the same terms: no evaluation
         (r"(1+\sqrt{2})^{3000}", r"(\sqrt{2}+1)^{3000}+1", False, None),  # too large to compare: a miss
         ("(" * 40 + "x+1" + ")^2" * 40, "x", False, "unsafe"),  # deeper than any real answer: not parsed
+        (r"\frac{10000!}{9999!}", "10000", True, "number"),  # cancelled: neither 35,000-digit factorial is built
+        (r"\Gamma(1000001)", "5", False, "unsafe"),  # the parser no longer evaluates it (7 s)
+        (r"\Gamma^{2}(1000001)", "5", False, "unsafe"),  # nor with a power
+        (r"\sqrt{4+10^{-200}}", "2", False, "symbolic"),  # the root of a 200-digit rational is not factored
     ],
 )
 def test_expensive_answers_are_decided_by_cheap_checks(pred, gold, expected, method):
@@ -373,3 +378,54 @@ def test_set_syntax_takes_the_grammars_top_rule(text):
     from mm_gmpo.reward import symbolic
 
     assert symbolic._SET_SYNTAX_RE.search(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        (r"\frac{10000!}{9999!}", Fraction(10000)),
+        (r"\frac{9999!}{10000!}", Fraction(1, 10000)),
+        (r"\frac{\Gamma(10001)}{\Gamma(9999)}", Fraction(99990000)),
+        (r"\frac{3\cdot 10000!}{2\cdot 9999!}", Fraction(15000)),
+        (r"\frac{10^{6}!}{(10^{6}-1)!}", Fraction(10**6)),
+    ],
+)
+def test_factorial_ratios_cancel_before_the_size_bound(text, value):
+    """Each factorial alone is over the digits bound (refused); their ratio is a product of a few terms."""
+    from mm_gmpo.reward.symbolic import numeric_value, parse_latex
+
+    expr = parse_latex(text)
+    assert not expr.has(sympy.factorial, sympy.gamma)
+    assert numeric_value(expr) == value
+
+
+def test_symbolic_factorial_ratios_become_products():
+    from mm_gmpo.reward.numeric import cancel_factorial_ratios
+
+    n = sympy.Symbol("n")
+    ratio = sympy.Mul(sympy.factorial(2 * n), sympy.Pow(sympy.factorial(2 * n - 2), -1), evaluate=False)
+    product = cancel_factorial_ratios(ratio)
+    assert not product.has(sympy.factorial)
+    assert sympy.expand(product - 2 * n * (2 * n - 1)) == 0
+    far = sympy.Mul(sympy.factorial(n + 40), sympy.Pow(sympy.factorial(n), -1), evaluate=False)
+    assert cancel_factorial_ratios(far) == far  # too many terms: left as written, compared at points
+
+
+def test_gamma_of_an_integer_is_left_to_the_numeric_comparison():
+    from mm_gmpo.reward.symbolic import parse_latex
+
+    assert isinstance(parse_latex(r"\Gamma(5)"), sympy.gamma)
+    assert verify(r"\Gamma(5)", "24") and not verify(r"\Gamma(5)", "25")
+    assert not verify(r"\Gamma(0)", "0")  # a pole
+    assert verify(r"\Gamma(2)\Gamma(3)", "2") and verify(r"\Gamma^2(5)", "576") and not verify(r"\Gamma^2(5)", "575")
+
+
+def test_exponentials_are_compared_with_the_digits_they_have_at_each_point():
+    """``e^{1000x}`` looks like 4,400 digits when every letter may be 10; at the points it has at most ~820."""
+    from mm_gmpo.reward.numeric import compare
+
+    x = sympy.Symbol("x")
+    point = {x: Fraction(13, 7)}
+    assert compare(sympy.exp(1000 * x), sympy.Pow(sympy.exp(10 * x), 100, evaluate=False), point).equal is True
+    assert compare(sympy.exp(1000 * x) + 1, sympy.exp(1000 * x), point).equal is False
+    assert verify(r"e^{1000x}", r"(e^{10x})^{100}") and not verify(r"e^{1000x}", r"e^{999x}")

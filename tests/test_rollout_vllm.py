@@ -38,5 +38,5 @@ def test_vllm_backend_generates_syncs_and_matches_trainer_logprobs_on_one_and_tw
     assert lines[-1] == "vLLM check: PASSED" and "[FAIL]" not in result.stdout
     multi = [line for line in lines if line.startswith("multi-process: 2 ranks")]
     assert len(multi) == 2 and all(line.endswith("PASSED") for line in multi), multi
-    assert result.stdout.count("[ok]") == 29
+    assert result.stdout.count("[ok]") == 30
     assert "[ok] GPU runner (V2) accepts our requests" in result.stdout

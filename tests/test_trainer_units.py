@@ -80,14 +80,20 @@ def test_cross_field_rules(overrides, message):
 
 
 def test_choice_fields_are_the_registries():
-    """algorithm.loss and data.template are typed with exactly the registered names (a typo fails at load)."""
+    """algorithm.loss takes its choices from the loss registry, data.template is typed with the registered
+    templates (a typo fails at load)."""
+    import dataclasses
     import typing
 
-    from mm_gmpo.algorithms.registry import LossName
+    from mm_gmpo.algorithms import LossName, loss_names
     from mm_gmpo.config import AlgorithmConfig, DataConfig
     from mm_gmpo.data.prompts import TEMPLATES
 
-    assert typing.get_args(typing.get_type_hints(AlgorithmConfig)["loss"]) == tuple(m.value for m in LossName)
+    loss_field = next(f for f in dataclasses.fields(AlgorithmConfig) if f.name == "loss")
+    assert loss_field.metadata["choices"]() == loss_names() == tuple(m.value for m in LossName)
+    with pytest.raises(UserError, match="algorithm.loss='gmpoo'.*did you mean gmpo"):
+        load_config(None, ["algorithm.loss=gmpoo"])
+    assert load_config(None, ["algorithm.loss=hmpo"]).algorithm.loss == "hmpo"
     assert set(typing.get_args(typing.get_type_hints(DataConfig)["template"])) == set(TEMPLATES)
     with pytest.raises(UserError, match="data.template='qwen_maths'.*did you mean qwen_math"):
         load_config(None, ["data.template=qwen_maths"])

@@ -247,6 +247,36 @@ def test_round_memory_bound_is_hand_computed():
     assert "need at least" in memory_problem(10, 100, available=31_999)
 
 
+def test_device_memory_bound_is_hand_computed():
+    """KV cache bytes per token of a Qwen2.5-Math-7B-like config: 2 x 28 layers x 4 key-value heads x 128 x bf16."""
+    from types import SimpleNamespace
+
+    from mm_gmpo.rollout.memory import SCORE_BYTES, device_memory_problem, kv_bytes_per_token
+
+    text = SimpleNamespace(num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4, hidden_size=3584)
+    assert kv_bytes_per_token(text, 2) == 2 * 28 * 4 * 128 * 2 == 57_344
+    assert kv_bytes_per_token(SimpleNamespace(text_config=text), 2) == 57_344  # a VLM's text model
+    assert kv_bytes_per_token(SimpleNamespace(hidden_size=8), 2) is None  # the config does not say
+    need = 10 * (100 * 57_344 + 1000 * SCORE_BYTES)
+    assert device_memory_problem(10, 100, kv_per_token=57_344, vocab_size=1000, available=need) is None
+    assert "device memory" in device_memory_problem(10, 100, kv_per_token=57_344, vocab_size=1000, available=need - 1)
+
+
+def test_eval_refuses_a_batch_whose_kv_cache_cannot_fit_the_gpu(tiny_text_dir, monkeypatch):
+    """The GPU check reads the model's config (not its weights) and the device's free memory (faked here)."""
+    import argparse
+
+    from mm_gmpo.errors import UserError
+    from mm_gmpo.evaluate import check_device_memory
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**30, 2**31))
+    args = argparse.Namespace(model=str(tiny_text_dir), dtype="bfloat16", n=100_000, max_new_tokens=3000)
+    with pytest.raises(UserError, match=r"^--n 100000: one batch of .* GiB of device memory"):
+        check_device_memory(args, rows=100_000, device=torch.device("cuda", 0))
+    args.n = 2
+    check_device_memory(args, rows=2, device=torch.device("cuda", 0))  # fits: no error
+
+
 @pytest.mark.parametrize(
     ("cell", "message", "reason"),
     [

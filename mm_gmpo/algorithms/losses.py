@@ -1,6 +1,8 @@
 """Policy losses: GMPO (and the paper's ablations), HMPO, GSPO, GRPO and Dr.GRPO, as pure functions over tensors.
 
-Every loss has the same signature, so the trainer can call any of them by registry name::
+Every loss has the same signature and is registered where it is defined (``@register_loss``, see
+:mod:`mm_gmpo.algorithms.registry`; the paper's ablations are partials of :func:`gmpo_loss`), so the trainer can
+call any of them by name::
 
     loss, metrics = fn(logprobs, old_logprobs, advantages, response_mask,
                        clip_low=..., clip_high=..., denominator=None)
@@ -37,6 +39,7 @@ import torch
 
 from mm_gmpo.algorithms.aggregate import as_bool_mask, masked_count, masked_mean, masked_sum
 from mm_gmpo.algorithms.diagnostics import LOG_RATIO_LIMIT, loss_metrics
+from mm_gmpo.algorithms.registry import LossSpec, register_loss
 
 ClipMode = Literal["token", "sequence", "sequence_sum", "none"]
 
@@ -98,6 +101,7 @@ def _token_clip(
     return used, clipped_low, clipped_high
 
 
+@register_loss("gmpo")
 def gmpo_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -170,58 +174,21 @@ def gmpo_loss(
     return loss, metrics
 
 
-def gmpo_noclip_loss(
-    logprobs: torch.Tensor,
-    old_logprobs: torch.Tensor,
-    advantages: torch.Tensor,
-    response_mask: torch.Tensor,
-    clip_low: float = GMPO_CLIP,
-    clip_high: float = GMPO_CLIP,
-    denominator: float | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """GMPO without clipping (paper ablation): l_i = -A_i * exp(mean_t x_t). The clip arguments are ignored."""
-    return gmpo_loss(
-        logprobs, old_logprobs, advantages, response_mask, clip_low, clip_high, denominator, clip_mode="none"
-    )
+# The paper's ablations: GMPO with one option changed (registered partials of gmpo_loss, same signature).
+# gmpo_noclip: no clipping, l_i = -A_i * exp(mean_t x_t); the clip arguments are ignored.
+gmpo_noclip_loss = register_loss("gmpo_noclip", clip_mode="none")(gmpo_loss)
+# gmpo_seqclip: the sequence-level clip of the paper's code: S_i = sum_t x_t, sign-aware clip of S_i to
+# [-clip_low, clip_high] (A > 0: min(S, clamp(S)); A < 0: max), m_i = S_i / |o_i|, l_i = -A_i * exp(m_i).
+gmpo_seqclip_loss = register_loss("gmpo_seqclip", clip_mode="sequence_sum")(gmpo_loss)
+# gmpo_nonorm: no 1/|o| (the product of clipped token ratios, not their geometric mean), l_i = -A_i * exp(sum_t c_t).
+# As the official code (callsys/GMPO ``gmpo_without_norm``) the sum is exponentiated unclamped, except from above
+# at NONORM_EXP_LIMIT = 88, where float32's exp would overflow (beyond it: the ratio exp(88) and zero gradient for
+# that sequence). Exponents near 88 still give gradients near 1e38, whose squared norm overflows: grad-norm
+# clipping then sees an infinite norm and the trainer skips the step (the official code would apply NaN).
+gmpo_nonorm_loss = register_loss("gmpo_nonorm", length_norm=False)(gmpo_loss)
 
 
-def gmpo_seqclip_loss(
-    logprobs: torch.Tensor,
-    old_logprobs: torch.Tensor,
-    advantages: torch.Tensor,
-    response_mask: torch.Tensor,
-    clip_low: float = GMPO_CLIP,
-    clip_high: float = GMPO_CLIP,
-    denominator: float | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """GMPO with sequence-level clipping (paper ablation, as in the paper's code): S_i = sum_t x_t, sign-aware
-    clip of S_i to [-clip_low, clip_high] (A > 0: min(S, clamp(S)); A < 0: max), m_i = S_i / |o_i|,
-    l_i = -A_i * exp(m_i)."""
-    return gmpo_loss(
-        logprobs, old_logprobs, advantages, response_mask, clip_low, clip_high, denominator, clip_mode="sequence_sum"
-    )
-
-
-def gmpo_nonorm_loss(
-    logprobs: torch.Tensor,
-    old_logprobs: torch.Tensor,
-    advantages: torch.Tensor,
-    response_mask: torch.Tensor,
-    clip_low: float = GMPO_CLIP,
-    clip_high: float = GMPO_CLIP,
-    denominator: float | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """GMPO without the 1/|o| normalisation (paper ablation): token clip as GMPO, l_i = -A_i * exp(sum_t c_t)
-    (the product of clipped token ratios, not their geometric mean). As the official code (callsys/GMPO
-    ``gmpo_without_norm``) the sum is exponentiated unclamped, except from above at ``NONORM_EXP_LIMIT`` = 88,
-    where float32's exp would overflow (beyond it: the ratio exp(88) and zero gradient for that sequence).
-    Exponents near 88 still give gradients near 1e38, whose squared norm overflows: grad-norm clipping then
-    sees an infinite norm and the trainer skips the step (the official code would apply NaN)."""
-    return gmpo_loss(
-        logprobs, old_logprobs, advantages, response_mask, clip_low, clip_high, denominator, length_norm=False
-    )
-
-
+@register_loss("hmpo")
 def hmpo_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -261,6 +228,7 @@ def hmpo_loss(
     return loss, metrics
 
 
+@register_loss("gspo")
 def gspo_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -330,6 +298,7 @@ def _with_dual_metric(metrics: dict[str, float], clipped_dual: torch.Tensor, cli
     return metrics
 
 
+@register_loss("grpo", LossSpec(takes_clip_dual=True, aggregations=("seq_mean", "token_mean")))
 def grpo_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -371,6 +340,7 @@ def grpo_loss(
     return loss, _with_dual_metric(loss_metrics(log_ratio, mask, adv, low, high, per_sequence), dual, clip_dual)
 
 
+@register_loss("drgrpo", LossSpec(takes_max_response_length=True, normalize_std=False, takes_clip_dual=True))
 def drgrpo_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,

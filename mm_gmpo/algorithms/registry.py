@@ -1,36 +1,30 @@
-"""Policy losses by name: ``algorithm.loss`` in the config selects one; every entry has the same signature."""
+"""Policy losses by name: ``algorithm.loss`` in the config selects one; every entry has the same signature.
+
+A loss is registered in one place, where it is defined::
+
+    @register_loss("gmpo")
+    def gmpo_loss(logprobs, old_logprobs, advantages, response_mask, clip_low=..., clip_high=...,
+                  denominator=None, *, clip_mode="token", length_norm=True): ...
+
+    gmpo_noclip_loss = register_loss("gmpo_noclip", clip_mode="none")(gmpo_loss)   # an ablation: a partial
+
+``LossSpec`` says what else the trainer needs to know about it. The config's choices for ``algorithm.loss``, the
+``LossName`` enum and the did-you-mean of a typo all come from this registry (:func:`loss_names`). This module
+imports no loss: ``mm_gmpo.algorithms`` imports ``losses``, which registers them (no import cycle).
+"""
 
 from __future__ import annotations
 
 import difflib
 import functools
 import inspect
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
-from mm_gmpo.algorithms.losses import (
-    drgrpo_loss,
-    gmpo_loss,
-    gmpo_noclip_loss,
-    gmpo_nonorm_loss,
-    gmpo_seqclip_loss,
-    grpo_loss,
-    gspo_loss,
-    hmpo_loss,
-)
 from mm_gmpo.errors import UserError
-
-if sys.version_info >= (3, 11):
-    from enum import StrEnum
-else:  # Python 3.10
-    from enum import Enum
-
-    class StrEnum(str, Enum):
-        def __str__(self) -> str:
-            return str(self.value)
 
 
 class PolicyLoss(Protocol):
@@ -48,33 +42,14 @@ class PolicyLoss(Protocol):
     ) -> tuple[torch.Tensor, dict[str, float]]: ...
 
 
-class LossName(StrEnum):
-    GMPO = "gmpo"  # the paper: token-level sign-aware clip in log space, geometric mean, 1/|o|
-    GMPO_NOCLIP = "gmpo_noclip"  # ablation: no clipping
-    GMPO_SEQCLIP = "gmpo_seqclip"  # ablation: clip the sequence's mean log-ratio instead of each token
-    GMPO_NONORM = "gmpo_nonorm"  # ablation: no 1/|o| (product of token ratios), exponent unclamped (official)
-    HMPO = "hmpo"  # the official code's harmonic-mean variant: GMPO's token clip, harmonic mean of the ratios
-    GRPO = "grpo"  # PPO-clip, token mean per sequence, mean over sequences
-    GSPO = "gspo"  # sequence-level ratio, ratio-space clip
-    DRGRPO = "drgrpo"  # GRPO's token term over a constant length (pair with algorithm.normalize_std=false)
-
-
-POLICY_LOSSES: dict[LossName, PolicyLoss] = {
-    LossName.GMPO: gmpo_loss,
-    LossName.GMPO_NOCLIP: gmpo_noclip_loss,
-    LossName.GMPO_SEQCLIP: gmpo_seqclip_loss,
-    LossName.GMPO_NONORM: gmpo_nonorm_loss,
-    LossName.HMPO: hmpo_loss,
-    LossName.GRPO: grpo_loss,
-    LossName.GSPO: gspo_loss,
-    LossName.DRGRPO: drgrpo_loss,
-}
-
-
 @dataclass(frozen=True)
 class LossSpec:
     """What the trainer needs to know about a loss besides the function: the settings it takes from the run's
-    config, and the advantage normalisation it is meant for (a mismatch is warned about, not refused)."""
+    config, and the advantage normalisation it is meant for (a mismatch is warned about, not refused).
+
+    Every registered loss must also be *linear in the advantages with sign-determined clipping* (l_i(c A) =
+    c l_i(A) for c > 0) and depend on ``logprobs`` only through each token's value: the rollout importance
+    correction (:mod:`mm_gmpo.algorithms.rollout_is`) relies on both, and a test checks them for every entry."""
 
     takes_max_response_length: bool = False  # a constant length normaliser: rollout.max_new_tokens
     normalize_std: bool | None = None  # the group-std normalisation it pairs with; None: either
@@ -82,14 +57,42 @@ class LossSpec:
     aggregations: tuple[str, ...] = ("seq_mean",)  # algorithm.loss_aggregation values it supports
 
 
-LOSS_SPECS: dict[LossName, LossSpec] = {
-    LossName.DRGRPO: LossSpec(takes_max_response_length=True, normalize_std=False, takes_clip_dual=True),
-    LossName.GRPO: LossSpec(takes_clip_dual=True, aggregations=("seq_mean", "token_mean")),
-}
+POLICY_LOSSES: dict[str, PolicyLoss] = {}  # name -> the function (an ablation: a partial of one)
+LOSS_SPECS: dict[str, LossSpec] = {}
+
+
+def register_loss(name: str, spec: LossSpec | None = None, **options: Any) -> Callable[[Callable], Callable]:
+    """Decorator: register ``fn`` as ``algorithm.loss=name``; with ``options``, register (and return)
+    ``functools.partial(fn, **options)`` instead (an ablation of ``fn``), leaving ``fn`` itself unchanged."""
+
+    def decorator(fn: Callable) -> Callable:
+        if name in POLICY_LOSSES:
+            raise ValueError(f"policy loss {name!r} is registered twice")
+        entry = functools.partial(fn, **options) if options else fn
+        POLICY_LOSSES[name] = entry
+        LOSS_SPECS[name] = spec or LossSpec()
+        return entry if options else fn
+
+    return decorator
+
+
+def loss_names() -> tuple[str, ...]:
+    """The registered names, in registration order (the choices of ``algorithm.loss``)."""
+    return tuple(POLICY_LOSSES)
+
+
+def check_loss_name(name: str, key: str = "algorithm.loss") -> None:
+    """A :class:`UserError` naming ``key``, the closest registered name and the valid ones, for an unknown name."""
+    valid = loss_names()
+    if name not in valid:
+        close = difflib.get_close_matches(str(name), valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"{key}: unknown policy loss {name!r}{hint}; choose one of {', '.join(valid)}")
 
 
 def loss_spec(name: str) -> LossSpec:
-    return LOSS_SPECS.get(LossName(name), LossSpec())
+    check_loss_name(name)
+    return LOSS_SPECS[name]
 
 
 def loss_unit(aggregation: str) -> str:
@@ -105,25 +108,26 @@ def policy_loss_for(
     normalize_std: bool,
     clip_dual: float = 0.0,
     aggregation: str = "seq_mean",
+    rollout_is=None,
 ) -> tuple[PolicyLoss, list[str]]:
     """The loss ``algorithm.loss`` with the settings its spec asks for bound, and warnings about the config.
 
     ``clip_dual`` (``algorithm.clip_dual``, 0: off) and ``aggregation`` (``algorithm.loss_aggregation``) are
     bound only when they differ from the defaults, and refused (naming the key) for a loss that has no such
-    setting.
+    setting. ``rollout_is`` (a :class:`~mm_gmpo.algorithms.rollout_is.RolloutIS` that is on): the loss wrapped
+    by the rollout importance correction, which then takes ``sampler_logprobs=`` as well.
     """
-    get_policy_loss(name)  # an unknown name: UserError with a did-you-mean
-    spec = loss_spec(name)
+    spec = loss_spec(name)  # an unknown name: UserError with a did-you-mean
     options: dict[str, Any] = {"max_response_length": max_response_length} if spec.takes_max_response_length else {}
     if clip_dual:
         if not spec.takes_clip_dual:
-            takers = ", ".join(n.value for n, s in LOSS_SPECS.items() if s.takes_clip_dual)
+            takers = ", ".join(n for n, s in LOSS_SPECS.items() if s.takes_clip_dual)
             raise UserError(f"algorithm.clip_dual={clip_dual}: algorithm.loss={name} has no dual clip ({takers} do)")
         if not clip_dual > 1.0:
             raise UserError(f"algorithm.clip_dual={clip_dual} must be 0 (off) or > 1 (EasyR1 uses 3.0)")
         options["clip_dual"] = clip_dual
     if aggregation not in spec.aggregations:
-        takers = ", ".join(n.value for n, s in LOSS_SPECS.items() if aggregation in s.aggregations)
+        takers = ", ".join(n for n, s in LOSS_SPECS.items() if aggregation in s.aggregations)
         raise UserError(
             f"algorithm.loss_aggregation={aggregation}: algorithm.loss={name} supports "
             f"{', '.join(spec.aggregations)} (token_mean: {takers or 'none'})"
@@ -135,7 +139,12 @@ def policy_loss_for(
         warnings.append(
             f"algorithm.loss={name} usually goes with algorithm.normalize_std={str(spec.normalize_std).lower()}"
         )
-    return get_policy_loss(name, **options), warnings
+    fn = get_policy_loss(name, **options)
+    if rollout_is is not None and rollout_is.on:
+        from mm_gmpo.algorithms.rollout_is import corrected
+
+        fn = corrected(fn, rollout_is)
+    return fn, warnings
 
 
 def get_policy_loss(name: str, **options: Any) -> PolicyLoss:
@@ -145,12 +154,8 @@ def get_policy_loss(name: str, **options: Any) -> PolicyLoss:
     ``get_policy_loss("drgrpo", max_response_length=cfg.rollout.max_new_tokens)``; an option the loss does not
     take raises :class:`UserError`. Unknown names raise :class:`UserError` listing the valid ones.
     """
-    valid = [member.value for member in LossName]
-    if name not in valid:
-        close = difflib.get_close_matches(str(name), valid, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"algorithm.loss: unknown policy loss {name!r}{hint}; choose one of {', '.join(valid)}")
-    fn = POLICY_LOSSES[LossName(name)]
+    check_loss_name(name)
+    fn = POLICY_LOSSES[name]
     if not options:
         return fn
     params = inspect.signature(fn).parameters

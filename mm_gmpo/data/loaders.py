@@ -2,8 +2,8 @@
 examples, from local files or the hub. A user's own datasets (jsonl, parquet, hf) map their columns with
 :class:`~mm_gmpo.data.generic.ColumnKeys` (``data.prompt_key`` and friends).
 
-Local roots are searched in order: ``local_dir`` when given; else ``data/sample`` shipped in the repo, then
-``../shared/data`` beside the repo. A root holds ``geometry3k/<split>.jsonl`` (image paths relative to
+The local root is ``local_dir`` when given, else the samples in a source checkout's ``data/sample`` (none in an
+installed wheel: there the hub). A root holds ``geometry3k/<split>.jsonl`` (image paths relative to
 ``geometry3k/``) and ``math/<name>.jsonl``; for Geometry3K a root may instead hold the Inter-GPS release layout
 (``<split>/<id>/data.json``, with ``val`` for the validation split), directly or under ``geometry3k/``.
 With ``source="auto"`` a spec found in no local root is loaded from the hub with ``datasets.load_dataset``.
@@ -33,7 +33,7 @@ from mm_gmpo.types import Example
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_ROOTS = (REPO_ROOT / "data" / "sample", REPO_ROOT.parent / "shared" / "data")
+DEFAULT_ROOTS = (REPO_ROOT / "data" / "sample",)  # a source checkout's samples (docs/data.md)
 GEOMETRY3K_SPLITS = {"train": "train", "validation": "val", "val": "val", "test": "test"}
 # spec -> set name in the official GMPO evaluation suite, in the paper's column order (AIME24, AMC, MATH500,
 # Minerva, OlympiadBench); their golds may be numbers or lists of strings (rows.official_example)

@@ -1,4 +1,4 @@
-"""Synthetic text tasks with long, worked responses, sized for learning on a CPU (issue 17).
+"""Synthetic text tasks with long, worked responses, sized for learning on a CPU.
 
 - ``chain_sum``: "Start at 4 and apply the steps in order: a) +5 b) -3 c) +2. What is the result?" for 3..5
   steps of +d or -d, the running value kept in 0..9. The gold response works every step on its own line (the step

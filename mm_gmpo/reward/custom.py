@@ -2,7 +2,8 @@
 
 The function is called as ``fn(response, answer, example)`` with the response text, the gold answer and a dict of
 the example's other fields (``id``, ``problem``, ``choices``, ``source`` and its meta: ``level``, ``subject``, extra
-columns of a user's dataset, ...), and returns a float, or a dict of named float scores with a ``total`` key (the
+columns of a user's dataset, ...) and, in training, the response's ``response_length`` (tokens) and ``truncated``
+(cut at ``rollout.max_new_tokens``), and returns a float, or a dict of named float scores with a ``total`` key (the
 reward; every named score is logged as ``reward/custom/<name>``, so no name can overwrite the trainer's own
 ``reward/*`` metrics). It runs in the verifier's worker processes under the same time and memory bound as the
 verifier; a raise, a bad return value (a score that is not a number, or beyond float32's range, which the trainer
@@ -143,11 +144,16 @@ def call_reward(fn: Callable[..., Any], response: str, answer: str, example: dic
         return CustomScore(0.0, error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
 
-def example_fields(example) -> dict:
+def example_fields(example, *, response_length: int | None = None, truncated: bool | None = None) -> dict:
     """The fields of an :class:`~mm_gmpo.types.Example` a reward function sees (no images: they stay in the
-    trainer). Meta entries come last and never replace the named fields."""
+    trainer), and of the response when given: ``response_length`` (its tokens, end-of-turn included) and
+    ``truncated`` (cut at ``rollout.max_new_tokens``). Meta entries come first and never replace these."""
     fields = {k: v for k, v in (example.meta or {}).items() if _picklable_scalar(v)}
     fields.update(id=example.id, problem=example.problem, choices=example.choices, source=example.source)
+    if response_length is not None:
+        fields["response_length"] = int(response_length)
+    if truncated is not None:
+        fields["truncated"] = bool(truncated)
     return fields
 
 

@@ -1,4 +1,4 @@
-"""Example reward functions for ``reward.function`` (README "Rewards of your own"); copy one to start your own.
+"""Example reward functions for ``reward.function`` (docs/rewards.md); copy one to start your own.
 
 ``reward.function=mm_gmpo.reward.examples:correct_and_short`` uses it as it is.
 """

@@ -2,7 +2,10 @@
 
 Order, cheapest first, for two symbol-free values (or two expressions at one rational point):
 1. ``digits_bound`` (at parse time, ``symbolic.parse_latex``): a walk of the unevaluated tree estimating the
-   digits of every number it evaluates through; towers and huge factorials never evaluate at all;
+   digits of every number it evaluates through; towers and huge factorials never evaluate at all. Before it,
+   ``cancel_factorial_ratios`` cancels a factorial (or gamma) against one in the denominator whose argument
+   differs by a small integer: ``\\frac{10000!}{9999!}`` is the integer 10000, ``\\frac{(2n)!}{(2n-2)!}`` the
+   product ``(2n-1)(2n)``, without building either factorial;
 2. exact: a tree of integers and rationals under ``+ - * /``, integer powers, exact roots, ``!``, ``\\binom``,
    ``|.|``, floor and ceiling is evaluated with Python integers (``Fraction``); integers compare exactly, so
    ``2^{100}+1`` is not ``2^{100}``;
@@ -32,6 +35,8 @@ GUARD_DIGITS = 10
 DIRECT_DIGITS = 120  # up to this working precision one evaluation costs about as much as a probe: no probe
 MAX_EVAL_DIGITS = 1000
 MAX_EXACT_DIGITS = 20000  # integers built by exact evaluation stay below this many digits
+MAX_CANCELLED_TERMS = 5000  # a!/b! with a - b up to this many terms is their product (when it is not too large)
+MAX_SYMBOLIC_TERMS = 12  # ... and up to this many when the arguments hold letters ((2n)!/(2n-2)!)
 UNEVALUATED = (sympy.Sum, sympy.Product, sympy.Integral, sympy.Limit, sympy.Derivative)
 _MAX_BITS = 4 * MAX_EXACT_DIGITS  # binary exponents of evaluated values stay below 2^80000 (about 10^24000)
 
@@ -68,11 +73,104 @@ def digits_bound(expr: sympy.Basic, depth: int = 0) -> float:
         base, exponent = args
         return base * 10**exponent if exponent <= 6 else (0.0 if base == 0 else math.inf)
     if isinstance(expr, sympy.exp | sympy.sinh | sympy.cosh | sympy.tanh):  # e^x has 0.43 x digits
+        if expr.args[0].is_Rational:  # a known exponent (an expression at a point): its size, not its digits
+            size = abs(Fraction(int(expr.args[0].p), int(expr.args[0].q)))
+            return 0.44 * float(size) if size <= 10**6 else math.inf
         return 0.44 * 10 ** args[0] if args[0] <= 6 else math.inf
     if isinstance(expr, sympy.factorial | sympy.factorial2 | sympy.gamma | sympy.binomial | sympy.subfactorial):
         n = 10 ** min(max(args), 400)
         return n * math.log10(n + 1) if max(args) < 400 else math.inf
     return max(args) + math.log10(len(args))
+
+
+def _factorial_argument(node: sympy.Basic) -> sympy.Basic | None:
+    """``a`` for ``a!`` and ``a - 1`` for ``\\Gamma(a)`` (arguments up to about 10^7 only; a number written as a
+    computation, such as ``10^{6}-1``, as its integer), else None."""
+    if not isinstance(node, sympy.factorial | sympy.gamma) or digits_bound(node.args[0]) > 7:
+        return None
+    argument = node.args[0]
+    if argument.is_number and not argument.is_Integer:
+        try:
+            value = rational_value(argument)
+        except (ZeroDivisionError, Unsafe):
+            return None
+        if value is None or value.denominator != 1:
+            return None
+        argument = sympy.Integer(value.numerator)
+    return argument if isinstance(node, sympy.factorial) else argument - 1
+
+
+def _factors(node: sympy.Basic, out: list, sign: int, depth: int = 0) -> None:
+    """The factors of a product as (factor, +1 numerator / -1 denominator); ``X^{-1}`` goes to the denominator."""
+    if isinstance(node, sympy.Mul) and depth < 20:
+        for arg in node.args:
+            _factors(arg, out, sign, depth + 1)
+    elif isinstance(node, sympy.Pow) and node.exp == -1 and depth < 20:
+        _factors(node.base, out, -sign, depth + 1)
+    else:
+        out.append((node, sign))
+
+
+def _falling_product(top: sympy.Basic, bottom: sympy.Basic) -> sympy.Basic | None:
+    """``top! / bottom!`` as the product ``(bottom+1)...(top)`` when ``top - bottom`` is a small nonnegative integer
+    (an integer value of bounded size when both are integers), else None."""
+    terms = top - bottom  # both arguments are small (``_factorial_argument``): this evaluates nothing large
+    if not terms.is_Integer or terms < 0:
+        return None
+    if top.is_Integer and bottom.is_Integer:
+        if bottom < 0 or terms > MAX_CANCELLED_TERMS or terms * math.log10(max(int(top), 2)) > MAX_EXACT_DIGITS:
+            return None
+        return sympy.Integer(math.prod(range(int(bottom) + 1, int(top) + 1)))
+    if terms > MAX_SYMBOLIC_TERMS:
+        return None
+    return sympy.Mul(*(bottom + k for k in range(1, int(terms) + 1)), evaluate=False) if terms else sympy.Integer(1)
+
+
+def _cancel_in_product(expr: sympy.Mul) -> sympy.Basic | None:
+    """``expr`` with its factorial ratios cancelled (see ``cancel_factorial_ratios``), or None when none cancel."""
+    factors: list = []
+    _factors(expr, factors, 1)
+    arguments = [_factorial_argument(f) for f, _ in factors]
+    cancelled = False
+    for i, (_, sign) in enumerate(factors):
+        for j, (_, other) in enumerate(factors):
+            if sign != 1 or other != -1 or arguments[i] is None or arguments[j] is None:
+                continue
+            top, bottom = arguments[i], arguments[j]
+            ratio, upside = _falling_product(top, bottom), 1
+            if ratio is None:
+                ratio, upside = _falling_product(bottom, top), -1
+            if ratio is not None:
+                factors[i], factors[j] = (ratio, upside), (sympy.Integer(1), 1)
+                arguments[i] = arguments[j] = None
+                cancelled = True
+                break
+    if not cancelled:
+        return None
+    up = [f for f, s in factors if s == 1 and f != 1]
+    down = [f for f, s in factors if s == -1]
+    numerator = sympy.Mul(*up, evaluate=False) if len(up) > 1 else (up[0] if up else sympy.Integer(1))
+    if not down:
+        return numerator
+    denominator = sympy.Mul(*down, evaluate=False) if len(down) > 1 else down[0]
+    return sympy.Mul(numerator, sympy.Pow(denominator, -1, evaluate=False), evaluate=False)
+
+
+def cancel_factorial_ratios(expr: sympy.Basic, depth: int = 0) -> sympy.Basic:
+    """Every product in ``expr`` with ``a!`` over ``b!`` (or gammas) whose arguments differ by a small integer
+    rewritten as the product of the terms between (an integer for integer arguments), so that
+    ``\\frac{10000!}{9999!}`` costs one multiplication instead of two 35,000-digit factorials (which
+    ``digits_bound`` refuses). Nothing else is evaluated; the tree is rebuilt unevaluated only where it changed."""
+    if depth > 200 or not expr.args or not expr.has(sympy.factorial, sympy.gamma):
+        return expr
+    args = tuple(cancel_factorial_ratios(arg, depth + 1) for arg in expr.args)
+    if args != expr.args:
+        try:
+            expr = expr.func(*args, evaluate=False)
+        except TypeError:  # a node that cannot be rebuilt unevaluated: left as it was
+            return expr
+    cancelled = _cancel_in_product(expr) if isinstance(expr, sympy.Mul) else None
+    return expr if cancelled is None else cancelled
 
 
 def working_digits(*exprs: sympy.Basic) -> int:
@@ -112,6 +210,12 @@ def _rational_factorial(n: Fraction) -> Fraction | None:
     return Fraction(math.factorial(int(n)))
 
 
+def _rational_gamma(n: Fraction) -> Fraction | None:
+    if _integer(n) is not None and n <= 0:
+        raise ZeroDivisionError  # a pole
+    return _rational_factorial(n - 1)
+
+
 def _rational_binomial(n: Fraction, k: Fraction) -> Fraction | None:
     if _integer(n) is None or _integer(k) is None or n < 0 or n > 70000:
         return None
@@ -123,6 +227,7 @@ _RATIONAL_FUNCTIONS = {
     sympy.floor: lambda x: Fraction(math.floor(x)),
     sympy.ceiling: lambda x: Fraction(math.ceil(x)),
     sympy.factorial: _rational_factorial,
+    sympy.gamma: _rational_gamma,
     sympy.binomial: _rational_binomial,
 }
 
@@ -198,6 +303,17 @@ class Comparison:
     real: bool = True  # both values real (a radical of a negative number makes one complex)
 
 
+def _working_digits_at(a: sympy.Expr, b: sympy.Expr, point: dict) -> int | None:
+    """``working_digits`` of both sides with ``point`` substituted (small numbers combined): a bound read off
+    the expression takes every letter as up to 10, so ``e^{1000x}`` looks like 4,400 digits everywhere, while at
+    ``x = 13/7`` it has 810 (and ``(e^{10x})^{100}`` as many), few enough to compare. None when substituting fails."""
+    values = _sympy_point(point)
+    try:
+        return working_digits(a.xreplace(values), b.xreplace(values))
+    except (ZeroDivisionError, ValueError, TypeError, OverflowError, Unsafe):
+        return None
+
+
 def compare(a: sympy.Expr, b: sympy.Expr, point: dict | None = None) -> Comparison:
     """Equality of two symbol-free values (or of two expressions at ``point``, symbol -> Fraction), cheapest
     check first: exact rationals, then the float probe, then enough digits (module docstring)."""
@@ -208,6 +324,8 @@ def compare(a: sympy.Expr, b: sympy.Expr, point: dict | None = None) -> Comparis
     if exact_a is not None and exact_b is not None:
         return Comparison(exact_a == exact_b)
     digits = working_digits(a, b)
+    if digits > DIRECT_DIGITS and point:
+        digits = _working_digits_at(a, b, point) or digits
     if digits > DIRECT_DIGITS:
         probe_a, probe_b = numeric(a, PROBE_DIGITS, point), numeric(b, PROBE_DIGITS, point)
         if probe_a is None or probe_b is None:

@@ -32,6 +32,19 @@ class RewardScores:
     # return, or a failed row, counts 0), and the responses whose call raised, returned a bad value or overran
     named: dict[str, list[float]] = field(default_factory=dict)
     function_errors: int = 0
+    # reward.overlong_buffer > 0 only: [B] DAPO's soft overlong penalty of each response (<= 0), already in total
+    overlong: list[float] | None = None
+
+
+def overlong_penalties(lengths: Sequence[int], max_length: int, buffer: int, penalty: float) -> list[float]:
+    """DAPO's soft overlong punishment (arXiv 2503.14476), one value <= 0 per response of ``lengths`` tokens:
+    0 up to ``max_length - buffer`` tokens, then falling linearly to ``-penalty`` at ``max_length`` (and below it
+    beyond, which a sampler cut at ``max_length`` never produces): -penalty * (length - (max_length - buffer)) /
+    buffer."""
+    if not 0 < buffer <= max_length:
+        raise ValueError(f"buffer must be in (0, {max_length}], got {buffer}")
+    start = max_length - buffer
+    return [-penalty * max(length - start, 0) / buffer for length in lengths]
 
 
 def _think_then_box(response: str) -> bool:
@@ -81,6 +94,10 @@ def compute_rewards(
     examples: Sequence[dict] | None = None,
     reward_function=None,
     extraction: str | None = None,
+    response_lengths: Sequence[int] | None = None,
+    max_length: int = 0,
+    overlong_buffer: int = 0,
+    overlong_penalty: float = 1.0,
 ) -> RewardScores:
     """Rewards of a batch. ``pool`` (a ``VerifierPool``) bounds each grading in time and memory; without it
     grading runs in this process (fine for trusted text, not for training). ``truncated[i]``: the response hit
@@ -92,7 +109,11 @@ def compute_rewards(
     verifier's, for the metrics.
 
     ``extraction`` (``reward.extraction``): the grader of accuracy, lenient | official | easyr1; None: the pool's
-    (``VerifierPool(extraction=...)``), or lenient without a pool. A pool built for another grader is an error."""
+    (``VerifierPool(extraction=...)``), or lenient without a pool. A pool built for another grader is an error.
+
+    ``overlong_buffer`` > 0 (``reward.overlong_buffer``, with ``response_lengths`` in tokens and ``max_length``,
+    ``rollout.max_new_tokens``): :func:`overlong_penalties` is added to every total (the built-in reward's and a
+    reward function's) and kept in ``overlong``."""
     n = len(responses)
     if (
         len(golds) != n
@@ -134,6 +155,12 @@ def compute_rewards(
         total = [0.0 if cut[i] else c.total for i, c in enumerate(customs)]
         for name in sorted({key for c in customs for key in c.named}):
             named[name] = [0.0 if cut[i] else c.named.get(name, 0.0) for i, c in enumerate(customs)]
+    overlong = None
+    if overlong_buffer:
+        if response_lengths is None or len(response_lengths) != n:
+            raise ValueError("compute_rewards: overlong_buffer needs one response length per response")
+        overlong = overlong_penalties(response_lengths, max_length, overlong_buffer, overlong_penalty)
+        total = [t + p for t, p in zip(total, overlong, strict=True)]
     return RewardScores(
         accuracy=accuracy,
         format=fmt,
@@ -143,7 +170,8 @@ def compute_rewards(
         extracted=[g.extracted for g in grades],
         named=named,
         function_errors=0 if customs is None else sum(bool(c.error) for c in customs),
+        overlong=overlong,
     )
 
 
-__all__ = ["FORMAT_KINDS", "Grade", "RewardScores", "compute_rewards", "format_reward"]
+__all__ = ["FORMAT_KINDS", "Grade", "RewardScores", "compute_rewards", "format_reward", "overlong_penalties"]

@@ -22,7 +22,16 @@ from latex2sympy2_extended.latex2sympy2 import ConversionConfig
 from latex2sympy2_extended.math_normalization import NormalizationConfig
 from sympy.core.function import AppliedUndef
 
-from mm_gmpo.reward.numeric import UNEVALUATED, Unsafe, compare, digits_bound, near, real_value, value_at_point
+from mm_gmpo.reward.numeric import (
+    UNEVALUATED,
+    Unsafe,
+    cancel_factorial_ratios,
+    compare,
+    digits_bound,
+    near,
+    real_value,
+    value_at_point,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +137,22 @@ try:  # two-stage ANTLR parsing on latex2sympy2_extended's converter (a private 
                 return super().parse(latex_str)
             return self.convert_relation(relation)
 
+        def convert_func(self, func):
+            """``\\Gamma(x)`` unevaluated: sympy evaluates ``gamma`` of an integer on construction, and
+            ``\\Gamma(1000001)`` would build a 5.5-million-digit factorial inside the parser (7 s) before any bound
+            could look at it. Numeric comparison evaluates it later (``numeric.rational_value``), within bounds."""
+            single = func.func_normal_single_arg()
+            if single is None or single.start.text not in ("\\Gamma", "\\gamma"):
+                return super().convert_func(func)
+            expr = sympy.gamma(
+                self.convert_func_arg(func.func_single_arg() or func.func_single_arg_noparens()), evaluate=False
+            )
+            power = func.supexpr()  # \\Gamma^2(x)
+            if power is None:
+                return expr
+            power = self.convert_expr(power.expr()) if power.expr() else self.convert_atom(power.atom())
+            return sympy.Pow(expr, power, evaluate=False)
+
         def create_parser(self, latex_str):
             parser = super().create_parser(latex_str)
             if self.sll:
@@ -161,6 +186,7 @@ def parse_latex(text: str) -> sympy.Basic:
     if isinstance(expr, sympy.Basic):
         if expr.has(_I):
             expr = expr.subs(_I, sympy.I)
+        expr = cancel_factorial_ratios(expr)
         if digits_bound(expr) > MAX_DIGITS:
             raise Unsafe("numbers in the expression are too large")
     return expr
@@ -259,6 +285,9 @@ def _canonical(expr: sympy.Basic) -> sympy.Basic:
     evaluates numeric nodes, which ``digits_bound`` has already bounded; ``doit`` (summing) is never called."""
     if not expr.args or isinstance(expr, sympy.Number):
         return expr
+    root = isinstance(expr, sympy.Pow) and not expr.exp.is_Integer and expr.base.is_number
+    if root and digits_bound(expr.base) > 30:  # a root of a large number: sympy would factor it (or raise)
+        return expr
     return expr.func(*(_canonical(arg) for arg in expr.args))
 
 
@@ -331,7 +360,7 @@ _WARMUP = (
     r"\sqrt[3]{2}i",
     r"\frac{v_{0}}{r_{0}}+x^{3}y",
     r"\sum_{k=0}^{n} F_{k}",
-    # issue 29's latency tail: first parses of factorial ratios, trigonometric products and degrees
+    # the latency tail: first parses of factorial ratios, trigonometric products and degrees
     r"\frac{(2n)!}{(2n-2)!}",
     r"200!/199!",
     r"2\sin x\cos x",
@@ -371,6 +400,11 @@ _WARMUP = (
     r"\lfloor x\rfloor+\lceil y\rceil",
     r"\frac{n!}{k!(n-k)!}",
 )
+# runs of letters (``AZYUK2A``, ``QWERTY``): SLL prediction looks ahead over the whole run, and each new length
+# builds new prediction states (50-70 ms on first sight); lengths 1-9, alone and before a number or a bracket
+_WARMUP_LETTER_RUNS = tuple(
+    run + tail for n in range(1, 10) for run in ("ABCDEFGHIJ"[:n], "enopqrstuv"[:n]) for tail in ("", "2x", "(x)")
+)
 # pairs compared once at warm-up: the first evaluation of a gamma function or of a trigonometric function at a
 # rational point builds mpmath's tables (~0.1 s each), which would otherwise land on the first graded item
 _WARMUP_PAIRS = (
@@ -384,13 +418,17 @@ _WARMUP_PAIRS = (
     ),
     (r"$5/2-3y/4$", r"$\frac{10-3y}{4}$"),
     (r"12w^5(12w^5+7)", r"12w^{5}(7+12w^{5})"),
+    (r"\Gamma(\frac{7}{2})", r"\frac{15\sqrt{\pi}}{8}"),
+    (r"\Gamma(300.5)", "7"),
+    (r"e^{300y}", r"(e^{3y})^{100}"),
+    (r"\frac{(3m)!}{m!\,(2m)!}", r"\binom{3m}{m}"),
 )
 
 
 def warm_up() -> None:
     """Parse a spread of expression kinds once: the ANTLR parser's prediction cache starts empty, and its first
     parses of each construct cost up to ~1 s (longer than a grading time bound)."""
-    for text in _WARMUP:
+    for text in _WARMUP + _WARMUP_LETTER_RUNS:
         try:
             _latex_to_sympy(text)  # the path grading takes (SLL on the respelled text, then LL)
         except Exception:  # noqa: BLE001 (warm-up only)

@@ -21,6 +21,36 @@ STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
 
 
+def truncate_top_k_top_p(
+    scores: torch.Tensor, top_k: int, top_p: float, keep: torch.Tensor | None = None
+) -> torch.Tensor:
+    """[N, V] tempered scores with everything outside the top-k and the top-p nucleus set to -inf (the sampler's
+    truncation: the HF backend samples with it, the trainer scores a truncated batch with it; vLLM's rule is the
+    same).
+
+    The nucleus is the smallest set of most likely tokens whose probability reaches ``top_p`` (at least one).
+    ``keep`` [N] (the trainer: the tokens that were sampled) stay whatever the rule says, so a token the sampler
+    drew just inside the boundary is never -inf in the trainer's recomputation (fp32 rounding of another kernel).
+    Differentiable: the kept scores pass through, the dropped ones are constants.
+    """
+    if not (0 < top_k < scores.shape[-1]) and top_p >= 1.0:
+        return scores
+    drop = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+    if top_k > 0 and top_k < scores.shape[-1]:
+        kth = torch.topk(scores.detach(), top_k, dim=-1).values[..., -1:]
+        drop |= scores.detach() < kth
+    if top_p < 1.0:
+        masked = scores.detach().masked_fill(drop, float("-inf"))
+        sorted_scores, order = torch.sort(masked, dim=-1, descending=True)
+        probs = sorted_scores.softmax(dim=-1)
+        mass_before = probs.cumsum(dim=-1) - probs
+        drop_sorted = mass_before >= top_p  # the first token always stays (mass_before = 0)
+        drop |= torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    if keep is not None:
+        drop[torch.arange(drop.shape[0], device=drop.device), keep] = False
+    return scores.masked_fill(drop, float("-inf"))
+
+
 def _known_ids(tokenizer, tokens: tuple[str, ...]) -> list[int]:
     ids = [tokenizer.convert_tokens_to_ids(t) for t in tokens]
     return [i for i in ids if i is not None and i != tokenizer.unk_token_id]

@@ -32,30 +32,13 @@ from mm_gmpo.rollout.batching import (
     model_vocab_size,
     stop_token_ids,
     suppressed_token_ids,
+    truncate_top_k_top_p,
 )
 from mm_gmpo.rollout.types import RolloutBatch, SamplingParams
 from mm_gmpo.seeds import derive_seed
 from mm_gmpo.types import Prompt
 
 log = logging.getLogger(__name__)
-
-
-def truncate_top_k_top_p(scores: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """[N, V] tempered scores with everything outside the top-k and the top-p nucleus set to -inf.
-
-    The nucleus is the smallest set of most likely tokens whose probability reaches ``top_p`` (at least one).
-    """
-    if top_k > 0 and top_k < scores.shape[-1]:
-        kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_scores, order = torch.sort(scores, dim=-1, descending=True)
-        probs = sorted_scores.softmax(dim=-1)
-        mass_before = probs.cumsum(dim=-1) - probs
-        drop_sorted = mass_before >= top_p  # the first token always stays (mass_before = 0)
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        scores = scores.masked_fill(drop, float("-inf"))
-    return scores
 
 
 class SampleStep(LogitsProcessor):

@@ -2,7 +2,10 @@
 
 Run on the first round before training on it, and measured on every round whose trainer log-probs are
 computed (``rollout/logprob_diff_*``). A mismatch here means every importance ratio of the run is biased (the pain list's
-"on-policy ratio far from 1": wrong mrope positions, padding side, temperature not applied, top-p truncation).
+"on-policy ratio far from 1": wrong mrope positions, padding side, temperature not applied). A batch sampled with
+top-k/top-p is compared on the truncated distribution on both sides (the trainer applies the sampler's truncation,
+:mod:`mm_gmpo.trainer.forward`). What remains (bf16 sampling, other kernels) the rollout importance correction
+can weigh out (``algorithm.rollout_is_mode``).
 """
 
 from __future__ import annotations
@@ -59,7 +62,10 @@ class ParityReport:
     p99_tolerance: float
     max_tolerance: float = math.inf  # gated only when a caller asks (small fp32 checks)
     worst: list[TokenDiff] = field(default_factory=list)  # largest differences first
-    note: str = ""  # a known reason for a mismatch (e.g. top-p truncation), when there is one
+    note: str = ""  # a known reason for a mismatch (e.g. another temperature), when there is one
+    # the sequence-level mismatch: the mean over responses of |sum_t (trainer - sampler)| = |log pi_old(y)/mu(y)|
+    seq_mean_abs_diff: float = 0.0
+    num_sequences: int = 0  # responses with at least one token
 
     @property
     def tolerance(self) -> float:
@@ -74,11 +80,13 @@ class ParityReport:
         )
 
     def metrics(self) -> dict[str, float]:
-        """``rollout/logprob_diff_{mean,p99,max}``: logged every round whose trainer log-probs were computed."""
+        """``rollout/logprob_diff_{mean,p99,max}`` (per token) and ``rollout/logprob_diff_seq_mean`` (per
+        response, the log of its importance weight): logged every round whose trainer log-probs were computed."""
         return {
             "rollout/logprob_diff_mean": self.mean_abs_diff,
             "rollout/logprob_diff_p99": self.p99_abs_diff,
             "rollout/logprob_diff_max": self.max_abs_diff,
+            "rollout/logprob_diff_seq_mean": self.seq_mean_abs_diff,
         }
 
     def describe(self) -> str:
@@ -139,13 +147,10 @@ def parity_report(
             )
     s = batch.sampling
     note = ""
-    if s.truncates:
-        note = (
-            f"the batch was sampled with top_k={s.top_k} top_p={s.top_p}: the sampler's log-probs are those of the "
-            "truncated distribution and the trainer's are not; use rollout.top_k=0 rollout.top_p=1.0"
-        )
-    elif s.temperature != temperature and not (s.greedy and temperature <= 0):
+    if s.temperature != temperature and not (s.greedy and temperature <= 0):
         note = f"sampled at temperature {s.temperature}, compared at temperature {temperature}"
+    signed = torch.where(mask, trainer - sampler, torch.zeros_like(trainer)).sum(dim=1).abs()  # [N]
+    sequences = mask.any(dim=1)
     return ParityReport(
         max_abs_diff=float(diff.max()) if count else 0.0,
         mean_abs_diff=float(diff.sum() / count) if count else 0.0,
@@ -156,6 +161,8 @@ def parity_report(
         max_tolerance=max_tolerance,
         worst=worst,
         note=note,
+        seq_mean_abs_diff=float(signed[sequences].mean()) if bool(sequences.any()) else 0.0,
+        num_sequences=int(sequences.sum()),
     )
 
 

@@ -176,7 +176,7 @@ class VLLMRollout:
         """``dtype``: the engine's (the policy's compute dtype: bf16 for a run whose fp32 master weights stay in the
         trainer); default the parameters' dtype."""
         executor, self.dp_group_index, world = _placement(settings.tensor_parallel_size)
-        vllm = require("vllm", "rollout.backend=vllm", "pip install -e .[gpu]")
+        vllm = require("vllm", "rollout.backend=vllm", "pip install -e '.[gpu]'")
         on_cuda = torch.cuda.is_available()
         # the engine core in this process: weights pass as device tensors, and external_launcher requires it
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"

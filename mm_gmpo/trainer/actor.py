@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+from mm_gmpo.algorithms import RolloutIS
+from mm_gmpo.algorithms.rollout_is import rollout_is_metrics, rollout_is_stats
 from mm_gmpo.errors import UserError
 from mm_gmpo.rollout.preflight import ParityReport, default_tolerances, parity_report
 from mm_gmpo.rollout.types import RolloutBatch
@@ -62,9 +64,11 @@ class Actor:
         precision: Precision | None = None,
         reference: OffloadedModule | None = None,
         parity_tolerances: tuple[float | None, float | None] = (None, None),
+        rollout_is: RolloutIS | None = None,
     ):
         """``loss_fn``: a policy loss of the registry; ``reference``: the frozen KL reference (None: no KL term);
-        ``parity_tolerances``: the preflight's (mean, p99) gates, None for the defaults of the compute dtype."""
+        ``parity_tolerances``: the preflight's (mean, p99) gates, None for the defaults of the compute dtype;
+        ``rollout_is``: the rollout importance correction the loss applies (its metrics are the actor's)."""
         self.updater = updater
         self.loss_fn = loss_fn
         self.settings = settings
@@ -73,6 +77,7 @@ class Actor:
         self.reference = reference
         default_mean, default_p99 = default_tolerances(self.compute_dtype)
         self.parity_tolerances = (parity_tolerances[0] or default_mean, parity_tolerances[1] or default_p99)
+        self.rollout_is = rollout_is or RolloutIS("off")
         self._planned: tuple[RolloutBatch, MicroBatchPlan] | None = None
 
     # ------------------------------------------------------------------ what the loop sees
@@ -115,11 +120,32 @@ class Actor:
         )
         if self.ctx.world_size == 1:
             return local
-        total, count = dist.all_reduce_sum(self.ctx, [local.mean_abs_diff * local.num_tokens, local.num_tokens])
+        total, count, seq_total, seqs = dist.all_reduce_sum(
+            self.ctx,
+            [
+                local.mean_abs_diff * local.num_tokens,
+                local.num_tokens,
+                local.seq_mean_abs_diff * local.num_sequences,
+                local.num_sequences,
+            ],
+        )
         p99, largest = dist.all_reduce_max(self.ctx, [local.p99_abs_diff, local.max_abs_diff])
         local.mean_abs_diff, local.num_tokens = total / max(count, 1.0), int(count)
+        local.seq_mean_abs_diff, local.num_sequences = seq_total / max(seqs, 1.0), int(seqs)
         local.p99_abs_diff, local.max_abs_diff = p99, largest
         return local
+
+    def rollout_is_metrics(self, rows: RolloutBatch, logprobs: torch.Tensor) -> dict[str, float]:
+        """``rollout/is_weight_mean``, ``rollout/is_weight_max``, ``rollout/is_clipped_frac`` (mask mode:
+        ``is_masked_frac``) of pi_old (``logprobs``) / pi_sampler at ``algorithm.rollout_is_level``, over all
+        processes (also with the correction off: what it would do)."""
+        local = rollout_is_stats(logprobs, rows.sampler_logprobs, rows.response_mask, self.rollout_is)
+        weight_sum, units, bounded = dist.all_reduce_sum(
+            self.ctx, [local["weight_sum"], local["units"], local["bounded"]]
+        )
+        (largest,) = dist.all_reduce_max(self.ctx, [local["weight_max"]])
+        stats = {"weight_sum": weight_sum, "units": units, "bounded": bounded, "weight_max": largest}
+        return rollout_is_metrics(stats, self.rollout_is)
 
     def update(self, batch: TrainBatch) -> list[dict[str, float]]:
         """K optimizer steps over strided mini-batches of ``batch`` (on any device); one metrics dict per step."""

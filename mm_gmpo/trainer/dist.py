@@ -51,7 +51,9 @@ def init_distributed(use_deepspeed: bool) -> DistContext:
             os.environ.setdefault("MASTER_PORT", str(free_port()))
             for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
                 os.environ.setdefault(key, value)
-        require("deepspeed", "trainer.deepspeed", "pip install deepspeed").init_distributed(dist_backend=backend)
+        require("deepspeed", "trainer.deepspeed", "pip install -e '.[deepspeed]'").init_distributed(
+            dist_backend=backend
+        )
     elif world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend=backend)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)

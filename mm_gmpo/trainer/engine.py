@@ -123,7 +123,7 @@ class DeepSpeedUpdater:
     def __init__(
         self, ctx, model, ds_config_path: str, *, lr, betas, weight_decay, grad_clip, warmup, micro_batches, bf16=False
     ):
-        deepspeed = require("deepspeed", "trainer.deepspeed", "pip install deepspeed")
+        deepspeed = require("deepspeed", "trainer.deepspeed", "pip install -e '.[deepspeed]'")
         config = load_deepspeed_config(
             ds_config_path,
             lr=lr,

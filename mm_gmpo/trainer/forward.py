@@ -7,8 +7,10 @@ autograd each chunk keeps only its hidden states and its logits are rebuilt in b
 backward for a plain linear head (one [M, V] buffer, see :class:`_SampledTokenStats`), by a checkpoint otherwise.
 
 The distribution matches the sampler's processed one: logits in fp32, the batch's suppressed tokens at -inf,
-divided by the temperature (``temperature <= 0``, greedy, uses 1). Top-k/top-p truncation is *not* applied: the
-trainer's policy is the full tempered distribution (the preflight says so when a batch was sampled truncated).
+divided by the temperature (``temperature <= 0``, greedy, uses 1), and, for a batch sampled with top-k/top-p
+(``batch.sampling``), the same truncation (the sampled token always kept): the trainer's old and new log-probs are
+then those of the distribution the sampler drew from, so ratios start at 1 and the preflight compares like with
+like. The policy gradient is that of the truncated policy (the tokens outside the nucleus are constants).
 Rope positions are rebuilt with the model's own ``get_rope_index`` (3-D for Qwen2.5-VL, padding-aware).
 No ``torch.distributed`` here: the caller owns the distributed border.
 """
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from mm_gmpo.rollout.batching import truncate_top_k_top_p
 from mm_gmpo.rollout.types import RolloutBatch
 
 
@@ -203,6 +206,7 @@ def _token_stats(
     temperature: float,
     with_entropy: bool,
     entropy_grad: bool = True,
+    truncation: tuple[int, float] | None = None,  # the sampler's (top_k, top_p)
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-prob [M], entropy [M] or empty) of ``tokens`` under the tempered, suppressed distribution (autograd).
 
@@ -214,6 +218,8 @@ def _token_stats(
         logits = logits.index_fill(-1, suppressed, float("-inf"))
     if temperature != 1.0:  # dividing by 1 changes no value: skip the [M, V] pass (and its backward)
         logits = logits / temperature
+    if truncation is not None:
+        logits = truncate_top_k_top_p(logits, *truncation, keep=tokens)
     logp = F.log_softmax(logits, dim=-1)
     token_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     if not with_entropy:
@@ -224,8 +230,13 @@ def _token_stats(
     return token_logp, entropy
 
 
-def _chunk_stats(hidden, tokens, lm_head, suppressed, temperature, with_entropy, entropy_grad):
-    """One chunk's (log-prob [M], entropy [M] or empty), by the cheapest path that gives the same numbers."""
+def _chunk_stats(hidden, tokens, lm_head, suppressed, temperature, with_entropy, entropy_grad, truncation=None):
+    """One chunk's (log-prob [M], entropy [M] or empty), by the cheapest path that gives the same numbers
+    (a truncated batch: always :func:`_token_stats`, the one path that truncates)."""
+    if truncation is not None:
+        args = (hidden, tokens, lm_head, suppressed, temperature, with_entropy, entropy_grad, truncation)
+        grad = torch.is_grad_enabled() and hidden.requires_grad
+        return checkpoint(_token_stats, *args, use_reentrant=False) if grad else _token_stats(*args)
     fused_ok = _fused_head_ok(lm_head)
     if not (torch.is_grad_enabled() and hidden.requires_grad):
         if not fused_ok:
@@ -269,13 +280,15 @@ def policy_logprobs(
     tokens = batch.response_ids[mask]  # [M]
     lm_head = hf.get_output_embeddings()
     suppressed = batch.suppressed_token_ids
+    sampling = batch.sampling
+    truncation = (sampling.top_k, sampling.top_p) if sampling.truncates else None
     logps, entropies = [], []
     chunk_size = max(chunk_size, 1)
     num_chunks = max(-(-selected.shape[0] // chunk_size), min_chunks)
     for start in range(0, num_chunks * chunk_size, chunk_size):
         chunk = slice(start, start + chunk_size)
         lp, ent = _chunk_stats(
-            selected[chunk], tokens[chunk], lm_head, suppressed, temperature, with_entropy, entropy_grad
+            selected[chunk], tokens[chunk], lm_head, suppressed, temperature, with_entropy, entropy_grad, truncation
         )
         logps.append(lp)
         entropies.append(ent)

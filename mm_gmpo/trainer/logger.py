@@ -45,7 +45,7 @@ class MetricsLogger:
 
             self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
         if wandb_project:
-            wandb = require("wandb", "trainer.wandb_project", "pip install wandb")
+            wandb = require("wandb", "trainer.wandb_project", "pip install -e '.[wandb]'")
             self._wandb = wandb.init(project=wandb_project, config=config, dir=str(run_dir), resume="allow")
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:

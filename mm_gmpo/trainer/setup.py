@@ -64,6 +64,7 @@ def check_config(cfg: Config, world_size: int) -> None:
     )
     for warning in warnings:
         log.warning(warning)
+    check_correction_keys(cfg)
     if cfg.algorithm.dynamic_sampling and (r.max_sampling_rounds < 1 or r.n < 2):
         raise UserError(
             f"algorithm.dynamic_sampling needs rollout.max_sampling_rounds >= 1 (got {r.max_sampling_rounds}) and "
@@ -85,6 +86,25 @@ def check_config(cfg: Config, world_size: int) -> None:
     known = [*TASKS, *TEXT_TASKS]
     if cfg.model.tiny.toy_task and cfg.model.tiny.toy_task not in known:
         raise UserError(f"model.tiny.toy_task={cfg.model.tiny.toy_task!r}: not a synthetic task ({', '.join(known)})")
+
+
+def check_correction_keys(cfg: Config) -> None:
+    """The rollout importance correction, the KL placement and the overlong penalty: one line naming the key."""
+    a, w = cfg.algorithm, cfg.reward
+    if not a.rollout_is_threshold > 1.0:  # also nan
+        raise UserError(
+            f"algorithm.rollout_is_threshold={a.rollout_is_threshold} must be > 1 (weights are capped at it, or kept "
+            "within [1/threshold, threshold] in mask mode)"
+        )
+    if a.kl_in_reward and not a.kl_coef > 0:
+        raise UserError("algorithm.kl_in_reward=true needs algorithm.kl_coef > 0 (the penalty's weight)")
+    if not 0 <= w.overlong_buffer < cfg.rollout.max_new_tokens:
+        raise UserError(
+            f"reward.overlong_buffer={w.overlong_buffer} must be in [0, rollout.max_new_tokens="
+            f"{cfg.rollout.max_new_tokens}) (0: off)"
+        )
+    if not (math.isfinite(w.overlong_penalty) and w.overlong_penalty >= 0):
+        raise UserError(f"reward.overlong_penalty={w.overlong_penalty} must be a finite number >= 0")
 
 
 def check_values(cfg: Config) -> None:
@@ -392,7 +412,7 @@ def build_policy(cfg: Config, path: str, precision: Precision):
     if frozen:
         log.info("frozen: %d parameter tensors (%s)", len(frozen), _frozen_summary(cfg))
     if cfg.model.lora.enabled:
-        peft = require("peft", "model.lora", "pip install peft")
+        peft = require("peft", "model.lora", "pip install -e '.[lora]'")
         lora = cfg.model.lora
         model = peft.get_peft_model(
             model,
@@ -461,6 +481,7 @@ def build_actor(
     """The :class:`~mm_gmpo.trainer.actor.Actor` of ``policy`` (built by :func:`build_policy`, warm-started or not):
     its optimizer wrapper (which moves it onto the device), then the reference (so host memory never holds both
     models at once), the loss and the update settings. ``start_weights``: see :func:`build_reference`."""
+    from mm_gmpo.algorithms import RolloutIS
     from mm_gmpo.algorithms.registry import loss_unit, policy_loss_for
     from mm_gmpo.trainer.actor import Actor
     from mm_gmpo.trainer.policy import PolicyLogprobs
@@ -469,12 +490,14 @@ def build_actor(
     updater = build_updater(cfg, ctx, PolicyLogprobs(policy), micro_batches, precision)
     reference = build_reference(cfg, model_path, ctx.device, precision, start_weights)
     a, r = cfg.algorithm, cfg.rollout
+    rollout_is = RolloutIS(a.rollout_is_mode, a.rollout_is_level, a.rollout_is_threshold)
     loss_fn, _ = policy_loss_for(
         a.loss,
         max_response_length=r.max_new_tokens,
         normalize_std=a.normalize_std,
         clip_dual=a.clip_dual,
         aggregation=a.loss_aggregation,
+        rollout_is=rollout_is,
     )
     settings = UpdateSettings(
         temperature=r.temperature,
@@ -483,7 +506,9 @@ def build_actor(
         updates_per_round=cfg.trainer.updates_per_round,
         sequences_per_step=shape.sequences_per_step,
         clip={key: v for key, v in (("clip_low", a.clip_low), ("clip_high", a.clip_high)) if v is not None},
-        kl_coef=a.kl_coef,
+        kl_coef=0.0 if a.kl_in_reward else a.kl_coef,
+        kl_estimator=a.kl_estimator,
+        rollout_is=rollout_is.on,
         entropy_coef=a.entropy_coef,
         sync_chunks=updater.partitioned,
         max_tokens_per_micro_batch=cfg.trainer.max_tokens_per_micro_batch,
@@ -492,7 +517,14 @@ def build_actor(
     )
     tolerances = (r.preflight_mean_tolerance, r.preflight_p99_tolerance)
     return Actor(
-        updater, loss_fn, settings, ctx=ctx, precision=precision, reference=reference, parity_tolerances=tolerances
+        updater,
+        loss_fn,
+        settings,
+        ctx=ctx,
+        precision=precision,
+        reference=reference,
+        parity_tolerances=tolerances,
+        rollout_is=rollout_is,
     )
 
 

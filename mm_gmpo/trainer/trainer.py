@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mm_gmpo.algorithms import group_advantages
+from mm_gmpo.algorithms import group_advantages, sequence_kl
 from mm_gmpo.config import Config, save_config, to_dict
 from mm_gmpo.errors import TrainingHalted, UserError
 from mm_gmpo.reward import VerifierPool, compute_rewards
@@ -170,8 +170,12 @@ class Trainer:
                 round_start = time.perf_counter()
                 batch, scores, sampling_metrics = self._sample_round(timings, peaks)
                 self.rollout.sleep()  # vLLM frees its weights and KV cache until the sync (no-op for hf)
+                rewards, kl_reward_metrics = torch.tensor(scores.total, dtype=torch.float32), {}
+                if cfg.algorithm.kl_in_reward:  # the classic PPO recipe: the KL is a penalty on the reward
+                    with timed(timings, "kl_reward", peaks):
+                        rewards, kl_reward_metrics = self._kl_in_reward(batch, rewards)
                 advantages = group_advantages(
-                    torch.tensor(scores.total, dtype=torch.float32),
+                    rewards,
                     cfg.rollout.n,
                     normalize_std=cfg.algorithm.normalize_std,
                     eps=cfg.algorithm.adv_eps,
@@ -192,6 +196,7 @@ class Trainer:
                     batch, scores, advantages, timings, time.perf_counter() - round_start
                 )
                 round_metrics.update(parity_metrics)
+                round_metrics.update(kl_reward_metrics)
                 round_metrics.update(balance_metrics)
                 round_metrics.update(sync_metrics)
                 round_metrics.update(sampling_metrics)
@@ -258,6 +263,7 @@ class Trainer:
 
     def _rewards(self, batch):
         r = self.cfg.reward
+        lengths = batch.response_mask.sum(dim=1).tolist()  # tokens, end-of-turn included
         return compute_rewards(
             batch.response_text,
             [ex.answer for ex in batch.examples],
@@ -268,7 +274,16 @@ class Trainer:
             format_weight=r.format_weight,
             format_kind=r.format,
             zero_truncated=r.zero_truncated,
-            examples=[example_fields(ex) for ex in batch.examples] if r.function else None,
+            examples=[
+                example_fields(ex, response_length=length, truncated=reason == "length")
+                for ex, length, reason in zip(batch.examples, lengths, batch.finish_reason, strict=True)
+            ]
+            if r.function
+            else None,
+            response_lengths=lengths,
+            max_length=self.cfg.rollout.max_new_tokens,
+            overlong_buffer=r.overlong_buffer,
+            overlong_penalty=r.overlong_penalty,
         )
 
     def _sample_round(self, timings: dict, peaks: dict):
@@ -355,6 +370,11 @@ class Trainer:
                 "reward/verifier_failures": total(scores.timeouts + scores.errors),
                 "perf/response_tokens": total(batch.response_mask.sum()),  # for tokens_per_s, not logged
                 "perf/round_tokens": total(batch.attention_mask.sum()),  # prompt + response tokens, all processes
+                **(
+                    {"reward/overlong_penalty": mean(sum(scores.overlong), len(scores.overlong))}
+                    if scores.overlong is not None  # reward.overlong_buffer: the mean penalty (<= 0), in reward/mean
+                    else {}
+                ),
             },
         )
         mean_square, response_tokens = totals.pop("reward/mean_square"), totals.pop("perf/response_tokens")
@@ -430,17 +450,29 @@ class Trainer:
         preflight, and with vLLM (the sampler/trainer gap is worth watching every round); with one update the loss
         uses the policy's own detached log-probs instead, which is exactly on-policy.
         """
-        old, metrics = None, {}
+        old, ref, metrics = None, None, {}
         k = self.cfg.trainer.updates_per_round
-        if k > 1 or preflight or self.cfg.rollout.backend == "vllm":
+        if k > 1 or preflight or self.cfg.rollout.backend == "vllm" or self.actor.rollout_is.on:
             trainer_logprobs = self.actor.logprobs(batch)
             report = self.actor.parity(batch, trainer_logprobs)
-            metrics = report.metrics()
+            metrics = {**report.metrics(), **self.actor.rollout_is_metrics(batch, trainer_logprobs)}
             if preflight:
                 log.info("preflight: %s", report.describe().splitlines()[0])
                 assert_parity(report)
             old = trainer_logprobs if k > 1 else None
-        return old, self.actor.ref_logprobs(batch), metrics
+        if not self.cfg.algorithm.kl_in_reward:
+            ref = self.actor.ref_logprobs(batch)
+        return old, ref, metrics
+
+    def _kl_in_reward(self, batch, rewards: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """``algorithm.kl_in_reward``: rewards minus ``kl_coef`` x each response's summed KL to the reference
+        (``algorithm.kl_estimator`` on the policy's and the reference's no-grad log-probs of the round), and
+        ``reward/kl_penalty`` (the mean amount taken off) over all processes."""
+        a = self.cfg.algorithm
+        policy, ref = self.actor.logprobs(batch), self.actor.ref_logprobs(batch)
+        penalty = a.kl_coef * sequence_kl(policy, ref, batch.response_mask, a.kl_estimator).float()
+        reduced = reduce_metrics(self.ctx, {"reward/kl_penalty": mean(penalty.sum(), penalty.numel())})
+        return rewards - penalty, reduced
 
     def save(self) -> Path:
         state = {**self.state.to_dict(), "settings": step_settings(self.cfg)}

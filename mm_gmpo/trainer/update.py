@@ -25,6 +25,8 @@ class UpdateSettings:
     sequences_per_step: int  # rows of one optimizer step over all processes: every loss's denominator
     clip: dict[str, float] = field(default_factory=dict)  # clip_low/clip_high when the config sets them
     kl_coef: float = 0.0
+    kl_estimator: str = "k3"  # algorithm.kl_estimator
+    rollout_is: bool = False  # the loss is corrected by the sampler's log-probs (algorithm.rollout_is_mode)
     entropy_coef: float = 0.0
     sync_chunks: bool = False  # ZeRO-3 with several processes: equal LM-head calls on every process
     max_tokens_per_micro_batch: int = 0  # > 0: micro-batches by token budget instead of by row count
@@ -58,10 +60,11 @@ def micro_batch_loss(
         denominator = s.sequences_per_step
         kl_options, entropy_term = {}, masked_mean(entropy, mask, dim=-1).sum()
         own = max(batch.num_rows, 1)  # the "loss" metric: this micro-batch's mean over sequences
-    loss, metrics = loss_fn(logprobs, old, batch.advantages, mask, denominator=denominator, **s.clip)
+    sampler = {"sampler_logprobs": batch.rollout.sampler_logprobs} if s.rollout_is else {}
+    loss, metrics = loss_fn(logprobs, old, batch.advantages, mask, denominator=denominator, **s.clip, **sampler)
     if batch.ref_logprobs is not None:
         loss, kl_metrics = add_kl_penalty(
-            loss, logprobs, batch.ref_logprobs, mask, s.kl_coef, denominator, **kl_options
+            loss, logprobs, batch.ref_logprobs, mask, s.kl_coef, denominator, estimator=s.kl_estimator, **kl_options
         )
         metrics.update(kl_metrics)
     if s.entropy_coef:
