@@ -23,7 +23,9 @@ from mm_gmpo.errors import UserError
 class TinyConfig:
     """Sizes of the random tiny model built at ``model.path`` when it is missing and ``model.tiny_if_missing``."""
 
-    kind: Literal["qwen2_5_vl", "qwen2"] = "qwen2_5_vl"  # architecture
+    kind: Literal["qwen2_5_vl", "qwen2", "qwen3_vl", "qwen3"] = (
+        "qwen2_5_vl"  # architecture (as make-tiny-model --kind)
+    )
     hidden: int = 64  # text hidden size
     layers: int = 2  # text decoder layers
     heads: int = 4  # attention heads (hidden/heads must be even)
@@ -69,7 +71,7 @@ class ModelConfig:
     ref_offload: bool = False
     # frozen parts of a vision-language model: they keep their weights, the optimizer holds none of them, and the
     # vLLM sync does not resend them; the vision tower is the ViT (patch embedding and blocks), the merger projects
-    # its output into the language model
+    # its output into the language model (Qwen3-VL: the merger and its DeepStack mergers)
     freeze_vision_tower: bool = False
     freeze_merger: bool = False
 
@@ -83,8 +85,9 @@ class DataConfig:
     val: str = "geometry3k:validation"  # validation spec; empty: no validation
     source: Literal["auto", "local", "hub"] = "auto"  # auto: local files when present, else the hub
     local_dir: str = ""  # root of local data; empty: data/sample of a source checkout, else the hub
-    # prompt template (= data.prompts.TEMPLATES); geo3k_easyr1: geo3k's instruction after a space, as EasyR1
-    template: Literal["geo3k", "qwen_math", "r1", "geo3k_easyr1"] = "geo3k"
+    # prompt template (= data.prompts.TEMPLATES); geo3k_easyr1: geo3k's instruction after a space, as EasyR1;
+    # qwen3_thinking: Qwen3's math prompt in the user turn, thinking on (the answer is read after </think>)
+    template: Literal["geo3k", "qwen_math", "r1", "geo3k_easyr1", "qwen3_thinking"] = "geo3k"
     show_choices: bool = False  # list the multiple-choice options in the prompt
     max_prompt_length: int = 2048  # tokens incl. image tokens; longer prompts are dropped (never cut)
     min_pixels: int = 3136  # Qwen resize rule lower bound (pixels per image)

@@ -1,4 +1,5 @@
-"""End-to-end check of the vLLM backend on a tiny Qwen2.5-VL (run by scripts/check_vllm.sh in its own venv).
+"""End-to-end check of the vLLM backend on tiny Qwen2.5-VL and Qwen3-VL models (run by scripts/check_vllm.sh in its
+own venv).
 
 Single process: builds a tiny model (head_dim 64, as vLLM's CPU attention needs), samples image+text prompts
 through :class:`~mm_gmpo.rollout.engine.RolloutEngine` with ``backend="vllm"``, checks the log-prob parity with
@@ -10,6 +11,10 @@ Multi-process (:func:`multi_process_check`): the trainer itself under torchrun, 
 with every parameter partitioned, one vLLM engine per process through the external launcher (or one engine over
 both with tensor parallelism 2), bucketed sync; the sampler/trainer log-prob gap of every round (measured on every
 process, its maximum logged) must stay within the tolerance after each sync.
+
+Qwen3-VL (:func:`qwen3_vl_check`): a tiny Qwen3-VL (16-pixel patches, interleaved M-RoPE, DeepStack) through the
+same single-process parity and bucketed sync, then the 2-process ZeRO-3 trainer run; it prints one line starting
+``qwen3-vl:`` and ending ``PASSED`` or ``FAILED``. ``--only qwen3-vl`` runs this part alone.
 
 Prints one line per check and, last, ``vLLM check: PASSED`` or the number of failures (exit code 1).
 """
@@ -220,6 +225,46 @@ def single_process_check(path: str, args, report: Report) -> None:
     engine.close()
 
 
+def qwen3_vl_check(tmp: Path, args, report: Report) -> None:
+    """Qwen3-VL end to end: generation with images of 2 sizes and a text-only prompt, parity with the trainer's
+    log-probs (DeepStack and the interleaved rope index on both sides), a bucketed sync of changed weights (vLLM's
+    own Qwen3-VL weight names), parity again; then the trainer under torchrun with 2 processes and ZeRO-3."""
+    from mm_gmpo.config import RolloutConfig
+    from mm_gmpo.models import TinyModelSpec, load_model, load_processor, make_tiny_model
+    from mm_gmpo.rollout import RolloutEngine, SamplingParams, measure_logprob_parity
+
+    failures = report.failures
+    tmp = tmp / "qwen3-vl"  # its own run folders beside the Qwen2.5-VL ones
+    tmp.mkdir()
+    spec = TinyModelSpec(kind="qwen3_vl", hidden=128, heads=2, kv_heads=2, intermediate=256)
+    path = str(make_tiny_model(spec, tmp / "tiny-qwen3-vl"))
+    processor = load_processor(path, min_pixels=3136)
+    model = load_model(path, "float32")
+    prompts = _prompts(processor)
+    config = RolloutConfig(backend="vllm", vllm_sync_bucket_mb=args.bucket_mb)
+    engine = RolloutEngine("vllm", model, processor, config=config)
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=args.max_new_tokens, seed=1)
+    batch = engine.generate(prompts, 2, sampling)
+    r = measure_logprob_parity(model, batch, temperature=1.0, tolerance=args.tolerance)
+    grids = sorted({tuple(g) for g in batch.image_grid_thw.tolist()})
+    report(
+        "qwen3-vl parity before any sync (images 56x56, 112x84, none; n=2)",
+        r.ok and r.num_tokens > 0,
+        f"max abs diff {r.max_abs_diff:.2e} over {r.num_tokens} tokens, image grids {grids}",
+    )
+    _perturb(model)
+    _sync_and_check(engine, model, prompts, report, args, "qwen3-vl full weights")
+    single = r.max_abs_diff
+    engine.close()
+    multi_mb = (
+        multi_process_check(path, tmp, args, report, tensor_parallel=1, lora=False) if not args.skip_multi else None
+    )
+    ok = report.failures == failures
+    runs = "single process" + ("" if multi_mb is None else " and 2 processes (ZeRO-3)")
+    print(f"qwen3-vl: {runs}, parity {single:.2e} before and within {args.tolerance:g} after each sync: "
+          + ("PASSED" if ok else "FAILED"), flush=True)  # fmt: skip
+
+
 def _zero3_config(tmp: Path) -> Path:
     config = json.loads((REPO / "configs/deepspeed/zero3.json").read_text())
     config["zero_optimization"]["stage3_param_persistence_threshold"] = 0  # partition everything, as a 7B model is
@@ -343,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=1500, help="seconds per multi-process run")
     parser.add_argument("--skip-single", action="store_true")
     parser.add_argument("--skip-multi", action="store_true")
+    parser.add_argument("--only", choices=["qwen2.5-vl", "qwen3-vl"], help="run one model's checks alone")
     args = parser.parse_args(argv)
 
     from mm_gmpo.models import TinyModelSpec, make_tiny_model
@@ -350,12 +396,16 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        path = str(make_tiny_model(TinyModelSpec(hidden=128, heads=2, kv_heads=2, intermediate=256), tmp / "tiny-vl"))
-        if not args.skip_single:
-            single_process_check(path, args, report)
-        if not args.skip_multi:
-            full_mb = multi_process_check(path, tmp, args, report, tensor_parallel=1, lora=False)
-            multi_process_check(path, tmp, args, report, tensor_parallel=2, lora=True, full_mb=full_mb or 150.0)
+        if args.only != "qwen3-vl":
+            spec = TinyModelSpec(hidden=128, heads=2, kv_heads=2, intermediate=256)
+            path = str(make_tiny_model(spec, tmp / "tiny-vl"))
+            if not args.skip_single:
+                single_process_check(path, args, report)
+            if not args.skip_multi:
+                full_mb = multi_process_check(path, tmp, args, report, tensor_parallel=1, lora=False)
+                multi_process_check(path, tmp, args, report, tensor_parallel=2, lora=True, full_mb=full_mb or 150.0)
+        if args.only != "qwen2.5-vl":
+            qwen3_vl_check(tmp, args, report)
     print("vLLM check: " + ("PASSED" if not report.failures else f"{report.failures} FAILED"), flush=True)
     return 1 if report.failures else 0
 

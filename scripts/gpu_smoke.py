@@ -3,16 +3,17 @@
     bash scripts/gpu_smoke.sh                 # on a CUDA machine with a CUDA torch and this project installed
     python scripts/gpu_smoke.py --tiny        # the same cases with tiny models on a CPU (what CI runs)
 
-Cases: the Geometry3K recipe's shape (a random Qwen2.5-VL of the 3B model's public config, real Qwen vocabulary,
-image prompts from the shipped samples) and the text-math recipe's shape (a random Qwen2.5-Math-1.5B-sized Qwen2 on
-the MATH samples), each in bf16 with gradient checkpointing, HF rollouts, one process; when DeepSpeed imports, the
-text case again under ZeRO-2 and the image case under ZeRO-3 started by the DeepSpeed launcher as docs/gpu.md types it
-(`deepspeed --num_gpus N --module mm_gmpo train ...`, N = the machine's GPUs; 2 processes on a CPU); when vLLM
-imports, the image case with the vLLM backend (the engine's sleep after sampling, the weight sync and the wake, every
-round). Every case is a real `mm-gmpo train` run. Per case and phase (rollout, old
-log-probs, update) it prints the peak GPU memory (torch.cuda.max_memory_allocated, from the run's metrics) and
-tokens/s, then PASS, or FAIL with the phase that failed. Random models rarely stop, so responses run to
---max-new-tokens: that is the length under test.
+Cases: the Geometry3K recipe's shape (a random Qwen2.5-VL of the 3B model's public config, real Qwen vocabulary, image
+prompts from the shipped samples), the same with a random Qwen3-VL of the 2B model's public config (16-pixel patches,
+DeepStack, interleaved M-RoPE; the Qwen3-VL recipe's settings), and the text-math recipe's shape (a random
+Qwen2.5-Math-1.5B-sized Qwen2 on the MATH samples), each in bf16 with gradient checkpointing, HF rollouts, one
+process; when DeepSpeed imports, the text case again under ZeRO-2 and the image cases (Qwen2.5-VL, Qwen3-VL) under
+ZeRO-3 started by the DeepSpeed launcher as docs/gpu.md types it (`deepspeed --num_gpus N --module mm_gmpo train ...`,
+N = the machine's GPUs; 2 processes on a CPU); when vLLM imports, the image case with the vLLM backend (the engine's
+sleep after sampling, the weight sync and the wake, every round). Every case is a real `mm-gmpo train` run. Per case
+and phase (rollout, old log-probs, update) it prints the peak GPU memory (torch.cuda.max_memory_allocated, from the
+run's metrics) and tokens/s, then PASS, or FAIL with the phase that failed. Random models rarely stop, so responses
+run to --max-new-tokens: that is the length under test.
 """
 
 from __future__ import annotations
@@ -36,7 +37,14 @@ QWEN2_5_VL_3B = dict(
     vision_layers=32, vision_intermediate=3420, vision_heads=16, rope_theta=1e6,
 )  # fmt: skip
 QWEN2_5_MATH_1_5B = dict(kind="qwen2", hidden=1536, layers=28, heads=12, kv_heads=2, intermediate=8960, rope_theta=1e4)
-TINY = {"qwen2_5_vl": dict(kind="qwen2_5_vl"), "qwen2": dict(kind="qwen2")}
+# hub config.json of Qwen/Qwen3-VL-2B-Instruct (head_dim 128 = 2048 / 16; 2.1 B parameters)
+QWEN3_VL_2B = dict(
+    kind="qwen3_vl", hidden=2048, layers=28, heads=16, kv_heads=8, intermediate=6144, vision_hidden=1024,
+    vision_layers=24, vision_intermediate=4096, vision_heads=16, deepstack="5,11,17", rope_theta=5e6,
+)  # fmt: skip
+REALISTIC = {"qwen2_5_vl": QWEN2_5_VL_3B, "qwen3_vl": QWEN3_VL_2B, "qwen2": QWEN2_5_MATH_1_5B}
+TINY = {"qwen2_5_vl": dict(kind="qwen2_5_vl"), "qwen3_vl": dict(kind="qwen3_vl"), "qwen2": dict(kind="qwen2")}
+VL_CONFIGS = {"qwen2_5_vl": "configs/geo3k_qwen2_5_vl_7b_gmpo.yaml", "qwen3_vl": "configs/geo3k_qwen3_vl_8b_gmpo.yaml"}
 # vLLM's CPU attention needs a head size of 64: the tiny model of the vLLM case on a CPU
 TINY_VLLM = {"qwen2_5_vl": dict(kind="qwen2_5_vl", hidden=128, heads=2, kv_heads=2, intermediate=256)}
 
@@ -44,7 +52,7 @@ TINY_VLLM = {"qwen2_5_vl": dict(kind="qwen2_5_vl", hidden=128, heads=2, kv_heads
 @dataclass(frozen=True)
 class Case:
     name: str
-    kind: str  # qwen2_5_vl or qwen2
+    kind: str  # qwen2_5_vl, qwen3_vl or qwen2
     deepspeed: str = ""  # a DeepSpeed JSON, or none
     launcher_procs: int = 0  # > 0: started by the DeepSpeed launcher with this many processes
     backend: str = "hf"  # rollout backend
@@ -80,8 +88,8 @@ def build_model(sizes: dict, out: Path, dtype: str) -> None:
 
 def case_overrides(case: Case, args, model: Path, out: Path) -> tuple[str, list[str]]:
     """The recipe config of the case, scaled to ``args`` (prompts, group size, lengths, steps)."""
-    if case.kind == "qwen2_5_vl":
-        config = REPO / "configs/geo3k_qwen2_5_vl_7b_gmpo.yaml"
+    if case.kind in VL_CONFIGS:
+        config = REPO / VL_CONFIGS[case.kind]
         data = ["data.train=geometry3k:train", "data.val=", "data.source=local", "reward.format=think_boxed"]
         if args.tiny:
             data += ["data.min_pixels=3136", "data.max_pixels=50176"]
@@ -157,7 +165,7 @@ def run_case(case: Case, args, work: Path) -> bool:
     if args.tiny:
         sizes = (TINY_VLLM if tiny_vllm else TINY)[kind]
     else:
-        sizes = QWEN2_5_VL_3B if kind == "qwen2_5_vl" else QWEN2_5_MATH_1_5B
+        sizes = REALISTIC[kind]
     model = work / f"model-{kind}{'-vllm' if tiny_vllm else ''}"
     if not model.exists():
         build_model(sizes, model, args.dtype)
@@ -192,7 +200,10 @@ def main() -> int:
     parser.add_argument("--micro-batch-size", type=int, default=4)
     parser.add_argument("--dtype", default="", help="default: bfloat16 on a GPU, float32 with --tiny on a CPU")
     parser.add_argument(
-        "--only", nargs="*", default=[], help="run only these cases (vl, text, text-zero2, vl-zero3-launcher, vl-vllm)"
+        "--only",
+        nargs="*",
+        default=[],
+        help="run only these cases (vl, vl-qwen3, text, text-zero2, vl-zero3-launcher, vl-qwen3-zero3-launcher, vl-vllm)",
     )
     parser.add_argument("--work", default="", help="folder for the models and runs (default: a temporary one)")
     args = parser.parse_args()
@@ -202,11 +213,12 @@ def main() -> int:
         print("no CUDA device: run on a GPU machine, or pass --tiny for the CPU check\nGPU smoke: FAIL")
         return 1
     args.dtype = args.dtype or ("bfloat16" if torch.cuda.is_available() else "float32")
-    cases = [Case("vl", "qwen2_5_vl"), Case("text", "qwen2")]
+    cases = [Case("vl", "qwen2_5_vl"), Case("vl-qwen3", "qwen3_vl"), Case("text", "qwen2")]
     if importlib.util.find_spec("deepspeed") is not None:
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 2
         cases.append(Case("text-zero2", "qwen2", str(REPO / "configs/deepspeed/zero2.json")))
         cases.append(Case("vl-zero3-launcher", "qwen2_5_vl", str(REPO / "configs/deepspeed/zero3.json"), gpus))
+        cases.append(Case("vl-qwen3-zero3-launcher", "qwen3_vl", str(REPO / "configs/deepspeed/zero3.json"), gpus))
     else:
         print("deepspeed is not importable: the ZeRO-2 and ZeRO-3 launcher cases are skipped")
     if importlib.util.find_spec("vllm") is not None:

@@ -28,6 +28,43 @@ def tiny_text_dir(tmp_path_factory) -> Path:
     return make_tiny_model(TinyModelSpec(kind="qwen2"), tmp_path_factory.mktemp("models") / "tiny-text")
 
 
+@pytest.fixture(scope="session")
+def tiny_qwen3_vl_dir(tmp_path_factory) -> Path:
+    from mm_gmpo.models import TinyModelSpec, make_tiny_model
+
+    return make_tiny_model(TinyModelSpec(kind="qwen3_vl"), tmp_path_factory.mktemp("models") / "tiny-qwen3-vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_vl_moe_dir(tmp_path_factory) -> Path:
+    from mm_gmpo.models import TinyModelSpec, make_tiny_model
+
+    folder = tmp_path_factory.mktemp("models") / "tiny-qwen3-vl-moe"
+    return make_tiny_model(TinyModelSpec(kind="qwen3_vl_moe"), folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_dir(tmp_path_factory) -> Path:
+    from mm_gmpo.models import TinyModelSpec, make_tiny_model
+
+    return make_tiny_model(TinyModelSpec(kind="qwen3"), tmp_path_factory.mktemp("models") / "tiny-qwen3")
+
+
+# The session fixture of each tiny model kind, for tests parametrised over kinds (``tiny_dir(request, kind)``)
+TINY_DIR_FIXTURES = {
+    "qwen2_5_vl": "tiny_vl_dir",
+    "qwen2": "tiny_text_dir",
+    "qwen3_vl": "tiny_qwen3_vl_dir",
+    "qwen3_vl_moe": "tiny_qwen3_vl_moe_dir",
+    "qwen3": "tiny_qwen3_dir",
+}
+
+
+def tiny_dir(request, kind: str) -> Path:
+    """The session-built tiny model folder of ``kind`` (built on first use only)."""
+    return request.getfixturevalue(TINY_DIR_FIXTURES[kind])
+
+
 # The files that take longest start first, so that the two CI workers (pytest-xdist, a file per worker) end
 # together instead of one of them starting the learning run when the other is nearly done.
 LONGEST_FIRST = (

@@ -49,10 +49,12 @@ def test_unknown_subcommand():
     assert _run("fly").returncode != 0
 
 
-def test_make_tiny_model(tmp_path):
+@pytest.mark.parametrize("kind", ["qwen2", "qwen3", "qwen3_vl"])
+def test_make_tiny_model(tmp_path, kind):
     out = tmp_path / "tiny"
-    assert main(["make-tiny-model", "--kind", "qwen2", "--out", str(out), "--hidden", "32", "--layers", "1"]) == 0
+    assert main(["make-tiny-model", "--kind", kind, "--out", str(out), "--hidden", "32", "--layers", "1"]) == 0
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(out)
-    assert (config.hidden_size, config.num_hidden_layers, config.model_type) == (32, 1, "qwen2")
+    text = config.get_text_config()
+    assert (text.hidden_size, text.num_hidden_layers, config.model_type) == (32, 1, kind)

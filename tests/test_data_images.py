@@ -42,12 +42,13 @@ except ImportError:
     width=st.integers(1, 5000),
     min_pixels=st.sampled_from([56 * 56, 3136, 128 * 28 * 28, 256 * 28 * 28]),
     max_pixels=st.sampled_from([28 * 28 * 4, 401408, 1003520, 12845056]),
+    factor=st.sampled_from([28, 32]),  # Qwen2.5-VL (patch 14 x merge 2), Qwen3-VL (16 x 2)
 )
-def test_smart_resize_matches_transformers(height, width, min_pixels, max_pixels):
+def test_smart_resize_matches_transformers(height, width, min_pixels, max_pixels, factor):
     if max(height, width) / min(height, width) > 200 or min_pixels > max_pixels:
         return
-    assert smart_resize(height, width, 28, min_pixels, max_pixels) == hf_smart_resize(
-        height, width, 28, min_pixels, max_pixels
+    assert smart_resize(height, width, factor, min_pixels, max_pixels) == hf_smart_resize(
+        height, width, factor, min_pixels, max_pixels
     )
 
 
@@ -61,6 +62,10 @@ def test_smart_resize_properties_and_hand_values():
     assert (h, w) == (448, 896) and h * w <= 401408
     # 1000x1000 over 200704: 1000 / sqrt(1e6 / 200704) = 448.0 -> 448 x 448 = 200704, 256 tokens
     assert vision_tokens(1000, 1000, min_pixels=3136, max_pixels=200704) == 256
+    # Qwen3-VL's 16-pixel patches: 224x224 -> 7x7 merged 32-pixel patches; 1000x1000 over 200704: 448 = 14 x 32
+    assert smart_resize(224, 224, 32, 3136, 1003520) == (224, 224)
+    assert vision_tokens(224, 224, min_pixels=3136, max_pixels=1003520, patch_size=16) == 49
+    assert vision_tokens(1000, 1000, min_pixels=3136, max_pixels=200704, patch_size=16) == 196
     # a tiny image is scaled up to the minimum
     h, w = smart_resize(10, 10, 28, 3136, 1003520)
     assert (h, w) == (56, 56)

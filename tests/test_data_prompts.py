@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import tiny_dir
 from PIL import Image
 
 from mm_gmpo.data import TEMPLATES, build_messages, build_prompts
@@ -45,12 +46,22 @@ def test_messages_per_template():
     ]
     r1 = build_messages(text_only, "r1")
     assert r1[0]["content"] == R1_SYSTEM and "<answer> </answer>" in R1_SYSTEM and r1[1]["content"] == "What is 2+2?"
-    assert set(TEMPLATES) == {"qwen_math", "r1", "geo3k", "geo3k_easyr1"}
+    assert build_messages(text_only, "qwen3_thinking") == [
+        {"role": "user", "content": f"What is 2+2?\n{QWEN_MATH_SYSTEM}"}  # Qwen3's math prompt, in the user turn
+    ]
+    assert set(TEMPLATES) == {"qwen_math", "r1", "geo3k", "geo3k_easyr1", "qwen3_thinking"}
     with pytest.raises(UserError, match="data.template='cot'"):
         build_messages(text_only, "cot")
 
 
-def test_token_count_equals_the_processor_expansion(vl_processor):
+# 224x224 and 3000x2000 (capped at 200704 pixels) in merged patches: Qwen2.5-VL's 28 pixels a side (8x8; 532 x 364
+# -> 19 x 13), Qwen3-VL's 32 (7x7; 544 x 352 -> 17 x 11)
+EXPECTED_VISION_TOKENS = {"qwen2_5_vl": (64, 247), "qwen3_vl": (49, 187)}
+
+
+@pytest.mark.parametrize("kind", list(EXPECTED_VISION_TOKENS))
+def test_token_count_equals_the_processor_expansion(kind, request):
+    vl_processor = load_processor(tiny_dir(request, kind), min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
     examples = [_geo("a", [(224, 224)]), _geo("b", [(640, 480), (100, 300)]), _geo("c", [(3000, 2000)])]
     prompts, stats = build_prompts(examples, vl_processor, template="geo3k", show_choices=True,
                                    max_prompt_length=4096, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)  # fmt: skip
@@ -61,8 +72,7 @@ def test_token_count_equals_the_processor_expansion(vl_processor):
         assert prompt.text.endswith("<|im_start|>assistant\n")
         ids = vl_processor(text=[prompt.text], images=prompt.images or None, return_tensors="pt")["input_ids"]
         assert ids.shape[1] == expected
-    # 224x224 -> 8x8 merged patches; 3000x2000 is capped at 200704 pixels: 532 x 364 -> 19 x 13 = 247 tokens
-    assert stats.vision_tokens[0] == 64 and stats.vision_tokens[2] == 247
+    assert (stats.vision_tokens[0], stats.vision_tokens[2]) == EXPECTED_VISION_TOKENS[kind]
 
 
 def test_too_long_prompts_are_dropped_not_cut(vl_processor):

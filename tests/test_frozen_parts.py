@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_dir
 
 from mm_gmpo.algorithms import get_policy_loss
 from mm_gmpo.config import load_config
@@ -43,14 +44,19 @@ def _train_steps(model, processor, steps: int = 2):
 
 
 @pytest.mark.parametrize(
-    ("switches", "frozen_part"),
-    [(["model.freeze_vision_tower=true"], "tower"), (["model.freeze_merger=true"], "merger")],
+    ("kind", "switches", "frozen_part"),
+    [
+        ("qwen2_5_vl", ["model.freeze_vision_tower=true"], "tower"),
+        ("qwen2_5_vl", ["model.freeze_merger=true"], "merger"),
+        ("qwen3_vl", ["model.freeze_merger=true"], "merger"),  # its DeepStack mergers are mergers too
+    ],
 )
-def test_frozen_parts_keep_their_weights_and_are_not_in_the_optimizer(tiny_vl_dir, switches, frozen_part):
-    processor = load_processor(tiny_vl_dir, min_pixels=3136, max_pixels=12544)
-    model = _policy(tiny_vl_dir, *switches)
+def test_frozen_parts_keep_their_weights_and_are_not_in_the_optimizer(kind, switches, frozen_part, request):
+    folder = tiny_dir(request, kind)
+    processor = load_processor(folder, min_pixels=3136, max_pixels=12544)
+    model = _policy(folder, *switches)
     names = dict(model.named_parameters())
-    merger = {n for n in names if ".visual.merger." in n}
+    merger = {n for n in names if ".visual.merger." in n or ".visual.deepstack_merger_list." in n}
     tower = {n for n in names if ".visual." in n} - merger
     frozen = tower if frozen_part == "tower" else merger
     assert frozen and all(not names[n].requires_grad for n in frozen)

@@ -1,10 +1,12 @@
-"""Padding-free packing (issue 15): the rows of a micro-batch end to end in one sequence, each with its own
-positions (rope (t, h, w) for Qwen2.5-VL), give the padded path's log-probs, entropies and gradients."""
+"""Padding-free packing: the rows of a micro-batch end to end in one sequence, each with its own positions (rope
+(t, h, w) for Qwen2.5-VL and Qwen3-VL, and Qwen3-VL's DeepStack features at the image tokens), give the padded
+path's log-probs, entropies and gradients."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_dir
 
 import mm_gmpo.trainer.forward as logprobs_module
 from mm_gmpo.models import load_model, load_processor
@@ -13,11 +15,13 @@ from mm_gmpo.trainer.forward import policy_logprobs
 from mm_gmpo.trainer.plan import padding_stats, plan_round, token_budget_bins
 from mm_gmpo.trainer.update import UpdateSettings
 
+KINDS = {"text": "qwen2", "vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "qwen3_vl_moe": "qwen3_vl_moe"}
 
-def _batch(kind, tiny_text_dir, tiny_vl_dir):
-    folder = tiny_text_dir if kind == "text" else tiny_vl_dir
+
+def _batch(kind, request):
+    folder = tiny_dir(request, KINDS[kind])
     processor = load_processor(folder, min_pixels=3136, max_pixels=12544)
-    return folder, sample_train_batch(processor, with_images=kind == "vl")
+    return folder, sample_train_batch(processor, with_images=kind != "text")
 
 
 def _logprobs_and_grads(folder, batch, packed: bool):
@@ -30,20 +34,20 @@ def _logprobs_and_grads(folder, batch, packed: bool):
 
 def _recording(forward, seen):
     def recorded(self, input_ids):
-        if input_ids.dtype == torch.long and input_ids.ndim == 2:  # token embeddings (not rotary or vision ones)
+        if self.num_embeddings > 100_000:  # the token embeddings (not Qwen3-VL's vision position table)
             seen.append(tuple(input_ids.shape))
         return forward(self, input_ids)
 
     return recorded
 
 
-@pytest.mark.parametrize("kind", ["text", "vl"])
-def test_packed_logprobs_and_gradients_equal_padded(kind, tiny_text_dir, tiny_vl_dir, monkeypatch):
-    folder, batch = _batch(kind, tiny_text_dir, tiny_vl_dir)
+@pytest.mark.parametrize("kind", ["text", "vl", "qwen3_vl", "qwen3_vl_moe"])
+def test_packed_logprobs_and_gradients_equal_padded(kind, request, monkeypatch):
+    folder, batch = _batch(kind, request)
     rollout = batch.rollout
     prompts = rollout.attention_mask[:, : rollout.prompt_length].sum(dim=1)
     assert len(set(prompts.tolist())) > 1 and len(set(rollout.response_mask.sum(dim=1).tolist())) > 1
-    if kind == "vl":
+    if kind != "text":
         assert len({tuple(g) for g in rollout.image_grid_thw.tolist()}) > 1  # images of different sizes
     padded_lp, padded_ent, padded_grads = _logprobs_and_grads(folder, rollout, packed=False)
     seen = []  # the token ids the embedding gets: the real tokens only, in one sequence (no padded [N, T, H])
@@ -73,9 +77,9 @@ def test_packed_bins_sum_real_tokens():
     assert token_budget_bins([500], [10], 100, packed=True) == [[0]]
 
 
-@pytest.mark.parametrize("kind", ["text", "vl"])
-def test_packed_update_equals_one_padded_batch(kind, tiny_text_dir, tiny_vl_dir):
-    folder, batch = _batch(kind, tiny_text_dir, tiny_vl_dir)
+@pytest.mark.parametrize("kind", ["text", "vl", "qwen3_vl"])
+def test_packed_update_equals_one_padded_batch(kind, request):
+    folder, batch = _batch(kind, request)
     batch = batch.select(list(range(6)) * 2)  # 12 rows: 3 response lengths, 6 prompts (images of 6 sizes)
     padded = UpdateSettings(
         temperature=1.0, chunk_size=512, micro_batch_size=12, updates_per_round=2, sequences_per_step=6

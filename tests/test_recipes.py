@@ -22,6 +22,28 @@ TEXT_RECIPES = {
     "math_qwen2_5_math_7b_hmpo.yaml": ("Qwen/Qwen2.5-Math-7B", "hmpo", 0.4, 0.4),
 }
 GEO3K_RECIPES = ("geo3k_qwen2_5_vl_7b_gmpo.yaml", "geo3k_qwen2_5_vl_7b_grpo.yaml")
+# Qwen3 recipes: (their Qwen2.5 twin, the keys where they differ from it: each a choice their header states)
+QWEN3_RECIPES = {
+    "geo3k_qwen3_vl_8b_gmpo.yaml": (
+        "geo3k_qwen2_5_vl_7b_gmpo.yaml",
+        {"model.path", "rollout.vllm_gpu_memory_utilization"},
+    ),
+    "geo3k_qwen3_vl_8b_grpo.yaml": (
+        "geo3k_qwen2_5_vl_7b_grpo.yaml",
+        {"model.path", "rollout.vllm_gpu_memory_utilization"},
+    ),
+    "math_qwen3_4b_gmpo.yaml": (
+        "math_qwen2_5_math_7b_gmpo.yaml",
+        {
+            "model.path",
+            "data.template",
+            "reward.extraction",
+            "rollout.stop_tokens",
+            "rollout.max_new_tokens",
+            "rollout.val_temperature",
+        },
+    ),
+}
 SMALL_CONFIGS = ("geo3k_tiny.yaml", "math_tiny.yaml", "toy_gmpo.yaml", "toy_grpo.yaml", "toy_text_gmpo.yaml")
 SMALL_CONFIGS += ("toy_text_grpo.yaml",)
 
@@ -33,7 +55,7 @@ def load_recipe(path: Path) -> Config:
 def test_every_shipped_yaml_loads_and_is_classified():
     paths = sorted(CONFIGS.glob("*.yaml"))
     names = {p.name for p in paths}
-    assert names == set(TEXT_RECIPES) | set(GEO3K_RECIPES) | set(SMALL_CONFIGS), "a config nobody checks"
+    assert names == set(TEXT_RECIPES) | set(GEO3K_RECIPES) | set(QWEN3_RECIPES) | set(SMALL_CONFIGS), "unchecked"
     for path in paths:
         assert isinstance(load_recipe(path), Config)
 
@@ -95,3 +117,24 @@ def test_toy_and_tiny_configs_keep_the_defaults_of_the_new_keys(name):
     assert cfg.algorithm.adv_eps == default.algorithm.adv_eps == 1e-6
     assert cfg.algorithm.clip_dual == 0.0 and cfg.algorithm.loss_aggregation == "seq_mean"
     assert cfg.data.template != "geo3k_easyr1"
+
+
+def _flat(cfg: Config) -> dict:
+    import dataclasses
+
+    out = {}
+    for section in dataclasses.fields(cfg):
+        for key, value in dataclasses.asdict(getattr(cfg, section.name)).items():
+            out[f"{section.name}.{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(QWEN3_RECIPES))
+def test_qwen3_recipes_differ_from_their_twins_only_where_they_say(name):
+    twin, differ = QWEN3_RECIPES[name]
+    ours, theirs = _flat(load_recipe(CONFIGS / name)), _flat(load_recipe(CONFIGS / twin))
+    changed = {key for key in ours if ours[key] != theirs[key]} - {"trainer.output_dir"}
+    assert changed == differ, changed ^ differ
+    header = (CONFIGS / name).read_text().split("\nmodel:\n")[0]
+    assert "ours" in header and "docs/gpu.md" in header
+    assert ours["model.path"] in {"Qwen/Qwen3-VL-8B-Instruct", "Qwen/Qwen3-4B"}

@@ -121,3 +121,13 @@ def test_cli_user_errors(tmp_path):
         verify_cli.run(_args(["--input", str(nokey)]))
     with pytest.raises(UserError, match="RESPONSE and GOLD"):
         verify_cli.run(_args(["1"]))
+
+
+def test_the_answer_is_read_after_the_reasoning():
+    # Qwen3 thinking: a box inside <think> is a draft, the answer follows </think>
+    qwen3 = "<think>\nMaybe \\boxed{3}? No: 2 + 2 = 4.\n</think>\n\nThe sum is \\boxed{4}."
+    scores = compute_rewards([qwen3, qwen3.replace("\\boxed{4}", "4, I think")], ["4", "3"])
+    assert scores.extracted == ["4", "4"] and scores.accuracy == [1.0, 0.0]
+    # nothing after the reasoning answers nothing, however many boxes the reasoning holds
+    assert compute_rewards(["<think>\\boxed{3}</think>\n"], ["3"]).accuracy == [0.0]
+    assert compute_rewards(["no reasoning block: \\boxed{3}"], ["3"]).accuracy == [1.0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_dir
 from PIL import Image
 
 from mm_gmpo.models import load_model, load_processor, tokenizer_of
@@ -35,12 +36,25 @@ def make_prompt(processor, text: str, images: list[Image.Image]) -> Prompt:
 
 
 @pytest.fixture(scope="module")
-def vl(tiny_vl_dir):
-    torch.manual_seed(0)
-    return load_model(tiny_vl_dir, "float32"), load_processor(tiny_vl_dir)
+def loaded() -> dict:
+    return {}  # kind -> (model, processor), each loaded once per module
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
+def vl(request, loaded):
+    """(model, processor) of the tiny Qwen2.5-VL, or of the kind a test names with ``indirect`` parametrisation."""
+    kind = getattr(request, "param", "qwen2_5_vl")
+    if kind not in loaded:
+        torch.manual_seed(0)
+        folder = tiny_dir(request, kind)
+        loaded[kind] = load_model(folder, "float32"), load_processor(folder, min_pixels=3136)  # Qwen2.5-VL's minimum
+    return loaded[kind]
+
+
+BOTH_VL = pytest.mark.parametrize("vl", ["qwen2_5_vl", "qwen3_vl"], indirect=True)
+
+
+@pytest.fixture
 def mixed_prompts(vl):
     """Images of different sizes (4, 12 and 6+6 image tokens after the 2x2 merge) and a prompt without any image."""
     _, processor = vl
@@ -71,6 +85,7 @@ class LogitBias:
         self.handle.remove()
 
 
+@BOTH_VL
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_parity_with_mixed_image_sizes(vl, mixed_prompts, temperature):
     model, processor = vl
@@ -127,6 +142,7 @@ def test_groups_in_order_and_seeded(vl, mixed_prompts):
     assert metrics["rollout/tokens_per_s"] > 0
 
 
+@BOTH_VL
 def test_placeholders_never_sampled_even_when_favoured(vl, mixed_prompts):
     model, processor = vl
     tokenizer = tokenizer_of(processor)
@@ -181,6 +197,7 @@ def test_finish_reason_length_when_cut(vl, mixed_prompts):
     assert batch.response_mask.sum(dim=1).tolist() == [3] * 4
 
 
+@BOTH_VL
 def test_image_reaches_the_model(vl):
     model, processor = vl
     text = "What is shown?"
@@ -258,8 +275,10 @@ def test_preflight_names_the_tokens_that_differ(vl, mixed_prompts):
     assert not report.ok and "temperature" in report.note
 
 
-def test_text_only_qwen2(tiny_text_dir):
-    model, tokenizer = load_model(tiny_text_dir, "float32"), load_processor(tiny_text_dir)
+@pytest.mark.parametrize("kind", ["qwen2", "qwen3"])
+def test_text_only_models(kind, request):
+    folder = tiny_dir(request, kind)
+    model, tokenizer = load_model(folder, "float32"), load_processor(folder)
     prompts = []
     for text in ("Compute 1+1.", "A much longer question about the sum of the first ten positive integers?"):
         templated = tokenizer.apply_chat_template(
@@ -285,6 +304,14 @@ def test_unknown_backend_is_a_user_error(vl):
 
     with pytest.raises(UserError, match="rollout.backend"):
         RolloutEngine("sglang", *vl)
+
+
+def test_vllm_refuses_qwen3_vl_moe_in_one_line(tiny_qwen3_vl_moe_dir):
+    from mm_gmpo.errors import UserError
+
+    model = load_model(tiny_qwen3_vl_moe_dir, "float32")
+    with pytest.raises(UserError, match="rollout.backend=vllm: Qwen3-VL MoE .* use rollout.backend=hf"):
+        RolloutEngine("vllm", model, load_processor(tiny_qwen3_vl_moe_dir))
 
 
 def test_stop_tokens_end_responses_only_where_listed(vl, mixed_prompts):

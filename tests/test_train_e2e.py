@@ -411,3 +411,27 @@ def test_text_math_run(tmp_path):
     assert all(math.isfinite(r["actor/entropy"]) and r["response_length/mean"] > 0 for r in rows)
     model = AutoModelForCausalLM.from_pretrained(out / "checkpoints" / "checkpoint-2")
     assert model.config.model_type == "qwen2"
+
+
+@pytest.mark.long  # three CLI runs (about 45 s of CPU): over the CI budget; run with -m long
+def test_qwen3_vl_resume_is_exact_and_checkpoints_load_with_stock_transformers(tmp_path):
+    """A tiny Qwen3-VL (DeepStack, interleaved M-RoPE, 32-pixel merged patches) through `mm-gmpo train`: 4 steps
+    straight equal 2 + 2 resumed, and the checkpoint loads with stock transformers."""
+    from transformers import AutoModelForImageTextToText
+
+    from mm_gmpo.models import TinyModelSpec, make_tiny_model
+
+    model_dir = make_tiny_model(TinyModelSpec(kind="qwen3_vl"), tmp_path / "tiny-qwen3-vl")
+    # a random model earns no accuracy: a brevity bonus varies within every group, so the policy moves
+    extra = ["trainer.save_every=2", "reward.function=mm_gmpo.reward.examples:correct_and_short", "data.val="]
+    extra.append("reward.zero_truncated=false")  # a random model never stops within 20 tokens
+    straight = _train(tmp_path, "straight", model_dir, "trainer.max_steps=4", *extra)
+    first = _train(tmp_path, "resumed", model_dir, "trainer.max_steps=2", *extra)
+    _train(tmp_path, "resumed", model_dir, "trainer.max_steps=4", f"trainer.resume_from={first}", *extra)
+    assert _max_diff(_weights(straight, 4), _weights(first, 4)) <= 1e-6
+    assert _max_diff(_weights(straight, 4), load_file(model_dir / "model.safetensors")) > 0  # it trained
+    assert all(r["rollout/logprob_diff_max"] < 1e-4 for r in _metrics(straight) if "actor/pg_loss" in r)
+    model = AutoModelForImageTextToText.from_pretrained(straight / "checkpoints" / "checkpoint-4")
+    assert type(model).__name__ == "Qwen3VLForConditionalGeneration"
+    state, saved = model.state_dict(), _weights(straight, 4)
+    assert all(torch.equal(state[k], saved[k]) for k in saved if k in state)

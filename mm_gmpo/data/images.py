@@ -26,7 +26,7 @@ from mm_gmpo.errors import UserError
 MAX_DECODED_PIXELS = 4096 * 4096
 HARD_LIMIT_PIXELS = 12000 * 12000
 MAX_DECODE_BYTES = 4 * HARD_LIMIT_PIXELS  # 576 MB: a 144 MP frame of 4 bytes a pixel (RGBA, 32-bit integer/float)
-IMAGE_FACTOR = 28  # patch 14 x merge 2: each side of the resized image is a multiple of this
+IMAGE_FACTOR = 28  # Qwen2.5-VL's patch 14 x merge 2 (Qwen3-VL: 16 x 2 = 32); callers pass the processor's own
 MAX_ASPECT_RATIO = 200
 
 
@@ -41,7 +41,7 @@ class BadRow(UserError):
 def smart_resize(
     height: int, width: int, factor: int = IMAGE_FACTOR, min_pixels: int = 56 * 56, max_pixels: int = 28 * 28 * 1280
 ) -> tuple[int, int]:
-    """Qwen2-VL / Qwen2.5-VL resize rule: (height, width) -> (resized height, resized width).
+    """Qwen2-VL / Qwen2.5-VL / Qwen3-VL resize rule: (height, width) -> (resized height, resized width).
 
     Both sides become multiples of ``factor`` (rounded to the nearest), the aspect ratio is kept as well as that
     allows, and the area is scaled into [min_pixels, max_pixels] (down with floor, up with ceil, so the bounds
@@ -66,11 +66,14 @@ def smart_resize(
     return resized_h, resized_w
 
 
-def vision_tokens(height: int, width: int, *, min_pixels: int, max_pixels: int, merge_size: int = 2) -> int:
-    """Number of ``<|image_pad|>`` tokens one image expands to: one per merged 28 x 28 patch after resizing."""
-    resized_h, resized_w = smart_resize(height, width, IMAGE_FACTOR, min_pixels, max_pixels)
-    patch = IMAGE_FACTOR // merge_size
-    return (resized_h // patch) * (resized_w // patch) // (merge_size * merge_size)
+def vision_tokens(
+    height: int, width: int, *, min_pixels: int, max_pixels: int, patch_size: int = 14, merge_size: int = 2
+) -> int:
+    """Number of ``<|image_pad|>`` tokens one image expands to: one per merged patch (``patch_size x merge_size``
+    pixels a side: 28 for Qwen2.5-VL, 32 for Qwen3-VL) after resizing to multiples of that side."""
+    factor = patch_size * merge_size
+    resized_h, resized_w = smart_resize(height, width, factor, min_pixels, max_pixels)
+    return (resized_h // factor) * (resized_w // factor)
 
 
 _DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # more than 8 bits per sample

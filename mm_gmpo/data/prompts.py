@@ -7,7 +7,10 @@ Templates:
 - ``geo3k``: the EasyR1 Geometry3K instruction after the problem (think inside ``<think> </think>``, final answer in
   ``\\boxed{}``), on a line of its own;
 - ``geo3k_easyr1``: the same instruction joined to the problem by a space, as EasyR1's ``format_prompt/math.jinja``
-  renders it (``{{ content | trim }} You FIRST think ...``).
+  renders it (``{{ content | trim }} You FIRST think ...``);
+- ``qwen3_thinking``: Qwen3's recommended math prompt, "Please reason step by step, and put your final answer within
+  \\boxed{}." after the problem in the user turn, no system turn; Qwen3's chat template leaves thinking on, so the
+  response is ``<think> ... </think>`` then the answer, which the reward reads after ``</think>``.
 Any template can list the multiple-choice options (``show_choices``). Images are content parts placed before the
 text, as Qwen2.5-VL is trained. A prompt's length counts every ``<|image_pad|>`` the processor will expand the
 image into (Qwen's resize rule, :func:`~mm_gmpo.data.images.vision_tokens`); a prompt over the limit is dropped
@@ -53,6 +56,7 @@ TEMPLATES = {
     "r1": Template("r1", R1_SYSTEM, None),
     "geo3k": Template("geo3k", None, GEO3K_INSTRUCTION),
     "geo3k_easyr1": Template("geo3k_easyr1", None, GEO3K_INSTRUCTION, separator=" "),
+    "qwen3_thinking": Template("qwen3_thinking", None, QWEN_MATH_SYSTEM),
 }
 
 
@@ -136,13 +140,14 @@ def _processor_budget(processor, min_pixels: int, max_pixels: int) -> tuple[int,
     return int(actual[0]), int(actual[1])
 
 
-def _image_settings(processor) -> tuple[str, int] | None:
-    """(image pad token, merge size) of a vision processor; None for a text-only tokenizer."""
+def _image_settings(processor) -> tuple[str, int, int] | None:
+    """(image pad token, patch size, merge size) of a vision processor, read from its image processor (14 and 2
+    for Qwen2.5-VL, 16 and 2 for Qwen3-VL); None for a text-only tokenizer."""
     image_processor = getattr(processor, "image_processor", None)
     if image_processor is None:
         return None
     token = getattr(processor, "image_token", None) or "<|image_pad|>"
-    return token, int(getattr(image_processor, "merge_size", 2))
+    return token, int(image_processor.patch_size), int(image_processor.merge_size)
 
 
 def build_prompts(
@@ -174,7 +179,14 @@ def build_prompts(
             build_messages(example, chosen, show_choices), tokenize=False, add_generation_prompt=True
         )
         image_tokens = [
-            vision_tokens(img.height, img.width, min_pixels=min_pixels, max_pixels=max_pixels, merge_size=vision[1])
+            vision_tokens(
+                img.height,
+                img.width,
+                min_pixels=min_pixels,
+                max_pixels=max_pixels,
+                patch_size=vision[1],
+                merge_size=vision[2],
+            )
             for img in example.images
         ]
         text_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from mm_gmpo.models.tiny import TinyModelSpec
+from mm_gmpo.models.tiny import TINY_KINDS, TinyModelSpec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TinyModelSpec()
-    parser.add_argument("--kind", choices=["qwen2_5_vl", "qwen2"], default=defaults.kind)
+    parser.add_argument("--kind", choices=TINY_KINDS, default=defaults.kind)
     parser.add_argument("--out", required=True, help="output folder (created; an existing one must be empty)")
     for f in dataclasses.fields(TinyModelSpec):
         if f.name in ("kind",):

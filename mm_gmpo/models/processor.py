@@ -2,7 +2,8 @@
 
 Qwen2.5-VL's stock processor also builds a video processor, which in transformers 5 needs torchvision. Our CPU
 machines cannot install a torchvision that imports beside the CPU torch, so where torchvision is missing we build
-the same processor without its video half (:class:`ImageOnlyQwen2_5_VLProcessor`). Everything it does for images
+the same processor without its video half (:class:`ImageOnlyQwen2_5_VLProcessor`, :class:`ImageOnlyQwen3VLProcessor`).
+Everything it does for images
 (resize rule, placeholder expansion, ``image_grid_thw``) is the stock code path, and it still saves the video
 half's configuration (``video_config.py``), so its checkpoints load with the stock ``AutoProcessor`` wherever
 torchvision is installed. On a GPU machine with torchvision the stock ``AutoProcessor`` is used unchanged.
@@ -14,7 +15,14 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from transformers import AutoConfig, AutoImageProcessor, AutoProcessor, AutoTokenizer, Qwen2_5_VLProcessor
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoProcessor,
+    AutoTokenizer,
+    Qwen2_5_VLProcessor,
+    Qwen3VLProcessor,
+)
 from transformers.processing_utils import ProcessorMixin
 from transformers.video_processing_utils import VideoProcessorMixin
 
@@ -23,7 +31,7 @@ from mm_gmpo.models.video_config import video_processor_config
 
 log = logging.getLogger(__name__)
 
-VISION_MODEL_TYPES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl")
+VISION_MODEL_TYPES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_vl_moe")
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 
@@ -37,28 +45,61 @@ def torchvision_available() -> bool:
     return True
 
 
-class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
-    """Qwen2.5-VL processor for images and text only (no video processor, so no torchvision needed).
+_SPECIAL_TOKENS = {
+    "image": "<|image_pad|>",
+    "video": "<|video_pad|>",
+    "vision_start": "<|vision_start|>",
+    "vision_end": "<|vision_end|>",
+}
 
-    It saves itself as a plain ``Qwen2_5_VLProcessor`` with the ``video_processor`` entry stock transformers would
-    write (``video_config``: the checkpoint's own video config, or the one stock loading derives), so the checkpoint
+
+class _ImageOnly:
+    """A Qwen-VL processor for images and text only (no video processor, so no torchvision needed).
+
+    It saves itself as the stock processor class with the ``video_processor`` entry stock transformers would write
+    (``video_config``: the checkpoint's own video config, or the one stock loading derives), so the checkpoint
     loads with the stock ``AutoProcessor`` wherever torchvision is installed.
     """
 
+    stock_class: str  # the processor class written to processor_config.json
+    video_kind: str  # the stock video processor whose configuration is saved (see video_config.py)
+
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, video_config=None, **kwargs):
-        self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
-        self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
-        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
-        self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+        for name, default in _SPECIAL_TOKENS.items():  # what the stock __init__ sets
+            token = getattr(tokenizer, f"{name}_token", None) or default
+            setattr(self, f"{name}_token", token)
+            setattr(self, f"{name}_token_id", tokenizer.convert_tokens_to_ids(token))
         ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
-        self._video_config = video_processor_config(video_config)  # not an __init__ attribute: saved by to_dict
+        self._video_config = video_processor_config(video_config, self.video_kind)  # saved by to_dict
 
     def to_dict(self):
         output = super().to_dict()
         output.pop("video_config", None)
-        output["processor_class"] = "Qwen2_5_VLProcessor"
+        output["processor_class"] = self.stock_class
         output["video_processor"] = dict(self._video_config)
         return output
+
+
+class ImageOnlyQwen2_5_VLProcessor(_ImageOnly, Qwen2_5_VLProcessor):
+    """Qwen2.5-VL's processor without its video half (see :class:`_ImageOnly`)."""
+
+    stock_class = "Qwen2_5_VLProcessor"
+    video_kind = "qwen2_vl"
+
+
+class ImageOnlyQwen3VLProcessor(_ImageOnly, Qwen3VLProcessor):
+    """Qwen3-VL's processor without its video half (see :class:`_ImageOnly`); it returns ``mm_token_type_ids``."""
+
+    stock_class = "Qwen3VLProcessor"
+    video_kind = "qwen3_vl"
+
+
+IMAGE_ONLY_PROCESSORS = {
+    "qwen2_5_vl": ImageOnlyQwen2_5_VLProcessor,
+    "qwen2_vl": ImageOnlyQwen2_5_VLProcessor,
+    "qwen3_vl": ImageOnlyQwen3VLProcessor,
+    "qwen3_vl_moe": ImageOnlyQwen3VLProcessor,
+}
 
 
 def is_vision_model(path: str | Path) -> bool:
@@ -88,7 +129,7 @@ def _load_processor(path: str | Path, *, min_pixels: int | None = None, max_pixe
     """The processor of a vision-language checkpoint, or the tokenizer of a text-only one.
 
     ``min_pixels`` / ``max_pixels`` override the image processor's budget (Qwen's resize rule keeps the aspect
-    ratio and makes both sides multiples of 28).
+    ratio and makes both sides multiples of patch x merge: 28 for Qwen2.5-VL, 32 for Qwen3-VL).
     """
     path = str(path)
     if not is_vision_model(path):
@@ -105,11 +146,13 @@ def _load_processor(path: str | Path, *, min_pixels: int | None = None, max_pixe
     if torchvision_available():
         processor = AutoProcessor.from_pretrained(path, **size_kwargs)
     else:
-        log.info("torchvision is not importable: using the image-only Qwen2.5-VL processor")
-        processor = ImageOnlyQwen2_5_VLProcessor(
+        model_type = AutoConfig.from_pretrained(path).model_type
+        log.info("torchvision is not importable: using the image-only %s processor", model_type)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        processor = IMAGE_ONLY_PROCESSORS[model_type](
             image_processor=AutoImageProcessor.from_pretrained(path, **size_kwargs),
-            tokenizer=AutoTokenizer.from_pretrained(path),
-            chat_template=_chat_template_of(path),
+            tokenizer=tokenizer,
+            chat_template=_chat_template_of(path, tokenizer),
             video_config=_video_config_of(path),
         )
     processor.tokenizer.padding_side = "left"
@@ -125,8 +168,7 @@ def _video_config_of(path: str) -> dict | None:
         return None
 
 
-def _chat_template_of(path: str) -> str | None:
-    tokenizer = AutoTokenizer.from_pretrained(path)
+def _chat_template_of(path: str, tokenizer) -> str | None:
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.chat_template
     local = Path(path) / "chat_template.jinja"

@@ -1,4 +1,4 @@
-"""The video half of a Qwen2.5-VL processor's configuration, written without torchvision.
+"""The video half of a Qwen2.5-VL or Qwen3-VL processor's configuration, written without torchvision.
 
 Stock transformers saves a Qwen2.5-VL processor as one ``processor_config.json`` holding an ``image_processor`` and
 a ``video_processor`` entry, and ``AutoProcessor.from_pretrained`` refuses a folder without the video one. Its
@@ -6,14 +6,22 @@ a ``video_processor`` entry, and ``AutoProcessor.from_pretrained`` refuses a fol
 module keeps a twin of that class's configuration: the same class defaults and init keywords (copied from
 transformers' ``models/qwen2_vl/video_processing_qwen2_vl.py``; ``tests/test_processor_save.py`` checks them
 against the installed source), on transformers' own ``VideoProcessorMixin``, whose ``_set_attributes`` and
-``to_dict`` produce the entry exactly as the stock class does.
+``to_dict`` produce the entry exactly as the stock class does. :class:`Qwen3VLVideoConfig` is the same twin of
+``Qwen3VLVideoProcessor`` (``models/qwen3_vl/video_processing_qwen3_vl.py``: 16-pixel patches, frames sampled at
+2 fps).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
+from transformers.image_utils import (
+    IMAGENET_STANDARD_MEAN,
+    IMAGENET_STANDARD_STD,
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    PILImageResampling,
+)
 from transformers.processing_utils import VideosKwargs
 from transformers.video_processing_utils import VideoProcessorMixin
 
@@ -69,14 +77,49 @@ class Qwen2VLVideoConfig(VideoProcessorMixin):
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
-        output["video_processor_type"] = STOCK_CLASS
+        output["video_processor_type"] = self.stock_class
         return output
 
+    stock_class = STOCK_CLASS
 
-def video_processor_config(source: dict[str, Any] | None = None) -> dict[str, Any]:
+
+class Qwen3VLVideoProcessorInitKwargs(VideosKwargs, total=False):
+    """The init keywords of the stock ``Qwen3VLVideoProcessor`` beyond ``VideosKwargs``."""
+
+    patch_size: int
+    temporal_patch_size: int
+    merge_size: int
+    min_frames: int
+    max_frames: int
+    cap_pixels_per_frame: bool
+    max_video_tokens: int
+
+
+class Qwen3VLVideoConfig(Qwen2VLVideoConfig):
+    """Configuration only: class defaults of the stock ``Qwen3VLVideoProcessor``."""
+
+    size = {"shortest_edge": 128 * 32 * 32, "longest_edge": 32 * 32 * 768}
+    image_mean = IMAGENET_STANDARD_MEAN
+    image_std = IMAGENET_STANDARD_STD
+    patch_size = 16
+    do_sample_frames = True
+    max_video_tokens = 768
+    valid_kwargs = Qwen3VLVideoProcessorInitKwargs
+    max_image_size = {"longest_edge": 28 * 28 * 2 * 30000}
+    max_duration = None
+    num_frames = None
+    fps = 2
+    stock_class = "Qwen3VLVideoProcessor"
+
+
+VIDEO_CONFIGS = {"qwen2_vl": Qwen2VLVideoConfig, "qwen3_vl": Qwen3VLVideoConfig}
+
+
+def video_processor_config(source: dict[str, Any] | None = None, kind: str = "qwen2_vl") -> dict[str, Any]:
     """The ``video_processor`` entry stock transformers writes for a Qwen2.5-VL processor whose video processor
     was built from ``source``: a checkpoint's video config (kept as it is), the image config that stock loading
     falls back to when a checkpoint has none (Qwen's hub folders), or None (a new processor: the defaults)."""
-    known = set(Qwen2VLVideoProcessorInitKwargs.__annotations__) | set(VideosKwargs.__annotations__)
+    twin = VIDEO_CONFIGS[kind]
+    known = set(twin.valid_kwargs.__annotations__) | set(VideosKwargs.__annotations__)
     kwargs = {key: value for key, value in (source or {}).items() if key in known}
-    return Qwen2VLVideoConfig(**kwargs).to_dict()
+    return twin(**kwargs).to_dict()

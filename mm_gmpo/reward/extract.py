@@ -1,5 +1,7 @@
 """Find the final answer in a model response (linear time, any input size).
 
+A response that closes a reasoning block (``</think>``: Qwen3's thinking mode, the R1 and Geometry3K templates) is
+answered by what follows its last ``</think>``: a box or number inside the reasoning is not the answer.
 Order: the last ``\\boxed{}`` / ``\\fbox{}`` (with boxes right before it that only a connector separates, so
 ``\\boxed{1}, \\boxed{2}`` is the answer ``1, 2`` and ``either \\boxed{3} or \\boxed{4}`` is the two candidates
 ``3, 4``), else the last ``<answer>...</answer>``, else a closing "final answer is X" sentence, else a bare answer
@@ -19,6 +21,7 @@ _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b\s*")
 _MATHLIKE_RE = re.compile(r"[\d\\]|^\(?[A-E]\)?$")  # a digit, a LaTeX command or a choice letter
 _UNCLOSED_BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _ANSWER_OPEN, _ANSWER_CLOSE = "<answer>", "</answer>"
+_THINK_CLOSE = "</think>"
 _FINAL_RE = re.compile(
     r"(?:final\s+answer(?:\s+is)?|the\s+answer\s+is|\banswer\s*(?:is|:)|^\s*answer\b)\s*[:=]?\s*(?:\\\(|\\\[|\$+)?\s*",
     re.IGNORECASE | re.MULTILINE,
@@ -195,6 +198,8 @@ def extract_answer(response: str, *, gold: bool = False) -> Extraction:
     """The final answer of ``response``. With ``gold=True`` (a reference answer or solution) only boxes and
     answer tags are looked for before taking the whole string."""
     text = clean_unicode(response or "")
+    if not gold and _THINK_CLOSE in text:
+        text = text.rpartition(_THINK_CLOSE)[2]  # the answer follows the reasoning
     if not text.strip():
         return Extraction(None, "none", 0)
     boxes = find_boxes(text)

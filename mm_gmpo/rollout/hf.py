@@ -22,7 +22,6 @@ import logging
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from mm_gmpo.models import tokenizer_of
 from mm_gmpo.rollout.batching import (
@@ -127,12 +126,15 @@ def _image_inputs(model: torch.nn.Module, encoded, n: int, device) -> dict:
         patch_sizes = [sum(patches[end - count : end]) for end, count in zip(ends, images_per_prompt, strict=True)]
         inputs["pixel_values"] = _expand_per_prompt(pixel_values, patch_sizes, n)
         return inputs
-    per_image = base.get_image_features(pixel_values, grid, return_dict=True).pooler_output
-    row_images = [
-        per_image[i] for end, count in zip(ends, images_per_prompt, strict=True) for _ in range(n)
+    features = base.get_image_features(pixel_values, grid, return_dict=True)
+    order = [
+        i for end, count in zip(ends, images_per_prompt, strict=True) for _ in range(n)
         for i in range(end - count, end)
     ]  # fmt: skip
-    inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=tuple(row_images))}
+    outputs = {"pooler_output": tuple(features.pooler_output[i] for i in order)}
+    if getattr(features, "deepstack_features", None) is not None:  # Qwen3-VL: per tapped block, per image
+        outputs["deepstack_features"] = [tuple(layer[i] for i in order) for layer in features.deepstack_features]
+    inputs["mm_encoder_outputs"] = {"image": type(features)(**outputs)}
     return inputs
 
 

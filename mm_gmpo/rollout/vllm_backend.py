@@ -119,7 +119,8 @@ def _placement(tensor_parallel_size: int) -> tuple[str, int, int]:
 
 
 def _patch_image_only_processor(model_path: str) -> None:
-    """Where torchvision is missing (our CPU machines), run vLLM's Qwen2.5-VL on the PIL image processor.
+    """Where torchvision is missing (our CPU machines), run vLLM's Qwen2.5-VL and Qwen3-VL on the PIL image
+    processor.
 
     vLLM imports ``smart_resize`` from transformers' torchvision image-processor module and builds the stock
     processor (which needs a video processor, hence torchvision). This reaches into vLLM 0.32 internals and is
@@ -141,7 +142,8 @@ def _patch_image_only_processor(model_path: str) -> None:
         shim.smart_resize = pil_module.smart_resize
         shim.Qwen2VLImageProcessor = pil_module.Qwen2VLImageProcessorPil
         sys.modules[name] = shim
-    from vllm.model_executor.models import qwen2_5_vl, registry
+    from vllm.model_executor.models import qwen2_5_vl, qwen3_vl, registry
+    from vllm.multimodal.processing.context import BaseProcessingInfo
 
     from mm_gmpo.models import load_processor
 
@@ -156,9 +158,22 @@ def _patch_image_only_processor(model_path: str) -> None:
             cache["processor"] = load_processor(model_path)
         return cache["processor"]
 
-    qwen2_5_vl.Qwen2_5_VLProcessingInfo.get_hf_processor = get_hf_processor
-    qwen2_5_vl.Qwen2_5_VLProcessingInfo.get_supported_mm_limits = lambda self: {"image": None}  # no video here
+    for info in (qwen2_5_vl.Qwen2_5_VLProcessingInfo, qwen3_vl.Qwen3VLProcessingInfo):
+        info.get_hf_processor = get_hf_processor
+        info.get_supported_mm_limits = lambda self: {"image": None}  # no video here
+    # Qwen3-VL's info asks its video processor for keywords and token counts even with no video allowed
+    qwen3_info = qwen3_vl.Qwen3VLProcessingInfo
+    qwen3_info.get_supported_mm_processor_kwargs = BaseProcessingInfo.get_supported_mm_processor_kwargs
+    qwen3_info.get_mm_max_tokens_per_item = lambda self, seq_len, mm_counts: {"image": self.get_max_image_tokens()}
     log.info("torchvision is not importable: vLLM uses the PIL image processor and the image-only processor")
+
+
+# model types the vLLM backend refuses, and why
+UNSUPPORTED_MODEL_TYPES = {
+    "qwen3_vl_moe": "Qwen3-VL MoE is not supported yet: vLLM 0.32's expert loader refuses the fused expert weights "
+    "as transformers 5 saves them (a shape mismatch in its down projection), so neither a checkpoint of ours nor a "
+    "weight sync loads; use rollout.backend=hf",
+}
 
 
 class VLLMRollout:
@@ -175,6 +190,8 @@ class VLLMRollout:
     ):
         """``dtype``: the engine's (the policy's compute dtype: bf16 for a run whose fp32 master weights stay in the
         trainer); default the parameters' dtype."""
+        if getattr(model.config, "model_type", "") in UNSUPPORTED_MODEL_TYPES:
+            raise UserError(f"rollout.backend=vllm: {UNSUPPORTED_MODEL_TYPES[model.config.model_type]}")
         executor, self.dp_group_index, world = _placement(settings.tensor_parallel_size)
         vllm = require("vllm", "rollout.backend=vllm", "pip install -e '.[gpu]'")
         on_cuda = torch.cuda.is_available()

@@ -11,7 +11,9 @@ divided by the temperature (``temperature <= 0``, greedy, uses 1), and, for a ba
 (``batch.sampling``), the same truncation (the sampled token always kept): the trainer's old and new log-probs are
 then those of the distribution the sampler drew from, so ratios start at 1 and the preflight compares like with
 like. The policy gradient is that of the truncated policy (the tokens outside the nucleus are constants).
-Rope positions are rebuilt with the model's own ``get_rope_index`` (3-D for Qwen2.5-VL, padding-aware).
+Rope positions are rebuilt with the model's own ``get_rope_index`` (3-D for Qwen2.5-VL and Qwen3-VL,
+padding-aware); Qwen3-VL's DeepStack features (vision blocks added to the first decoder layers' hidden states at the
+image tokens) are computed and repeated per row with the image embeddings, in the padded and the packed forward.
 No ``torch.distributed`` here: the caller owns the distributed border.
 """
 
@@ -43,7 +45,8 @@ def text_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def rope_position_ids(model: torch.nn.Module, input_ids, attention_mask, row_grid_thw, image_token_id) -> torch.Tensor:
-    """[3, N, T] long: Qwen2.5-VL's (time, height, width) positions from the model's ``get_rope_index``."""
+    """[3, N, T] long: Qwen2.5-VL's / Qwen3-VL's (time, height, width) positions from the model's
+    ``get_rope_index``."""
     inner = _hf_model(model).model
     kwargs = {"image_grid_thw": row_grid_thw, "attention_mask": attention_mask}
     if "mm_token_type_ids" in inspect.signature(inner.get_rope_index).parameters:  # transformers >= 5.x
@@ -52,11 +55,9 @@ def rope_position_ids(model: torch.nn.Module, input_ids, attention_mask, row_gri
     return position_ids
 
 
-def _image_embeddings(model: torch.nn.Module, batch: RolloutBatch, dtype: torch.dtype) -> torch.Tensor:
-    """[image tokens of all rows, H]: the vision tower once per prompt, its output repeated for each row."""
-    inner = _hf_model(model).model
-    features = inner.get_image_features(batch.pixel_values, batch.image_grid_thw)
-    per_image = features.pooler_output if hasattr(features, "pooler_output") else features
+def _per_row(per_image, batch: RolloutBatch, dtype: torch.dtype) -> torch.Tensor:
+    """[image tokens of all rows, H]: per-image features (a tensor or a tuple of them) repeated for each row of
+    their prompt, in row order."""
     per_image = list(per_image) if isinstance(per_image, (tuple, list)) else [per_image]
     starts = torch.cumsum(batch.images_per_prompt, 0) - batch.images_per_prompt
     per_prompt = [
@@ -65,6 +66,16 @@ def _image_embeddings(model: torch.nn.Module, batch: RolloutBatch, dtype: torch.
     ]
     rows = [per_prompt[int(p)] for p in batch.row_prompt if per_prompt[int(p)] is not None]
     return torch.cat(rows).to(dtype)
+
+
+def _image_embeddings(model: torch.nn.Module, batch: RolloutBatch, dtype: torch.dtype):
+    """(embeddings [image tokens of all rows, H], DeepStack features: one such tensor per tapped vision block, empty
+    for models without DeepStack): the vision tower once per prompt, its output repeated for each row."""
+    inner = _hf_model(model).model
+    features = inner.get_image_features(batch.pixel_values, batch.image_grid_thw)
+    per_image = features.pooler_output if hasattr(features, "pooler_output") else features
+    deepstack = getattr(features, "deepstack_features", None) or []  # Qwen3-VL
+    return _per_row(per_image, batch, dtype), [_per_row(layer, batch, dtype) for layer in deepstack]
 
 
 def packed_text_positions(keep: torch.Tensor) -> torch.Tensor:
@@ -90,10 +101,11 @@ def response_hidden_states(model: torch.nn.Module, batch: RolloutBatch, packed: 
     # packed: only the real tokens are embedded (a padded [N, T, H] would cost rows x the longest row, here as well)
     tokens = input_ids[keep].unsqueeze(0) if packed else input_ids  # [1, M'] or [N, T-1]
     embeds = hf.get_input_embeddings()(tokens)
+    deepstack = {}  # Qwen3-VL: the tower's tapped features, added to the first decoder layers at the image tokens
     if _is_vision(hf):
         grid = batch.row_image_grid_thw()
         if batch.pixel_values is not None and grid is not None and grid.numel():
-            image_embeds = _image_embeddings(hf, batch, embeds.dtype)
+            image_embeds, deepstack_embeds = _image_embeddings(hf, batch, embeds.dtype)
             image_mask = (tokens == batch.image_token_id).unsqueeze(-1)  # row-major either way: the same order
             if int(image_mask.sum()) != image_embeds.shape[0]:
                 raise ValueError(
@@ -101,6 +113,8 @@ def response_hidden_states(model: torch.nn.Module, batch: RolloutBatch, packed: 
                     "do not match: a prompt was truncated or a response contains <|image_pad|>"
                 )
             embeds = embeds.masked_scatter(image_mask, image_embeds)
+            if deepstack_embeds:
+                deepstack = {"visual_pos_masks": image_mask[..., 0], "deepstack_visual_embeds": deepstack_embeds}
         position_ids = rope_position_ids(hf, input_ids, attention_mask, grid, batch.image_token_id)
         backbone = hf.model.language_model
     else:
@@ -108,11 +122,17 @@ def response_hidden_states(model: torch.nn.Module, batch: RolloutBatch, packed: 
         backbone = hf.model
     predictors = slice(batch.prompt_length - 1, None)  # the column before each response token
     if not packed:
-        out = backbone(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        out = backbone(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+            **deepstack,
+        )
         return out.last_hidden_state[:, predictors][batch.response_mask]
     text = packed_text_positions(keep)
     positions = torch.cat([text[None], position_ids[:, keep].unsqueeze(1)]) if position_ids.ndim == 3 else text
-    out = backbone(inputs_embeds=embeds, attention_mask=None, position_ids=positions, use_cache=False)
+    out = backbone(inputs_embeds=embeds, attention_mask=None, position_ids=positions, use_cache=False, **deepstack)
     index = keep.flatten().cumsum(0).view(keep.shape) - 1  # [N, T-1]: each kept token's place in the sequence
     return out.last_hidden_state[0, index[:, predictors][batch.response_mask]]
 

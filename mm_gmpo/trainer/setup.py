@@ -423,13 +423,15 @@ def build_policy(cfg: Config, path: str, precision: Precision):
     return model
 
 
-def vision_parts(model) -> tuple[torch.nn.Module, torch.nn.Module | None] | None:
-    """(vision tower without its merger, merger) of a Qwen2.5-VL-style model; None for a text model."""
+def vision_parts(model) -> tuple[torch.nn.Module, list[torch.nn.Module]] | None:
+    """(vision tower with its mergers, the mergers: the modules that project into the language model: Qwen2.5-VL's
+    ``merger``, and for Qwen3-VL also its DeepStack mergers) of a Qwen-VL model; None for a text model."""
     inner = getattr(model, "model", model)
     visual = getattr(inner, "visual", None)
     if visual is None:
         return None
-    return visual, getattr(visual, "merger", None)
+    mergers = [getattr(visual, name, None) for name in ("merger", "deepstack_merger_list")]
+    return visual, [m for m in mergers if m is not None]
 
 
 def freeze_parts(model, *, vision_tower: bool, merger: bool) -> list[str]:
@@ -440,8 +442,8 @@ def freeze_parts(model, *, vision_tower: bool, merger: bool) -> list[str]:
     parts = vision_parts(model)
     if parts is None:
         raise UserError("model.freeze_vision_tower / model.freeze_merger: this model has no vision tower")
-    visual, merger_module = parts
-    merger_ids = {id(p) for p in merger_module.parameters()} if merger_module is not None else set()
+    visual, mergers = parts
+    merger_ids = {id(p) for module in mergers for p in module.parameters()}
     frozen = []
     for name, p in visual.named_parameters():
         in_merger = id(p) in merger_ids
