@@ -38,4 +38,4 @@ export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$VENV/torch_extensions}"  #
 if [ "${1:-}" = "--pytest" ]; then
     exec "$VENV/bin/python" -m pytest -q -m vllm -p no:cacheprovider tests/test_rollout_vllm.py
 fi
-exec "$VENV/bin/python" -m mm_gmpo.rollout.vllm_check "$@"
+exec "$VENV/bin/python" -m mm_gmpo.vllm_check "$@"

@@ -60,10 +60,10 @@ class Case:
 
 # Where a failure happened, read from the traceback: the innermost of these frames names the phase.
 PHASES = [
-    ("setup", ("Trainer.__init__", "build_policy", "build_updater", "ensure_model")),
+    ("setup", ("Trainer.__init__", "build_policy", "build_actor", "build_updater", "ensure_model")),
     ("rollout", ("hf_generate", "def generate", "in generate")),
     ("old log-probs", ("no_grad_logprobs", "_old_and_ref_logprobs")),
-    ("update", ("update_round", "optimizer_step")),
+    ("update", ("update_round", "optimizer_step", "in _step")),
     ("validation", ("validate", "evaluate_prompts")),
     ("checkpoint", ("save_checkpoint",)),
 ]

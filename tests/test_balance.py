@@ -16,11 +16,13 @@ from mm_gmpo.algorithms import get_policy_loss
 from mm_gmpo.models import load_model, load_processor
 from mm_gmpo.rollout.batching import pad_token_id
 from mm_gmpo.testing.batches import assert_same_update, run_update_round, sample_train_batch
+from mm_gmpo.trainer.actor import Actor
 from mm_gmpo.trainer.balance import balance_rows, row_tokens, swap_plan
 from mm_gmpo.trainer.batch import TrainBatch
-from mm_gmpo.trainer.dist import DistContext, TorchUpdater, free_port
+from mm_gmpo.trainer.dist import DistContext, free_port
+from mm_gmpo.trainer.engine import TorchUpdater
 from mm_gmpo.trainer.policy import PolicyLogprobs
-from mm_gmpo.trainer.update import UpdateSettings, no_grad_logprobs, update_round
+from mm_gmpo.trainer.update import UpdateSettings
 
 
 def test_swap_plan_by_hand():
@@ -59,11 +61,12 @@ def _worker(rank: int, world: int, port: int, folder: str, out: str, balance: bo
         rows, advantages, metrics = mine.rollout, mine.advantages, {}
         if balance:
             rows, advantages, metrics = balance_rows(ctx, rows, advantages, 2, pad_token_id(processor))
-        old = no_grad_logprobs(ctx, model, rows, settings)
         updater = TorchUpdater(
             ctx, PolicyLogprobs(model), lr=1e-3, betas=[0.9, 0.95], weight_decay=0.0, grad_clip=0.0, warmup=0
         )
-        steps = update_round(ctx, updater, get_policy_loss("gmpo"), TrainBatch(rows, advantages, old, None), settings)
+        actor = Actor(updater, get_policy_loss("gmpo"), settings, ctx=ctx)
+        old = actor.logprobs(rows)
+        steps = actor.update(TrainBatch(rows, advantages, old, None))
         groups = sorted(int(g) for g in rows.group_index)
         result = {"steps": steps, "metrics": metrics, "tokens": sum(row_tokens(rows)), "groups": groups}
         if rank == 0:

@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = r"""
 import json, sys, torch
-from mm_gmpo.trainer.dist import DeepSpeedUpdater, init_distributed
+from mm_gmpo.trainer.dist import init_distributed
+from mm_gmpo.trainer.engine import DeepSpeedUpdater
 ctx = init_distributed(True)
 original_linear = torch.nn.functional.linear
 torch.manual_seed(0)

@@ -9,11 +9,12 @@ import torch
 
 from mm_gmpo.models import load_model, load_processor
 from mm_gmpo.reward import RewardScores
-from mm_gmpo.rollout import policy_logprobs, teacher_forced_batch
+from mm_gmpo.rollout import teacher_forced_batch
 from mm_gmpo.rollout.batching import pad_token_id
 from mm_gmpo.rollout.types import concat_batches
 from mm_gmpo.testing.batches import RESPONSES, sample_prompts
 from mm_gmpo.trainer.dynamic import assemble_round, choose_groups, informative_groups
+from mm_gmpo.trainer.forward import policy_logprobs
 
 
 def test_informative_groups_are_those_whose_rewards_differ():

@@ -13,11 +13,13 @@ from mm_gmpo.errors import UserError
 from mm_gmpo.models import load_processor
 from mm_gmpo.rollout.weight_sync import stream_weights
 from mm_gmpo.testing.batches import sample_train_batch
-from mm_gmpo.trainer.dist import DistContext, TorchUpdater
+from mm_gmpo.trainer.actor import Actor
+from mm_gmpo.trainer.dist import DistContext
+from mm_gmpo.trainer.engine import TorchUpdater
 from mm_gmpo.trainer.policy import PolicyLogprobs
 from mm_gmpo.trainer.precision import resolve_precision
 from mm_gmpo.trainer.setup import build_policy
-from mm_gmpo.trainer.update import UpdateSettings, update_round
+from mm_gmpo.trainer.update import UpdateSettings
 
 SETTINGS = UpdateSettings(
     temperature=1.0, chunk_size=512, micro_batch_size=6, updates_per_round=1, sequences_per_step=6
@@ -35,8 +37,9 @@ def _train_steps(model, processor, steps: int = 2):
     updater = TorchUpdater(
         DistContext(), PolicyLogprobs(model), lr=1e-2, betas=[0.9, 0.95], weight_decay=0.1, grad_clip=0.0, warmup=0
     )
+    actor = Actor(updater, get_policy_loss("gmpo"), SETTINGS)
     for _ in range(steps):
-        update_round(DistContext(), updater, get_policy_loss("gmpo"), batch, SETTINGS)
+        actor.update(batch)
     return updater
 
 

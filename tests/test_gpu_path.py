@@ -18,10 +18,13 @@ from mm_gmpo.algorithms import get_policy_loss
 from mm_gmpo.models import load_model, load_processor
 from mm_gmpo.testing.batches import sample_prompts, sample_train_batch
 from mm_gmpo.testing.device_emulation import EMULATED, DeviceMismatch, emulated_device, is_emulated, to_emulated
+from mm_gmpo.trainer.actor import Actor, no_grad_logprobs
 from mm_gmpo.trainer.batch import TrainBatch
-from mm_gmpo.trainer.dist import DistContext, TorchUpdater
+from mm_gmpo.trainer.dist import DistContext
+from mm_gmpo.trainer.engine import TorchUpdater
+from mm_gmpo.trainer.plan import plan_round
 from mm_gmpo.trainer.policy import PolicyLogprobs
-from mm_gmpo.trainer.update import UpdateSettings, no_grad_logprobs, update_round
+from mm_gmpo.trainer.update import UpdateSettings
 
 
 def _settings(**kw) -> UpdateSettings:
@@ -59,17 +62,13 @@ def test_update_and_no_grad_passes_keep_everything_on_the_model_device(kind, pac
             ctx, PolicyLogprobs(model), lr=1e-3, betas=[0.9, 0.95], weight_decay=0.0, grad_clip=1.0, warmup=0
         )
         before = {n: p.detach().cpu().clone() for n, p in model.named_parameters()}
-        old = no_grad_logprobs(ctx, model, batch.rollout, _settings(packing=packing))
+        actor = Actor(updater, get_policy_loss("gmpo"), _settings(kl_coef=0.1, packing=packing), ctx=ctx)
+        old = actor.logprobs(batch.rollout)
         assert old.device.type == "cpu" and torch.isfinite(old).all()
-        ref = no_grad_logprobs(ctx, model, batch.rollout, _settings(chunk_size=512, packing=packing))
+        wide = _settings(chunk_size=512, packing=packing)
+        ref = no_grad_logprobs(model, batch.rollout, plan_round(batch.rollout, wide), wide)
         assert torch.allclose(old, ref, atol=1e-5)  # chunking changes no value
-        rows = update_round(
-            ctx,
-            updater,
-            get_policy_loss("gmpo"),
-            TrainBatch(batch.rollout, batch.advantages, old, ref),
-            _settings(kl_coef=0.1, packing=packing),
-        )
+        rows = actor.update(TrainBatch(batch.rollout, batch.advantages, old, ref))
         assert mode.ops > 1000  # the model really ran on the emulated device
         moved = [n for n, p in model.named_parameters() if not torch.equal(p.detach().cpu(), before[n])]
     assert [r["actor/skipped"] for r in rows] == [0.0, 0.0]

@@ -7,14 +7,8 @@ import torch
 
 from mm_gmpo.models import load_model, load_processor
 from mm_gmpo.testing.batches import assert_same_update, run_update_round, sample_train_batch
-from mm_gmpo.trainer.dist import DistContext
-from mm_gmpo.trainer.update import (
-    UpdateSettings,
-    padding_stats,
-    plan_micro_batches,
-    split_to_count,
-    token_budget_bins,
-)
+from mm_gmpo.trainer.plan import padding_stats, plan_round, split_to_count, token_budget_bins
+from mm_gmpo.trainer.update import UpdateSettings
 
 
 def test_token_budget_bins_by_hand():
@@ -59,5 +53,5 @@ def test_padding_stats_count_each_micro_batch_at_its_own_width(tiny_text_dir):
     settings = UpdateSettings(
         temperature=1.0, chunk_size=8, micro_batch_size=1, updates_per_round=1, sequences_per_step=6
     )
-    plan = plan_micro_batches(DistContext(), batch, list(range(batch.num_rows)), settings)
+    plan = plan_round(batch, settings).steps[0]
     assert padding_stats(batch, plan) == (real, real)  # one row each: no padding at all

@@ -8,17 +8,12 @@ import pytest
 import torch
 from conftest import tiny_dir
 
-import mm_gmpo.rollout.logprobs as logprobs_module
+import mm_gmpo.trainer.forward as logprobs_module
 from mm_gmpo.models import load_model, load_processor
-from mm_gmpo.rollout import policy_logprobs
 from mm_gmpo.testing.batches import assert_same_update, run_update_round, sample_train_batch
-from mm_gmpo.trainer.dist import DistContext
-from mm_gmpo.trainer.update import (
-    UpdateSettings,
-    padding_stats,
-    round_plan,
-    token_budget_bins,
-)
+from mm_gmpo.trainer.forward import policy_logprobs
+from mm_gmpo.trainer.plan import padding_stats, plan_round, token_budget_bins
+from mm_gmpo.trainer.update import UpdateSettings
 
 KINDS = {"text": "qwen2", "vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "qwen3_vl_moe": "qwen3_vl_moe"}
 
@@ -110,7 +105,7 @@ def test_no_grad_passes_run_the_update_micro_batches(tiny_text_dir):
         temperature=1.0, chunk_size=8, micro_batch_size=1, updates_per_round=2, sequences_per_step=3,
         max_tokens_per_micro_batch=400, packing=True,
     )  # fmt: skip
-    plan = round_plan(DistContext(), batch, settings)
+    plan = plan_round(batch, settings).steps
     assert [sorted(r for micro in step for r in micro) for step in plan] == [[0, 2, 4], [1, 3, 5]]
     computed, real = padding_stats(batch, plan[0], packed=True)
     assert computed == real == float(batch.attention_mask[[0, 2, 4]].sum())

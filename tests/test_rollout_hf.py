@@ -13,11 +13,10 @@ from mm_gmpo.rollout import (
     LogprobParityError,
     RolloutEngine,
     SamplingParams,
-    check_logprob_parity,
-    measure_logprob_parity,
-    policy_logprobs,
     teacher_forced_batch,
 )
+from mm_gmpo.trainer.forward import policy_logprobs
+from mm_gmpo.trainer.parity import check_logprob_parity, measure_logprob_parity
 from mm_gmpo.types import Example, Prompt
 
 VISION_TOKENS = ("<|image_pad|>", "<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|vision_pad|>")

@@ -9,9 +9,10 @@ from PIL import Image
 from transformers import GenerationConfig, LogitsProcessorList
 
 from mm_gmpo.models import load_model, load_processor, tokenizer_of
-from mm_gmpo.rollout import RolloutEngine, SamplingParams, policy_logprobs
+from mm_gmpo.rollout import RolloutEngine, SamplingParams
 from mm_gmpo.rollout.batching import encode_prompts, model_vocab_size, stop_token_ids, suppressed_token_ids
 from mm_gmpo.rollout.hf import SampleStep, draw_tokens, row_generators
+from mm_gmpo.trainer.forward import policy_logprobs
 from mm_gmpo.types import Example, Prompt
 
 
@@ -112,7 +113,7 @@ def test_one_encode_per_prompt_samples_what_n_encodes_sampled(vl):
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_hand_written_backward_gives_autograds_numbers(vl, temperature, monkeypatch):
     """entropy_grad=True runs the checkpointed autograd chunks; False the hand-written backward: same numbers."""
-    import mm_gmpo.rollout.logprobs as logprobs_module
+    import mm_gmpo.trainer.forward as logprobs_module
 
     fused_calls = []
     apply = logprobs_module._SampledTokenStats.apply

@@ -1,6 +1,6 @@
 """rollout.top_p / rollout.top_k: the trainer scores a truncated batch on the truncated distribution, so its log-probs
 and the sampler's are of the same distribution and the first-round preflight passes (the vLLM side is in
-mm_gmpo.rollout.vllm_check, run by tests/test_rollout_vllm.py where vLLM imports)."""
+mm_gmpo.vllm_check, run by tests/test_rollout_vllm.py where vLLM imports)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from mm_gmpo.models import load_model, load_processor
-from mm_gmpo.rollout import RolloutEngine, SamplingParams, check_logprob_parity, policy_logprobs
+from mm_gmpo.rollout import RolloutEngine, SamplingParams
 from mm_gmpo.rollout.batching import truncate_top_k_top_p
 from mm_gmpo.testing.batches import sample_prompts
+from mm_gmpo.trainer.forward import policy_logprobs
+from mm_gmpo.trainer.parity import check_logprob_parity
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ def test_vllm_backend_generates_syncs_and_matches_trainer_logprobs_on_one_and_tw
         "TOKENIZERS_PARALLELISM": "false",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "mm_gmpo.rollout.vllm_check", "--tolerance", "1e-4"],
+        [sys.executable, "-m", "mm_gmpo.vllm_check", "--tolerance", "1e-4"],
         capture_output=True,
         text=True,
         env=env,

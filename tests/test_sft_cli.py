@@ -40,7 +40,7 @@ def test_sft_saves_the_trainers_warm_start(tmp_path):
 
     trainer = Trainer(load_config(CONFIG, overrides))  # warm-starts in its constructor, from the same built model
     try:
-        state = trainer.policy.state_dict()
+        state = trainer.actor.hf_model.state_dict()
         assert any(not torch.equal(saved[k], base[k]) for k in saved)  # the warm start changed the weights
         for name, value in saved.items():
             assert torch.allclose(state[name], value, atol=1e-6), name

@@ -10,12 +10,12 @@ import statistics
 import pytest
 
 from mm_gmpo.data import build_prompts, load_examples, parse_spec
+from mm_gmpo.data.prompts import target_response
 from mm_gmpo.data.synthetic import generate
 from mm_gmpo.data.synthetic_text import TEXT_TASKS, split_bucket
 from mm_gmpo.errors import UserError
 from mm_gmpo.models.toy_tokenizer import make_toy_model, train_toy_tokenizer
 from mm_gmpo.reward import compute_rewards
-from mm_gmpo.trainer.sft import target_response
 from mm_gmpo.types import Prompt
 
 LINE = re.compile(r"([a-h])\) ([+-]\d): (\d+)([+-])(\d)=(\d+)")

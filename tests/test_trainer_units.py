@@ -5,9 +5,12 @@ import torch
 
 from mm_gmpo.config import load_config
 from mm_gmpo.errors import UserError
-from mm_gmpo.trainer.dist import DistContext, TorchUpdater
+from mm_gmpo.trainer.dist import DistContext
+from mm_gmpo.trainer.engine import TorchUpdater
+from mm_gmpo.trainer.metrics import reduce_metric_rows
+from mm_gmpo.trainer.plan import minibatch_rows
 from mm_gmpo.trainer.setup import check_config
-from mm_gmpo.trainer.state import TrainState, minibatch_rows, next_prompt_indices, reduce_metric_rows
+from mm_gmpo.trainer.state import TrainState, next_prompt_indices
 
 
 def test_prompt_order_resumes_without_repeats_or_gaps():

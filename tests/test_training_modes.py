@@ -9,12 +9,14 @@ from mm_gmpo.algorithms import get_policy_loss
 from mm_gmpo.config import load_config
 from mm_gmpo.models import load_processor
 from mm_gmpo.testing.batches import sample_train_batch
+from mm_gmpo.trainer.actor import Actor
 from mm_gmpo.trainer.batch import TrainBatch
-from mm_gmpo.trainer.dist import DistContext, TorchUpdater
+from mm_gmpo.trainer.dist import DistContext
+from mm_gmpo.trainer.engine import TorchUpdater
 from mm_gmpo.trainer.policy import PolicyLogprobs
 from mm_gmpo.trainer.precision import Precision, resolve_precision
 from mm_gmpo.trainer.setup import build_policy
-from mm_gmpo.trainer.update import UpdateSettings, no_grad_logprobs, update_round
+from mm_gmpo.trainer.update import UpdateSettings
 
 SETTINGS = UpdateSettings(
     temperature=1.0, chunk_size=512, micro_batch_size=3, updates_per_round=1, sequences_per_step=6
@@ -52,11 +54,12 @@ def test_gradient_checkpointing_recomputes_in_the_update_with_the_same_numbers(t
         model, _ = _policy(tiny_vl_dir, checkpointing)
         model.eval()  # as from_pretrained leaves it: the update must switch to train mode itself
         calls = _count_layer_calls(model)
-        old = no_grad_logprobs(DistContext(), model, batch.rollout, SETTINGS)
-        assert calls[0] == 2 and not model.training  # one forward per micro-batch, eval mode for no-grad passes
         updater = TorchUpdater(
             DistContext(), PolicyLogprobs(model), lr=0.0, betas=[0.9, 0.95], weight_decay=0.0, grad_clip=0.0, warmup=0
         )
+        actor = Actor(updater, get_policy_loss("gmpo"), SETTINGS)
+        old = actor.logprobs(batch.rollout)
+        assert calls[0] == 2 and not model.training  # one forward per micro-batch, eval mode for no-grad passes
         grads: dict[str, torch.Tensor] = {}
 
         def keep_gradients(skip, model=model, grads=grads):
@@ -64,13 +67,7 @@ def test_gradient_checkpointing_recomputes_in_the_update_with_the_same_numbers(t
             return 0.0, True
 
         updater.step = keep_gradients
-        rows = update_round(
-            DistContext(),
-            updater,
-            get_policy_loss("gmpo"),
-            TrainBatch(batch.rollout, batch.advantages, old, None),
-            SETTINGS,
-        )
+        rows = actor.update(TrainBatch(batch.rollout, batch.advantages, old, None))
         assert model.training
         # two micro-batches: forward only, or forward plus the recomputation in backward
         results[checkpointing] = (calls[0] - 2, old, grads, rows[0]["actor/pg_loss"])
@@ -92,9 +89,10 @@ def test_bf16_trains_with_fp32_master_weights_at_the_recipes_learning_rate(tiny_
         updater = TorchUpdater(
             DistContext(), PolicyLogprobs(model), lr=1e-6, betas=[0.9, 0.95], weight_decay=0.0, grad_clip=1.0, warmup=0
         )
+        actor = Actor(updater, get_policy_loss("gmpo"), SETTINGS, precision=precision)
         start = {n: p.detach().float().clone() for n, p in model.named_parameters()}
         for _ in range(10):
-            update_round(DistContext(), updater, get_policy_loss("gmpo"), batch, SETTINGS, precision.autocast)
+            actor.update(batch)
         deltas = {n: (p.detach().float() - start[n]).abs() for n, p in model.named_parameters()}
         layers = [n for n in deltas if ".layers." in n]  # every decoder weight gets a gradient
         moved = sum(int((deltas[n] > 0).sum()) for n in layers) / sum(deltas[n].numel() for n in layers)

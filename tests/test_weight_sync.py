@@ -68,9 +68,10 @@ def test_lora_sync_sends_merged_weights_under_the_base_names(tiny_text_dir):
 def test_reference_offload_runs_on_the_device_and_returns_to_host_memory(tiny_vl_dir):
     from mm_gmpo.testing.batches import sample_train_batch
     from mm_gmpo.testing.device_emulation import EMULATED, emulated_device, is_emulated
-    from mm_gmpo.trainer.dist import DistContext
+    from mm_gmpo.trainer.actor import no_grad_logprobs
     from mm_gmpo.trainer.offload import OffloadedModule
-    from mm_gmpo.trainer.update import UpdateSettings, no_grad_logprobs
+    from mm_gmpo.trainer.plan import plan_round
+    from mm_gmpo.trainer.update import UpdateSettings
 
     processor = load_processor(tiny_vl_dir)
     reference = load_model(tiny_vl_dir, "float32", "eager")
@@ -78,12 +79,13 @@ def test_reference_offload_runs_on_the_device_and_returns_to_host_memory(tiny_vl
     settings = UpdateSettings(
         temperature=1.0, chunk_size=64, micro_batch_size=4, updates_per_round=1, sequences_per_step=batch.num_rows
     )
-    expected = no_grad_logprobs(DistContext(), reference, batch, settings)
+    plan = plan_round(batch, settings)
+    expected = no_grad_logprobs(reference, batch, plan, settings)
     with emulated_device():
         offloaded = OffloadedModule(reference, EMULATED)
         with offloaded.on_device() as on_gpu:
             assert all(is_emulated(p) for p in on_gpu.parameters())
-            got = no_grad_logprobs(DistContext(device=EMULATED), on_gpu, batch, settings)
+            got = no_grad_logprobs(on_gpu, batch, plan, settings)
         assert not any(is_emulated(p) for p in reference.parameters())
         assert reference.lm_head.weight is reference.get_input_embeddings().weight  # still tied
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)

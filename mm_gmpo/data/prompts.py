@@ -213,3 +213,15 @@ def build_prompts(
             max_prompt_length,
         )
     return prompts, stats
+
+
+def target_response(prompt: Prompt, template: str, reasoning: str) -> str:
+    """The response a policy should write for ``prompt`` under ``template``, ending with the gold answer.
+    An example with a worked solution (``meta["reasoning"]``, the synthetic text tasks) reasons with it instead."""
+    answer = prompt.example.answer
+    reasoning = prompt.example.meta.get("reasoning", reasoning)
+    if template == "r1":
+        return f"<think>\n{reasoning}\n</think>\n<answer>{answer}</answer>"
+    if template == "qwen_math":
+        return f"{reasoning} The final answer is $\\boxed{{{answer}}}$."
+    return f"<think>\n{reasoning}\n</think>\n\\boxed{{{answer}}}"

@@ -74,11 +74,10 @@ def task_corpus(tasks: Iterable[str], reasonings: Iterable[str] = DEFAULT_REASON
     ``TEXT_CORPUS_ITEMS`` training items, rendered with the Qwen2 chat template, and their worked responses."""
     import jinja2
 
-    from mm_gmpo.data.prompts import build_messages
+    from mm_gmpo.data.prompts import build_messages, target_response
     from mm_gmpo.data.synthetic import TASKS
     from mm_gmpo.data.synthetic_text import TEXT_TASKS, text_example
     from mm_gmpo.models.processor import TEMPLATES_DIR
-    from mm_gmpo.trainer.sft import target_response
     from mm_gmpo.types import Example, Prompt
 
     chat = jinja2.Environment().from_string((TEMPLATES_DIR / "qwen2_vl_chat.jinja").read_text())

@@ -1,15 +1,12 @@
-"""Rollouts: batched image+text sampling (HF generate or a colocated vLLM engine) and trainer-side log-probs."""
+"""Rollouts: batched image+text sampling (HF generate or a colocated vLLM engine) and the sampler/trainer log-prob comparison."""
 
 from mm_gmpo.rollout.batching import suppressed_token_ids, teacher_forced_batch
 from mm_gmpo.rollout.engine import RolloutEngine, rollout_metrics
-from mm_gmpo.rollout.logprobs import policy_logprobs
 from mm_gmpo.rollout.preflight import (
     LogprobParityError,
     ParityReport,
     assert_parity,
-    check_logprob_parity,
     default_tolerances,
-    measure_logprob_parity,
     parity_report,
 )
 from mm_gmpo.rollout.types import RolloutBatch, SamplingParams
@@ -21,11 +18,8 @@ __all__ = [
     "RolloutEngine",
     "SamplingParams",
     "assert_parity",
-    "check_logprob_parity",
     "default_tolerances",
-    "measure_logprob_parity",
     "parity_report",
-    "policy_logprobs",
     "rollout_metrics",
     "suppressed_token_ids",
     "teacher_forced_batch",

@@ -120,10 +120,6 @@ class RolloutEngine:
         if self._vllm is not None:
             self._vllm.sleep()
 
-    def wake(self) -> None:
-        if self._vllm is not None:
-            self._vllm.wake()
-
     def close(self) -> None:
         """Release the sampler (vLLM: shut the engine down, before the process group goes)."""
         if self._vllm is not None:

@@ -34,6 +34,7 @@ from mm_gmpo.rollout.batching import (
     truncate_top_k_top_p,
 )
 from mm_gmpo.rollout.types import RolloutBatch, SamplingParams
+from mm_gmpo.seeds import derive_seed
 from mm_gmpo.types import Prompt
 
 log = logging.getLogger(__name__)
@@ -95,9 +96,7 @@ def draw_tokens(probs: torch.Tensor, generators: list[torch.Generator], *, valid
 def row_generators(sampling: SamplingParams, num_prompts: int, n: int, device) -> list[torch.Generator]:
     """One generator per row, seeded by (seed, global prompt index, sample index): independent of the batch."""
     seeds = [
-        (sampling.seed * 1_000_003 + (sampling.first_prompt + g) * 9_973 + j) % (2**63 - 1)
-        for g in range(num_prompts)
-        for j in range(n)
+        derive_seed(sampling.seed, "row", sampling.first_prompt + g, j) for g in range(num_prompts) for j in range(n)
     ]
     return [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
 

@@ -4,7 +4,7 @@ Run on the first round before training on it, and measured on every round whose 
 computed (``rollout/logprob_diff_*``). A mismatch here means every importance ratio of the run is biased (the pain list's
 "on-policy ratio far from 1": wrong mrope positions, padding side, temperature not applied). A batch sampled with
 top-k/top-p is compared on the truncated distribution on both sides (the trainer applies the sampler's truncation,
-:mod:`mm_gmpo.rollout.logprobs`). What remains (bf16 sampling, other kernels) the rollout importance correction
+:mod:`mm_gmpo.trainer.forward`). What remains (bf16 sampling, other kernels) the rollout importance correction
 can weigh out (``algorithm.rollout_is_mode``).
 """
 
@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 import torch
 
 from mm_gmpo.errors import UserError
-from mm_gmpo.models import tokenizer_of
-from mm_gmpo.rollout.logprobs import policy_logprobs
 from mm_gmpo.rollout.types import RolloutBatch
 
 
@@ -166,58 +164,6 @@ def parity_report(
         seq_mean_abs_diff=float(signed[sequences].mean()) if bool(sequences.any()) else 0.0,
         num_sequences=int(sequences.sum()),
     )
-
-
-def measure_logprob_parity(
-    model: torch.nn.Module,
-    batch: RolloutBatch,
-    *,
-    temperature: float,
-    tolerance: float | None = None,
-    mean_tolerance: float | None = None,
-    p99_tolerance: float | None = None,
-    tokenizer=None,
-    top: int = 5,
-    chunk_size: int = 512,
-) -> ParityReport:
-    """:func:`parity_report` on one no-grad forward of the whole batch (small batches: tests, the vLLM check).
-
-    ``tolerance`` gates the maximum, and the mean and p99 unless they are given; without any, the gates are the
-    defaults of the model's dtype. The trainer computes its log-probs in micro-batches and calls
-    :func:`parity_report` itself.
-    """
-    with torch.no_grad():
-        trainer, _ = policy_logprobs(model, batch, temperature=temperature, chunk_size=chunk_size)
-    default_mean, default_p99 = default_tolerances(next(model.parameters()).dtype)
-    fallback_mean = tolerance if tolerance is not None else default_mean
-    fallback_p99 = tolerance if tolerance is not None else default_p99
-    return parity_report(
-        trainer,
-        batch,
-        temperature=temperature,
-        mean_tolerance=mean_tolerance if mean_tolerance is not None else fallback_mean,
-        p99_tolerance=p99_tolerance if p99_tolerance is not None else fallback_p99,
-        max_tolerance=tolerance if tolerance is not None else math.inf,
-        tokenizer=tokenizer,
-        top=top,
-    )
-
-
-def check_logprob_parity(
-    model: torch.nn.Module,
-    batch: RolloutBatch,
-    *,
-    temperature: float,
-    tolerance: float | None = None,
-    processor=None,
-    raise_on_failure: bool = True,
-) -> ParityReport:
-    """:func:`measure_logprob_parity`, raising :class:`LogprobParityError` (naming the tokens) over a gate."""
-    tokenizer = tokenizer_of(processor) if processor is not None else None
-    report = measure_logprob_parity(model, batch, temperature=temperature, tolerance=tolerance, tokenizer=tokenizer)
-    if raise_on_failure:
-        assert_parity(report)
-    return report
 
 
 def assert_parity(report: ParityReport) -> None:

@@ -3,10 +3,10 @@
 Memory layout of a :class:`RolloutBatch`: the ``n`` responses of a prompt share that prompt's images. Pixel
 values and ``image_grid_thw`` are stored once per *prompt* (the batch's "prompt table"), and every row points to
 its prompt through ``row_prompt``. The trainer's forward runs the vision tower once per prompt and copies the
-image embeddings into each of the prompt's rows (see :mod:`mm_gmpo.rollout.logprobs`), so a group of 8 costs one
+image embeddings into each of the prompt's rows (see :mod:`mm_gmpo.trainer.forward`), so a group of 8 costs one
 vision pass, not eight. Qwen2.5-VL's 3-D rope positions are not stored: they are a pure function of
 ``input_ids``, ``attention_mask`` and the rows' ``image_grid_thw`` and are rebuilt with the model's own
-``get_rope_index`` in the trainer (:func:`mm_gmpo.rollout.logprobs.rope_position_ids`).
+``get_rope_index`` in the trainer (:func:`mm_gmpo.trainer.forward.rope_position_ids`).
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ from mm_gmpo.rollout.batching import (
 )
 from mm_gmpo.rollout.types import RolloutBatch, SamplingParams
 from mm_gmpo.rollout.weight_sync import SyncStats, stream_weights
+from mm_gmpo.seeds import derive_seed
 from mm_gmpo.types import Prompt
 
 log = logging.getLogger(__name__)
@@ -359,7 +360,7 @@ class VLLMRollout:
             top_p=sampling.top_p,
             top_k=sampling.top_k if sampling.top_k > 0 else 0,
             max_tokens=sampling.max_new_tokens,
-            seed=(sampling.seed * 1_000_003 + prompt_index * 9_973) % (2**31),
+            seed=derive_seed(sampling.seed, "prompt", prompt_index, bits=31),
             logprobs=0,
             stop_token_ids=stops,
             logit_bias=self.logit_bias,

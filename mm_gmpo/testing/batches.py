@@ -40,18 +40,18 @@ def run_update_round(model, batch: TrainBatch, settings, ctx=None) -> tuple[torc
     """(old log-probs, the parameters after, per-step metrics) of one GMPO update round of ``batch`` on ``model``
     (AdamW at lr 1e-3, no clipping, no warm-up), the old log-probs from the no-grad pass in the same batching."""
     from mm_gmpo.algorithms import get_policy_loss
-    from mm_gmpo.trainer.dist import DistContext, TorchUpdater
+    from mm_gmpo.trainer.actor import Actor
+    from mm_gmpo.trainer.dist import DistContext
+    from mm_gmpo.trainer.engine import TorchUpdater
     from mm_gmpo.trainer.policy import PolicyLogprobs
-    from mm_gmpo.trainer.update import no_grad_logprobs, update_round
 
     ctx = ctx or DistContext()
-    old = no_grad_logprobs(ctx, model, batch.rollout, settings)
     updater = TorchUpdater(
         ctx, PolicyLogprobs(model), lr=1e-3, betas=[0.9, 0.95], weight_decay=0.0, grad_clip=0.0, warmup=0
     )
-    rows = update_round(
-        ctx, updater, get_policy_loss("gmpo"), TrainBatch(batch.rollout, batch.advantages, old, None), settings
-    )
+    actor = Actor(updater, get_policy_loss("gmpo"), settings, ctx=ctx)
+    old = actor.logprobs(batch.rollout)
+    rows = actor.update(TrainBatch(batch.rollout, batch.advantages, old, None))
     return old, {name: p.detach().clone() for name, p in model.named_parameters()}, rows
 
 

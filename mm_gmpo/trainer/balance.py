@@ -20,7 +20,7 @@ import torch
 
 from mm_gmpo.rollout.types import RolloutBatch, concat_batches
 from mm_gmpo.trainer import dist
-from mm_gmpo.trainer.state import minibatch_rows
+from mm_gmpo.trainer.plan import minibatch_rows
 
 Slot = tuple[int, int]  # (source process, row on that process)
 

@@ -30,7 +30,7 @@ class PolicyLogprobs(torch.nn.Module):
         ``entropy_grad=False``: the entropy is only a metric (detached; see ``policy_logprobs``); ``packed``: the
         rows end to end without padding.
         """
-        from mm_gmpo.rollout import policy_logprobs
+        from mm_gmpo.trainer.forward import policy_logprobs
 
         return policy_logprobs(
             self.model,

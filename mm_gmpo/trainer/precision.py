@@ -6,7 +6,7 @@ against all of them with fp32 masters). So:
 - without DeepSpeed, the policy and AdamW's states stay fp32 and the forward passes (rollout, log-probs, update)
   run under bf16 autocast;
 - with DeepSpeed on a GPU, the parameters are bf16 and DeepSpeed's bf16 mode keeps the fp32 masters and optimizer
-  states in its ZeRO partitions (``trainer.dist.load_deepspeed_config`` switches it on);
+  states in its ZeRO partitions (``trainer.engine.load_deepspeed_config`` switches it on);
 - fp32 (``dtype: auto`` on a CPU) is fp32 everywhere.
 """
 

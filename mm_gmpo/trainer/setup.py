@@ -1,4 +1,4 @@
-"""Building what the loop needs from the config: model, processor, data, optimizer wrapper. Runs once."""
+"""Building what the loop needs from the config: checks, run folder, model, the actor. Runs once."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ import torch
 
 from mm_gmpo.config import Config
 from mm_gmpo.errors import UserError, require
-from mm_gmpo.trainer.dist import DeepSpeedUpdater, DistContext, TorchUpdater, barrier
+from mm_gmpo.trainer.dist import DistContext, barrier
+from mm_gmpo.trainer.engine import DeepSpeedUpdater, TorchUpdater
+from mm_gmpo.trainer.plan import RoundShape
 from mm_gmpo.trainer.precision import Precision
+from mm_gmpo.trainer.update import UpdateSettings
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ def check_config(cfg: Config, world_size: int) -> None:
         raise UserError(
             f"rollout.prompts_per_round={r.prompts_per_round} must be divisible by the {world_size} processes"
         )
-    rows = r.prompts_per_round // world_size * r.n
+    rows = RoundShape(r.prompts_per_round, r.n, k, world_size).rows_per_process
     if rows % k:
         raise UserError(
             f"each process holds {rows} responses per round (rollout.prompts_per_round/processes * "
@@ -472,6 +475,65 @@ def build_reference(cfg: Config, path: str, device: torch.device, precision: Pre
         ref.load_state_dict(start_weights)
     ref.eval().requires_grad_(False)
     return OffloadedModule(ref, device) if cfg.model.ref_offload else OffloadedModule.resident(ref.to(device))
+
+
+def build_actor(
+    cfg: Config, ctx: DistContext, model_path: str, policy, precision: Precision, shape: RoundShape, start_weights=None
+):
+    """The :class:`~mm_gmpo.trainer.actor.Actor` of ``policy`` (built by :func:`build_policy`, warm-started or not):
+    its optimizer wrapper (which moves it onto the device), then the reference (so host memory never holds both
+    models at once), the loss and the update settings. ``start_weights``: see :func:`build_reference`."""
+    from mm_gmpo.algorithms import RolloutIS
+    from mm_gmpo.algorithms.registry import loss_unit, policy_loss_for
+    from mm_gmpo.trainer.actor import Actor
+    from mm_gmpo.trainer.policy import PolicyLogprobs
+
+    micro_batches = shape.micro_batches_per_step(cfg.trainer.micro_batch_size)
+    updater = build_updater(cfg, ctx, PolicyLogprobs(policy), micro_batches, precision)
+    reference = build_reference(cfg, model_path, ctx.device, precision, start_weights)
+    a, r = cfg.algorithm, cfg.rollout
+    rollout_is = RolloutIS(a.rollout_is_mode, a.rollout_is_level, a.rollout_is_threshold)
+    loss_fn, _ = policy_loss_for(
+        a.loss,
+        max_response_length=r.max_new_tokens,
+        normalize_std=a.normalize_std,
+        clip_dual=a.clip_dual,
+        aggregation=a.loss_aggregation,
+        rollout_is=rollout_is,
+    )
+    settings = UpdateSettings(
+        temperature=r.temperature,
+        chunk_size=cfg.trainer.logprob_chunk_size,
+        micro_batch_size=cfg.trainer.micro_batch_size,
+        updates_per_round=cfg.trainer.updates_per_round,
+        sequences_per_step=shape.sequences_per_step,
+        clip={key: v for key, v in (("clip_low", a.clip_low), ("clip_high", a.clip_high)) if v is not None},
+        kl_coef=0.0 if a.kl_in_reward else a.kl_coef,
+        kl_estimator=a.kl_estimator,
+        rollout_is=rollout_is.on,
+        entropy_coef=a.entropy_coef,
+        sync_chunks=updater.partitioned,
+        max_tokens_per_micro_batch=cfg.trainer.max_tokens_per_micro_batch,
+        packing=cfg.trainer.packing,
+        token_mean=loss_unit(a.loss_aggregation) == "tokens",
+    )
+    tolerances = (r.preflight_mean_tolerance, r.preflight_p99_tolerance)
+    return Actor(
+        updater,
+        loss_fn,
+        settings,
+        ctx=ctx,
+        precision=precision,
+        reference=reference,
+        parity_tolerances=tolerances,
+        rollout_is=rollout_is,
+    )
+
+
+def round_shape(cfg: Config, ctx: DistContext) -> RoundShape:
+    return RoundShape(
+        cfg.rollout.prompts_per_round, cfg.rollout.n, cfg.trainer.updates_per_round, ctx.world_size, ctx.rank
+    )
 
 
 def build_updater(cfg: Config, ctx: DistContext, model, micro_batches: int, precision: Precision):

@@ -13,21 +13,10 @@ import logging
 
 import torch
 
+from mm_gmpo.data.prompts import target_response
 from mm_gmpo.types import Prompt
 
 log = logging.getLogger(__name__)
-
-
-def target_response(prompt: Prompt, template: str, reasoning: str) -> str:
-    """The response a policy should write for ``prompt`` under ``template``, ending with the gold answer.
-    An example with a worked solution (``meta["reasoning"]``, the synthetic text tasks) reasons with it instead."""
-    answer = prompt.example.answer
-    reasoning = prompt.example.meta.get("reasoning", reasoning)
-    if template == "r1":
-        return f"<think>\n{reasoning}\n</think>\n<answer>{answer}</answer>"
-    if template == "qwen_math":
-        return f"{reasoning} The final answer is $\\boxed{{{answer}}}$."
-    return f"<think>\n{reasoning}\n</think>\n\\boxed{{{answer}}}"
 
 
 def warm_start(
@@ -49,7 +38,8 @@ def warm_start(
     Every process runs the same steps from the same seed; the optimizer wrappers then broadcast rank 0's weights.
     Returns the losses.
     """
-    from mm_gmpo.rollout import policy_logprobs, teacher_forced_batch
+    from mm_gmpo.rollout import teacher_forced_batch
+    from mm_gmpo.trainer.forward import policy_logprobs
 
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)

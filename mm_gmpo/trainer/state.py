@@ -1,14 +1,15 @@
-"""Small pure pieces of the loop's bookkeeping: the trainer state, the data order, metric reduction."""
+"""Small pure pieces of the loop's bookkeeping: the trainer state, the data order, timings."""
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
+
+from mm_gmpo.seeds import derive_seed
 
 
 @dataclass
@@ -42,62 +43,17 @@ def next_prompt_indices(state: TrainState, num_items: int, count: int, seed: int
 def _epoch_order(num_items: int, seed: int, epoch: int, shuffle: bool) -> list[int]:
     if not shuffle:
         return list(range(num_items))
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    generator = torch.Generator().manual_seed(derive_seed(seed, "epoch", epoch))
     return torch.randperm(num_items, generator=generator).tolist()
-
-
-def minibatch_rows(num_rows: int, updates_per_round: int, update: int) -> list[int]:
-    """Rows of this process's round batch that go into mini-batch ``update`` (strided: row % K == update).
-
-    Strided so that one global batch splits into the same mini-batches on 1 or N processes, as long as every
-    process holds a multiple of K rows (checked at load time).
-    """
-    return list(range(update, num_rows, updates_per_round))
 
 
 def minibatch_permutation(num_rows: int, seed: int, round_index: int, rank: int) -> list[int]:
     """``trainer.minibatch_order: shuffle``: the order this process's rows of round ``round_index`` are put in
-    before the strided split (:func:`minibatch_rows`), so that each mini-batch is a random subset of the round,
+    before the strided split (:func:`mm_gmpo.trainer.plan.minibatch_rows`), so that each mini-batch is a random subset of the round,
     as the official GMPO code's per-GPU ``np.random.permutation``. Pure: seeded by (seed, round, rank) only, so
     an exact resume (which restores the round counter) replays the same mini-batches."""
-    generator = torch.Generator().manual_seed((seed * 1_000_003 + round_index) * 1_009 + rank + 17)
+    generator = torch.Generator().manual_seed(derive_seed(seed, "minibatch_order", round_index, rank))
     return torch.randperm(num_rows, generator=generator).tolist()
-
-
-# Means over sequences (one value per response), combined by sequence count; every other mean is per token.
-SEQUENCE_MEANS = frozenset({"pg_loss", "loss", "kl_ref", "advantage_mean", "advantage_std", "advantage_frac_zero"})
-
-
-def metric_weight(key: str, row: dict[str, float]) -> float:
-    """What a micro-batch's mean ``key`` is weighted by when micro-batches are combined."""
-    return row.get("num_sequences", 1.0) if key in SEQUENCE_MEANS else row.get("num_tokens", 1.0)
-
-
-def reduce_metric_rows(rows: list[dict[str, float]], weight_key: str = "num_tokens") -> dict[str, float]:
-    """Combine per-micro-batch metric dicts: min of *_min, max of *_max, counts summed, per-token means weighted
-    by tokens and per-sequence means (SEQUENCE_MEANS) by sequences, so the result does not depend on how the
-    rows were cut into micro-batches."""
-    non_empty = [r for r in rows if r.get(weight_key, 1.0) > 0]  # an empty micro-batch reports 0.0 for min/max
-    rows = non_empty or rows[:1]
-    if not rows:
-        return {}
-    out: dict[str, float] = {}
-    for key in rows[0]:
-        values = [r[key] for r in rows if key in r]
-        if key.endswith("_min"):
-            out[key] = min(values)
-        elif key.endswith("_max"):
-            out[key] = max(values)
-        elif key.startswith("num_"):
-            out[key] = sum(values)
-        else:
-            total = sum(metric_weight(key, r) for r in rows if key in r) or 1.0
-            out[key] = sum(r[key] * metric_weight(key, r) for r in rows if key in r) / total
-    return out
-
-
-def all_finite(values: dict[str, float]) -> bool:
-    return all(math.isfinite(v) for v in values.values() if isinstance(v, float))
 
 
 @contextmanager

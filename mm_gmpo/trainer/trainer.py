@@ -6,7 +6,7 @@ old log-probs (recomputed in the update's micro-batches when the round has sever
 for the preflight, and every round with vLLM for the sampler/trainer log-prob gap; with one update the loss uses
 the policy's own detached log-probs, exactly on-policy) -> reference log-probs (only with KL) -> K optimizer steps
 over strided mini-batches, of the round's rows as sampled or permuted (``trainer.minibatch_order``;
-:mod:`mm_gmpo.trainer.update`) -> metrics -> validation -> checkpoint. A first SIGINT/SIGTERM stops the loop at
+:mod:`mm_gmpo.trainer.actor`) -> metrics -> validation -> checkpoint. A first SIGINT/SIGTERM stops the loop at
 the end of its round, with a checkpoint (:mod:`mm_gmpo.trainer.interrupt`).
 
 Where it departs from the paper's description: the loss is normalised by the number of sequences in the global
@@ -25,42 +25,39 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mm_gmpo.algorithms import RolloutIS, group_advantages, sequence_kl
-from mm_gmpo.algorithms.registry import loss_unit, policy_loss_for
-from mm_gmpo.algorithms.rollout_is import rollout_is_metrics, rollout_is_stats
+from mm_gmpo.algorithms import group_advantages, sequence_kl
 from mm_gmpo.config import Config, save_config, to_dict
 from mm_gmpo.errors import TrainingHalted, UserError
 from mm_gmpo.reward import VerifierPool, compute_rewards
 from mm_gmpo.reward.custom import example_fields
-from mm_gmpo.rollout import RolloutEngine, SamplingParams, assert_parity, default_tolerances, parity_report
+from mm_gmpo.rollout import RolloutEngine, SamplingParams, assert_parity
 from mm_gmpo.rollout.batching import configured_stop_tokens, pad_token_id, stop_token_ids
-from mm_gmpo.rollout.preflight import ParityReport
+from mm_gmpo.seeds import derive_seed
 from mm_gmpo.trainer import dist
 from mm_gmpo.trainer.balance import balance_rows
 from mm_gmpo.trainer.batch import TrainBatch
-from mm_gmpo.trainer.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, train_state_of
+from mm_gmpo.trainer.checkpoint import latest_checkpoint, load_trainer_state, train_state_of
 from mm_gmpo.trainer.data import load_prompt_sets
 from mm_gmpo.trainer.dynamic import assemble_round, informative_groups
 from mm_gmpo.trainer.interrupt import StopRequest
 from mm_gmpo.trainer.logger import MetricsLogger
-from mm_gmpo.trainer.policy import PolicyLogprobs
+from mm_gmpo.trainer.metrics import mean, reduce_metrics, total
 from mm_gmpo.trainer.precision import resolve_precision
 from mm_gmpo.trainer.reward_metrics import named_reward_metrics
 from mm_gmpo.trainer.setup import (
+    build_actor,
     build_policy,
-    build_reference,
-    build_updater,
     check_config,
     check_output_dir,
     check_resume,
     check_same_architecture,
     claim_output_dir,
     ensure_model,
+    round_shape,
     seed_everything,
     step_settings,
 )
 from mm_gmpo.trainer.state import TrainState, minibatch_permutation, next_prompt_indices, timed
-from mm_gmpo.trainer.update import UpdateSettings, no_grad_logprobs, update_round
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +66,7 @@ class Trainer:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.ctx = dist.init_distributed(bool(cfg.trainer.deepspeed))
+        self.is_main = self.ctx.is_main
         check_config(cfg, self.ctx.world_size)
         if cfg.trainer.num_threads:
             torch.set_num_threads(cfg.trainer.num_threads)
@@ -90,62 +88,23 @@ class Trainer:
         self.stop_tokens = configured_stop_tokens(cfg.rollout.stop_tokens)
         stop_token_ids(self.processor, self.stop_tokens)  # a token the tokenizer lacks: one line, naming the key
         self.train_prompts, self.val_prompts, self.data_metrics = load_prompt_sets(cfg, self.processor)
-        self.rows_per_process = cfg.rollout.prompts_per_round // self.ctx.world_size * cfg.rollout.n
-        micro_batches = math.ceil(
-            self.rows_per_process // cfg.trainer.updates_per_round / cfg.trainer.micro_batch_size
-        )
-        self.precision = resolve_precision(
-            cfg.model.dtype, deepspeed=bool(cfg.trainer.deepspeed), device=self.ctx.device
-        )
-        policy = build_policy(cfg, model_path, self.precision)
+        self.shape = round_shape(cfg, self.ctx)  # each process's share of a round, computed once
+        precision = resolve_precision(cfg.model.dtype, deepspeed=bool(cfg.trainer.deepspeed), device=self.ctx.device)
+        policy = build_policy(cfg, model_path, precision)
         self.warmstart_metrics = {}
         if cfg.warmstart.steps and not cfg.trainer.resume_from:
-            self.warmstart_metrics = self._warm_start(policy)
+            self.warmstart_metrics = self._warm_start(policy, precision)
         warm = self.warmstart_metrics and not cfg.model.lora.enabled
         start_weights = {k: v.detach().cpu() for k, v in policy.state_dict().items()} if warm else None
-        self.updater = build_updater(cfg, self.ctx, PolicyLogprobs(policy), micro_batches, self.precision)
-        # after the updater has moved the policy onto the device: host memory never holds both models at once
-        self.reference = build_reference(cfg, model_path, self.ctx.device, self.precision, start_weights)
-        self.policy = self.updater.module.model  # the Hugging Face model: generation, no-grad passes, saving
+        self.actor = build_actor(cfg, self.ctx, model_path, policy, precision, self.shape, start_weights)
         self.rollout = RolloutEngine(
             cfg.rollout.backend,
-            self.policy,
+            self.actor.hf_model,
             self.processor,
             config=cfg.rollout,
-            synced=self.updater.partitioned,
-            dtype=self.precision.compute_dtype,
+            synced=self.actor.partitioned,
+            dtype=self.actor.compute_dtype,
             seed=cfg.trainer.seed,
-        )
-        a, k = cfg.algorithm, cfg.trainer.updates_per_round
-        self.rollout_is = RolloutIS(a.rollout_is_mode, a.rollout_is_level, a.rollout_is_threshold)
-        self.loss_fn, _ = policy_loss_for(
-            cfg.algorithm.loss,
-            max_response_length=cfg.rollout.max_new_tokens,
-            normalize_std=cfg.algorithm.normalize_std,
-            clip_dual=cfg.algorithm.clip_dual,
-            aggregation=cfg.algorithm.loss_aggregation,
-            rollout_is=self.rollout_is,
-        )
-        self.update_settings = UpdateSettings(
-            temperature=cfg.rollout.temperature,
-            chunk_size=cfg.trainer.logprob_chunk_size,
-            micro_batch_size=cfg.trainer.micro_batch_size,
-            updates_per_round=k,
-            sequences_per_step=self.rows_per_process * self.ctx.world_size // k,
-            clip={key: v for key, v in (("clip_low", a.clip_low), ("clip_high", a.clip_high)) if v is not None},
-            kl_coef=0.0 if a.kl_in_reward else a.kl_coef,
-            kl_estimator=a.kl_estimator,
-            rollout_is=self.rollout_is.on,
-            entropy_coef=a.entropy_coef,
-            sync_chunks=self.updater.partitioned,
-            max_tokens_per_micro_batch=cfg.trainer.max_tokens_per_micro_batch,
-            packing=cfg.trainer.packing,
-            token_mean=loss_unit(a.loss_aggregation) == "tokens",
-        )
-        default_mean, default_p99 = default_tolerances(self.precision.compute_dtype)
-        self.preflight_tolerances = (
-            cfg.rollout.preflight_mean_tolerance or default_mean,
-            cfg.rollout.preflight_p99_tolerance or default_p99,
         )
         self.verifier = VerifierPool.from_reward_config(cfg.reward)  # the grader reward.extraction names
         self.state = TrainState()
@@ -155,7 +114,7 @@ class Trainer:
             resume_step = self._resume(resume_folder)
         self.logger = MetricsLogger(
             self.run_dir,
-            enabled=self.ctx.is_main,
+            enabled=self.is_main,
             tensorboard=cfg.trainer.tensorboard,
             wandb_project=cfg.trainer.wandb_project,
             config=to_dict(cfg),
@@ -195,7 +154,7 @@ class Trainer:
             initial=state.step,
             desc="train",
             dynamic_ncols=True,
-            disable=not (self.ctx.is_main and cfg.trainer.progress),
+            disable=not (self.is_main and cfg.trainer.progress),
         )
         preflight_due = cfg.rollout.preflight and state.step == 0
         stop = StopRequest().install()
@@ -213,7 +172,7 @@ class Trainer:
                 self.rollout.sleep()  # vLLM frees its weights and KV cache until the sync (no-op for hf)
                 rewards, kl_reward_metrics = torch.tensor(scores.total, dtype=torch.float32), {}
                 if cfg.algorithm.kl_in_reward:  # the classic PPO recipe: the KL is a penalty on the reward
-                    with timed(timings, "kl_reward", peaks), self.precision.autocast():
+                    with timed(timings, "kl_reward", peaks):
                         rewards, kl_reward_metrics = self._kl_in_reward(batch, rewards)
                 advantages = group_advantages(
                     rewards,
@@ -223,23 +182,15 @@ class Trainer:
                 )
                 rows, row_advantages = self._minibatch_order(batch, advantages)
                 rows, row_advantages, balance_metrics = self._balanced(rows, row_advantages, timings)
-                with timed(timings, "old_logprobs", peaks), self.precision.autocast():
+                with timed(timings, "old_logprobs", peaks):
                     old_logprobs, ref_logprobs, parity_metrics = self._old_and_ref_logprobs(rows, preflight_due)
                     preflight_due = False
                 with timed(timings, "update", peaks):
-                    train_batch = TrainBatch(rows, row_advantages, old_logprobs, ref_logprobs)
-                    step_rows = update_round(
-                        self.ctx,
-                        self.updater,
-                        self.loss_fn,
-                        train_batch,
-                        self.update_settings,
-                        self.precision.autocast,
-                    )
+                    step_rows = self.actor.update(TrainBatch(rows, row_advantages, old_logprobs, ref_logprobs))
                     for row in step_rows:
                         state.step += 1
                         self._count_nonfinite(row["actor/skipped"] > 0)
-                sync_metrics = self.rollout.sync_weights(self.policy)  # wakes vLLM: weights, load, KV cache
+                sync_metrics = self.rollout.sync_weights(self.actor.hf_model)  # wakes vLLM: weights, load, KV cache
                 state.round += 1
                 round_metrics = self._round_metrics(
                     batch, scores, advantages, timings, time.perf_counter() - round_start
@@ -250,8 +201,7 @@ class Trainer:
                 round_metrics.update(sync_metrics)
                 round_metrics.update(sampling_metrics)
                 round_metrics.update({f"perf/{name}_peak_gib": value for name, value in peaks.items()})
-                if self.reference is not None:
-                    round_metrics.update(self.reference.metrics())
+                round_metrics.update(self.actor.metrics())
                 val_metrics = {}
                 if self.val_prompts and cfg.trainer.val_every and state.round % cfg.trainer.val_every == 0:
                     val_metrics = self.validate()
@@ -295,22 +245,19 @@ class Trainer:
         indices = next_prompt_indices(
             self.state, len(self.train_prompts), cfg.rollout.prompts_per_round, cfg.trainer.seed, cfg.data.shuffle
         )
-        share = len(indices) // self.ctx.world_size
-        mine = indices[self.ctx.rank * share : (self.ctx.rank + 1) * share]
-        return [self.train_prompts[i] for i in mine]
+        return [self.train_prompts[i] for i in self.shape.mine(indices)]
 
     def _sampling(self, round_index: int, attempt: int = 0) -> SamplingParams:
         """Same seed on every process; rows are keyed by their global prompt index (see rollout.hf). ``attempt``:
         the dynamic-sampling round within the round (0: the only one without dynamic sampling)."""
         r = self.cfg.rollout
-        share = r.prompts_per_round // self.ctx.world_size
         return SamplingParams(
             temperature=r.temperature,
             top_p=r.top_p,
             top_k=r.top_k,
             max_new_tokens=r.max_new_tokens,
-            seed=self.cfg.trainer.seed * 1_000_003 + round_index + 7_919 * attempt,
-            first_prompt=self.ctx.rank * share,
+            seed=derive_seed(self.cfg.trainer.seed, "sampling", round_index, attempt),
+            first_prompt=self.shape.first_prompt,
             stop_tokens=self.stop_tokens,
         )
 
@@ -345,10 +292,10 @@ class Trainer:
         only those are kept (see :mod:`mm_gmpo.trainer.dynamic`)."""
         cfg = self.cfg
         attempts = cfg.rollout.max_sampling_rounds if cfg.algorithm.dynamic_sampling else 1
-        want = cfg.rollout.prompts_per_round // self.ctx.world_size
+        want = self.shape.prompts_per_process
         sampled = []
         for attempt in range(attempts):
-            with timed(timings, "rollout", peaks), self.precision.autocast():
+            with timed(timings, "rollout", peaks), self.actor.autocast():
                 prompts, sampling = self._next_prompts(), self._sampling(self.state.round, attempt)
                 batch = self.rollout.generate(prompts, cfg.rollout.n, sampling)
             with timed(timings, "reward"):
@@ -410,40 +357,38 @@ class Trainer:
         n = self.cfg.rollout.n
         rewards = torch.tensor(scores.total, dtype=torch.float64)
         groups = rewards.view(-1, n)
-        local = [
-            float(rewards.sum()),
-            float(sum(scores.accuracy)),
-            float(sum(scores.format)),
-            float((rewards**2).sum()),
-            float(len(rewards)),
-            float((groups.std(dim=1) == 0).sum() if n > 1 else len(groups)),
-            float(len(groups)),
-            float(scores.timeouts + scores.errors),
-            float(batch.response_mask.sum()),
-            float(batch.attention_mask.sum()),
-        ]
-        tot = dist.all_reduce_sum(self.ctx, local)
-        count = tot[4] or 1.0
-        mean = tot[0] / count
+        count = float(len(rewards))
+        zero_std_groups = float((groups.std(dim=1) == 0).sum() if n > 1 else len(groups))
+        totals = reduce_metrics(
+            self.ctx,
+            {
+                "reward/mean": mean(rewards.sum(), count),
+                "reward/accuracy": mean(sum(scores.accuracy), count),
+                "reward/format": mean(sum(scores.format), count),
+                "reward/mean_square": mean((rewards**2).sum(), count),  # for the std, not logged
+                "reward/zero_std_group_frac": mean(zero_std_groups, len(groups)),
+                "reward/verifier_failures": total(scores.timeouts + scores.errors),
+                "perf/response_tokens": total(batch.response_mask.sum()),  # for tokens_per_s, not logged
+                "perf/round_tokens": total(batch.attention_mask.sum()),  # prompt + response tokens, all processes
+                **(
+                    {"reward/overlong_penalty": mean(sum(scores.overlong), len(scores.overlong))}
+                    if scores.overlong is not None  # reward.overlong_buffer: the mean penalty (<= 0), in reward/mean
+                    else {}
+                ),
+            },
+        )
+        mean_square, response_tokens = totals.pop("reward/mean_square"), totals.pop("perf/response_tokens")
         metrics = {
-            "reward/mean": mean,
-            "reward/accuracy": tot[1] / count,
-            "reward/format": tot[2] / count,
-            "reward/std": math.sqrt(max(tot[3] / count - mean**2, 0.0)),
-            "reward/zero_std_group_frac": tot[5] / (tot[6] or 1.0),
-            "reward/verifier_failures": tot[7],
+            **totals,
+            "reward/std": math.sqrt(max(mean_square - totals["reward/mean"] ** 2, 0.0)),
             "perf/step_s": seconds / self.cfg.trainer.updates_per_round,
             "perf/round_s": seconds,
-            "perf/tokens_per_s": tot[8] / seconds,
-            "perf/round_tokens": tot[9],  # prompt + response tokens of the round, all processes
+            "perf/tokens_per_s": response_tokens / seconds,
             **{f"perf/{name}_s": value for name, value in timings.items()},
         }
         metrics.update(self.rollout.metrics(batch))
         if self.cfg.reward.function:
             metrics.update(named_reward_metrics(self.ctx, scores))
-        if scores.overlong is not None:  # reward.overlong_buffer: the mean penalty (<= 0), already in reward/mean
-            total, count = dist.all_reduce_sum(self.ctx, [float(sum(scores.overlong)), float(len(scores.overlong))])
-            metrics["reward/overlong_penalty"] = total / (count or 1.0)
         return metrics
 
     # ------------------------------------------------------------------ around the loop
@@ -464,7 +409,7 @@ class Trainer:
         share = -(-len(self.val_prompts) // world)  # every process generates as often (ZeRO-3 collectives)
         scored = len(mine)
         mine = mine + [self.val_prompts[0]] * (share - scored)  # pads: generated, not scored
-        with self.precision.autocast():
+        with self.actor.autocast():
             result = self._evaluate(mine, n, temperature, scored)
         tot = dist.all_reduce_sum(self.ctx, [result.correct, result.formatted, result.length_sum, result.count])
         count = tot[3] or 1.0
@@ -491,10 +436,10 @@ class Trainer:
             stop_tokens=self.stop_tokens,
         )
 
-    def _warm_start(self, policy) -> dict[str, float]:
+    def _warm_start(self, policy, precision) -> dict[str, float]:
         from mm_gmpo.trainer.sft import warm_start_from_config
 
-        with self.precision.autocast():
+        with precision.autocast():
             losses = warm_start_from_config(policy.to(self.ctx.device), self.processor, self.train_prompts, self.cfg)
         return {"warmstart/nll_first": losses[0], "warmstart/nll_last": losses[-1]}
 
@@ -507,88 +452,36 @@ class Trainer:
         """
         old, ref, metrics = None, None, {}
         k = self.cfg.trainer.updates_per_round
-        if k > 1 or preflight or self.cfg.rollout.backend == "vllm" or self.rollout_is.on:
-            trainer_logprobs = no_grad_logprobs(self.ctx, self.policy, batch, self.update_settings)
-            report = self._parity(batch, trainer_logprobs)
-            metrics = {**report.metrics(), **self._rollout_is_metrics(batch, trainer_logprobs)}
+        if k > 1 or preflight or self.cfg.rollout.backend == "vllm" or self.actor.rollout_is.on:
+            trainer_logprobs = self.actor.logprobs(batch)
+            report = self.actor.parity(batch, trainer_logprobs)
+            metrics = {**report.metrics(), **self.actor.rollout_is_metrics(batch, trainer_logprobs)}
             if preflight:
                 log.info("preflight: %s", report.describe().splitlines()[0])
                 assert_parity(report)
             old = trainer_logprobs if k > 1 else None
-        if self.reference is not None and not self.cfg.algorithm.kl_in_reward:
-            with self.reference.on_device() as reference:
-                ref = no_grad_logprobs(self.ctx, reference, batch, self.update_settings)
+        if not self.cfg.algorithm.kl_in_reward:
+            ref = self.actor.ref_logprobs(batch)
         return old, ref, metrics
-
-    def _rollout_is_metrics(self, batch, trainer_logprobs: torch.Tensor) -> dict[str, float]:
-        """``rollout/is_weight_mean``, ``rollout/is_weight_max``, ``rollout/is_clipped_frac`` (mask mode:
-        ``is_masked_frac``) of pi_old / pi_sampler at ``algorithm.rollout_is_level``, over all processes (also
-        with the correction off: what it would do)."""
-        local = rollout_is_stats(trainer_logprobs, batch.sampler_logprobs, batch.response_mask, self.rollout_is)
-        weight_sum, units, bounded = dist.all_reduce_sum(
-            self.ctx, [local["weight_sum"], local["units"], local["bounded"]]
-        )
-        (largest,) = dist.all_reduce_max(self.ctx, [local["weight_max"]])
-        stats = {"weight_sum": weight_sum, "units": units, "bounded": bounded, "weight_max": largest}
-        return rollout_is_metrics(stats, self.rollout_is)
 
     def _kl_in_reward(self, batch, rewards: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """``algorithm.kl_in_reward``: rewards minus ``kl_coef`` x each response's summed KL to the reference
         (``algorithm.kl_estimator`` on the policy's and the reference's no-grad log-probs of the round), and
         ``reward/kl_penalty`` (the mean amount taken off) over all processes."""
         a = self.cfg.algorithm
-        policy = no_grad_logprobs(self.ctx, self.policy, batch, self.update_settings)
-        with self.reference.on_device() as reference:
-            ref = no_grad_logprobs(self.ctx, reference, batch, self.update_settings)
+        policy, ref = self.actor.logprobs(batch), self.actor.ref_logprobs(batch)
         penalty = a.kl_coef * sequence_kl(policy, ref, batch.response_mask, a.kl_estimator).float()
-        total, count = dist.all_reduce_sum(self.ctx, [float(penalty.sum()), float(penalty.numel())])
-        return rewards - penalty, {"reward/kl_penalty": total / (count or 1.0)}
-
-    def _parity(self, batch, trainer_logprobs: torch.Tensor) -> ParityReport:
-        """Trainer vs sampler log-probs over every process's response tokens: global mean, the largest p99 of any
-        process, global max."""
-        mean_tol, p99_tol = self.preflight_tolerances
-        local = parity_report(
-            trainer_logprobs, batch, temperature=self.cfg.rollout.temperature, mean_tolerance=mean_tol,
-            p99_tolerance=p99_tol,
-        )  # fmt: skip
-        if self.ctx.world_size == 1:
-            return local
-        total, count, seq_total, seqs = dist.all_reduce_sum(
-            self.ctx,
-            [
-                local.mean_abs_diff * local.num_tokens,
-                local.num_tokens,
-                local.seq_mean_abs_diff * local.num_sequences,
-                local.num_sequences,
-            ],
-        )
-        p99, largest = dist.all_reduce_max(self.ctx, [local.p99_abs_diff, local.max_abs_diff])
-        local.mean_abs_diff, local.num_tokens = total / max(count, 1.0), int(count)
-        local.seq_mean_abs_diff, local.num_sequences = seq_total / max(seqs, 1.0), int(seqs)
-        local.p99_abs_diff, local.max_abs_diff = p99, largest
-        return local
+        reduced = reduce_metrics(self.ctx, {"reward/kl_penalty": mean(penalty.sum(), penalty.numel())})
+        return rewards - penalty, reduced
 
     def save(self) -> Path:
-        return save_checkpoint(
-            self.ctx,
-            self.run_dir,
-            self.state.step,
-            self.updater,
-            self.processor,
-            {**self.state.to_dict(), "settings": step_settings(self.cfg)},
-            self.cfg.trainer.keep_last,
-        )
+        state = {**self.state.to_dict(), "settings": step_settings(self.cfg)}
+        return self.actor.save(self.run_dir, self.state.step, self.processor, state, self.cfg.trainer.keep_last)
 
     def _resume(self, folder: Path) -> int:
-        try:
-            self.updater.load_weights(folder)
-            self.updater.load_state(folder)
-        except (RuntimeError, KeyError, ValueError) as exc:  # shapes or optimizer groups of another model or setup
-            first = " ".join(str(exc).split())[:300]
-            raise UserError(f"trainer.resume_from={folder} does not fit this model or optimizer ({first})") from exc
+        self.actor.load(folder)
         self.state = train_state_of(load_trainer_state(self.ctx, folder))
-        self.rollout.sync_weights(self.policy)
+        self.rollout.sync_weights(self.actor.hf_model)
         log.info("resumed from %s at step %d (round %d)", folder, self.state.step, self.state.round)
         return self.state.step
 

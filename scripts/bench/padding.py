@@ -1,6 +1,7 @@
-"""Padding waste of the update: today's batching (micro-batches of a fixed row count, every one as wide as the
-round's longest prompt + response) against the new one, side by side: token-budget micro-batches packed without
-padding (``after``), and the same budget padded but trimmed to each micro-batch's rows (``budget_padded``).
+"""Padding waste of the update: micro-batches of a fixed row count (``before``, each trimmed to its own rows; the
+JSON also gives the computed tokens had every one been as wide as the round's longest prompt + response) against
+token-budget micro-batches packed without padding (``after``), and the same budget padded but trimmed to each
+micro-batch's rows (``budget_padded``), side by side.
 
     python scripts/bench/padding.py [--rows 64] [--median 64] [--budget 1024] [--repeats 2] [--threads 2]
 
@@ -32,10 +33,13 @@ from mm_gmpo.models import TinyModelSpec, load_model, load_processor, make_tiny_
 from mm_gmpo.models.toy_tokenizer import train_toy_tokenizer
 from mm_gmpo.rollout.batching import assemble_batch, encode_prompts, stop_token_ids, suppressed_token_ids
 from mm_gmpo.rollout.types import SamplingParams
+from mm_gmpo.trainer.actor import Actor
 from mm_gmpo.trainer.batch import TrainBatch
-from mm_gmpo.trainer.dist import DistContext, TorchUpdater
+from mm_gmpo.trainer.dist import DistContext
+from mm_gmpo.trainer.engine import TorchUpdater
+from mm_gmpo.trainer.plan import padding_stats, plan_round
 from mm_gmpo.trainer.policy import PolicyLogprobs
-from mm_gmpo.trainer.update import UpdateSettings, padding_stats, round_plan, update_round
+from mm_gmpo.trainer.update import UpdateSettings
 
 
 def response_lengths(rows: int, median: int, seed: int) -> list[int]:
@@ -69,8 +73,9 @@ def timed_round(folder: Path, batch: TrainBatch, settings: UpdateSettings) -> fl
     updater = TorchUpdater(
         DistContext(), PolicyLogprobs(model), lr=1e-6, betas=[0.9, 0.95], weight_decay=0.0, grad_clip=1.0, warmup=0
     )
+    actor = Actor(updater, get_policy_loss("gmpo"), settings)
     start = time.perf_counter()
-    update_round(DistContext(), updater, get_policy_loss("gmpo"), batch, settings)
+    actor.update(batch)
     return time.perf_counter() - start
 
 
@@ -94,7 +99,7 @@ def main() -> None:
         folder = make_tiny_model(spec, Path(tmp) / "model")
         batch = workload(folder, args.rows, args.median, args.seed)
         common = dict(temperature=1.0, chunk_size=512, updates_per_round=2, sequences_per_step=args.rows // 2)
-        before = UpdateSettings(**common, micro_batch_size=args.micro_batch_size, trim=False)
+        before = UpdateSettings(**common, micro_batch_size=args.micro_batch_size)
         padded = UpdateSettings(
             **common, micro_batch_size=args.micro_batch_size, max_tokens_per_micro_batch=args.budget
         )
@@ -103,11 +108,15 @@ def main() -> None:
         ratios, micro = {}, {}
         for name, settings in arms.items():
             computed = real = 0.0
-            plan = round_plan(DistContext(), batch.rollout, settings)
+            plan = plan_round(batch.rollout, settings).steps
             for step in plan:
-                c, r = padding_stats(batch.rollout, step, settings.trim, settings.packing)
+                c, r = padding_stats(batch.rollout, step, packed=settings.packing)
                 computed, real = computed + c, real + r
             ratios[name], micro[name] = computed / real, sum(len(step) for step in plan)
+        untrimmed = [
+            padding_stats(batch.rollout, step, trim=False) for step in plan_round(batch.rollout, before).steps
+        ]
+        ratios["untrimmed"] = sum(c for c, _ in untrimmed) / sum(r for _, r in untrimmed)
         times = {name: [] for name in arms}
         timed_round(folder, batch, after)  # warm-up (allocator, kernels)
         for _ in range(args.repeats):
@@ -124,6 +133,7 @@ def main() -> None:
         "budget": args.budget,
         "micro_batches_before": micro["before"],
         "micro_batches_after": micro["after"],
+        "computed_over_real_tokens_untrimmed": round(ratios["untrimmed"], 3),
         "computed_over_real_tokens_before": round(ratios["before"], 3),
         "computed_over_real_tokens_after": round(ratios["after"], 3),
         "computed_over_real_tokens_budget_padded": round(ratios["budget_padded"], 3),

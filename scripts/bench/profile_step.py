@@ -72,10 +72,10 @@ class StageClock:
 
 def instrument(trainer, clock: StageClock) -> None:
     import mm_gmpo.rollout.hf as hf
-    import mm_gmpo.rollout.logprobs as logprobs
+    import mm_gmpo.trainer.forward as logprobs
     import mm_gmpo.trainer.trainer as trainer_module
 
-    model = trainer.policy
+    model = trainer.actor.hf_model
     clock.hook(model.model.visual, "vision tower")
     clock.hook(model.model.language_model, "decoder layers")
     # not on the LM head itself: a hooked head makes policy_logprobs take its slower autograd path
@@ -86,7 +86,7 @@ def instrument(trainer, clock: StageClock) -> None:
     )
     trainer.rollout.generate = clock.wrap("sampling", trainer.rollout.generate, "sampling")
     trainer_module.compute_rewards = clock.wrap("reward", trainer_module.compute_rewards, "reward")
-    trainer.updater.forward = clock.wrap("update forward", trainer.updater.forward, "update forward")
+    trainer.actor.updater.forward = clock.wrap("update forward", trainer.actor.updater.forward, "update forward")
     # the LM-head chunks: _chunk_stats (forward; also the no-grad passes) and the hand-written backward, or in
     # older versions the checkpointed _token_stats (its recomputation runs under the backward phase)
     for name in ("_chunk_stats", "_token_stats"):
@@ -96,9 +96,9 @@ def instrument(trainer, clock: StageClock) -> None:
     if hasattr(logprobs, "_SampledTokenStats"):
         function = logprobs._SampledTokenStats
         function.backward = staticmethod(clock.wrap("LM head + log-softmax chunks", function.backward))
-    trainer.loss_fn = clock.wrap("loss", trainer.loss_fn, "loss")
-    trainer.updater.backward = clock.wrap("backward", trainer.updater.backward, "backward")
-    trainer.updater.step = clock.wrap("optimizer (clip + AdamW)", trainer.updater.step, "optimizer")
+    trainer.actor.loss_fn = clock.wrap("loss", trainer.actor.loss_fn, "loss")
+    trainer.actor.updater.backward = clock.wrap("backward", trainer.actor.updater.backward, "backward")
+    trainer.actor.updater.step = clock.wrap("optimizer (clip + AdamW)", trainer.actor.updater.step, "optimizer")
     trainer.logger.log = clock.wrap("metrics log", trainer.logger.log, "metrics")
 
 

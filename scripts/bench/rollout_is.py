@@ -27,8 +27,9 @@ from mm_gmpo.algorithms import RolloutIS, corrected, get_policy_loss, group_adva
 from mm_gmpo.algorithms.rollout_is import rollout_is_metrics, rollout_is_stats
 from mm_gmpo.config import RolloutConfig
 from mm_gmpo.models import TinyModelSpec, load_model, load_processor, make_tiny_model
-from mm_gmpo.rollout import RolloutEngine, SamplingParams, parity_report, policy_logprobs
+from mm_gmpo.rollout import RolloutEngine, SamplingParams, parity_report
 from mm_gmpo.testing.batches import sample_prompts
+from mm_gmpo.trainer.forward import policy_logprobs
 
 LEVELS = ("token", "sequence", "geometric")
 

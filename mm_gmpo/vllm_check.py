@@ -3,7 +3,7 @@ own venv).
 
 Single process: builds a tiny model (head_dim 64, as vLLM's CPU attention needs), samples image+text prompts
 through :class:`~mm_gmpo.rollout.engine.RolloutEngine` with ``backend="vllm"``, checks the log-prob parity with
-:func:`~mm_gmpo.rollout.logprobs.policy_logprobs`, changes the training weights, puts the engine to sleep, syncs
+:func:`~mm_gmpo.trainer.forward.policy_logprobs`, changes the training weights, puts the engine to sleep, syncs
 in small buckets (staged wake), and checks that vLLM now samples from the changed model (parity again, greedy
 tokens equal to HF's); then the same for a LoRA policy, whose merged weights are synced.
 
@@ -74,7 +74,8 @@ def _perturb(model: torch.nn.Module, scale: float = 0.02) -> None:
 
 def _sync_and_check(engine, model, prompts, report: Report, args, label: str) -> None:
     """Stale weights are seen as a mismatch; sleep, sync in small buckets (staged wake); parity again."""
-    from mm_gmpo.rollout import SamplingParams, measure_logprob_parity
+    from mm_gmpo.rollout import SamplingParams
+    from mm_gmpo.trainer.parity import measure_logprob_parity
 
     sampling = SamplingParams(temperature=1.0, max_new_tokens=args.max_new_tokens)
     stale = engine.generate(prompts, 2, sampling)
@@ -169,7 +170,8 @@ def single_process_check(path: str, args, report: Report) -> None:
 
     from mm_gmpo.config import RolloutConfig
     from mm_gmpo.models import load_model, load_processor
-    from mm_gmpo.rollout import RolloutEngine, SamplingParams, measure_logprob_parity
+    from mm_gmpo.rollout import RolloutEngine, SamplingParams
+    from mm_gmpo.trainer.parity import measure_logprob_parity
 
     processor = load_processor(path)
     model = load_model(path, "float32")
