@@ -362,7 +362,7 @@ def test_zero3_two_processes_text_model_finishes(tmp_path):
         f"trainer.deepspeed={ds}", "trainer.max_steps=2", "trainer.save_every=0", "warmstart.steps=20",
         "rollout.prompts_per_round=2", "rollout.max_new_tokens=16", "data.val_limit=3", "data.train_limit=20",
         "trainer.num_threads=1", "trainer.progress=false", "trainer.tensorboard=false", "trainer.logprob_chunk_size=4",
-        "trainer.packing=true", "trainer.max_tokens_per_micro_batch=160",
+        "trainer.packing=true", "trainer.max_tokens_per_micro_batch=160", "trainer.val_every=0",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=900, env=env)
