@@ -1,8 +1,8 @@
 """Diagnostics every policy loss returns: python floats over the masked (response) tokens of one call.
 
 The names are the contract with the trainer, which prefixes them with ``actor/`` and reduces micro-batches by
-suffix: ``*_min`` by min, ``*_max`` by max, ``num_*`` by sum, everything else as a mean weighted by
-``num_tokens``. All values are finite when the mask is empty (0.0; ``num_tokens`` = 0 tells the reducer).
+suffix: ``*_min`` by min, ``*_max`` by max, ``num_*`` by sum, the means over sequences (:data:`SEQUENCE_MEANS`)
+weighted by ``num_sequences`` and every other mean by ``num_tokens`` (``mm_gmpo.trainer.metrics`` applies this rule). All values are finite when the mask is empty (0.0; ``num_tokens`` = 0 tells the reducer).
 
 - ``clip_frac``, ``clip_frac_low``, ``clip_frac_high``: fraction of response tokens whose clipped branch was
   selected (their gradient is zero): ``low`` on the lower bound (only A < 0 clips there), ``high`` on the upper
@@ -24,6 +24,10 @@ from __future__ import annotations
 import torch
 
 from mm_gmpo.algorithms.aggregate import masked_count, masked_mean, masked_quantile
+
+# The diagnostics that are means over the call's sequences, not its tokens (``loss`` and ``kl_ref`` are added by the
+# trainer's micro-batch loss, with the same unit): combined across micro-batches and processes weighted by sequences.
+SEQUENCE_MEANS = frozenset({"pg_loss", "loss", "kl_ref", "advantage_mean", "advantage_std", "advantage_frac_zero"})
 
 LOG_RATIO_LIMIT = 20.0  # shared with the losses: exp(20) ~ 4.9e8, exp(-20) ~ 2.1e-9
 

@@ -3,7 +3,7 @@
 
 The policy losses' micro-batch diagnostics (``mm_gmpo.algorithms.diagnostics``) follow their documented naming
 contract instead (:func:`loss_metric`): ``*_min``/``*_max`` extremes, ``num_*`` counts, means per sequence
-(:data:`SEQUENCE_MEANS`) or per token.
+(``SEQUENCE_MEANS``, declared there) or per token.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Literal
 
 import torch
 
+from mm_gmpo.algorithms.diagnostics import SEQUENCE_MEANS
 from mm_gmpo.trainer import dist
 
 Reduce = Literal["mean", "sum", "max", "min"]
@@ -62,7 +63,6 @@ def reduce_metrics(ctx: dist.DistContext, metrics: dict[str, Metric]) -> dict[st
 
 
 # Means over sequences (one value per response), combined by sequence count; every other mean is per token.
-SEQUENCE_MEANS = frozenset({"pg_loss", "loss", "kl_ref", "advantage_mean", "advantage_std", "advantage_frac_zero"})
 
 
 def metric_weight(key: str, row: dict[str, float]) -> float:
