@@ -10,11 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import one_error_line
+from conftest import TINY_VL_CONFIG, one_error_line, train_error_line
 from safetensors.torch import save_file
-
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = str(REPO / "configs/geo3k_tiny.yaml")
 
 # (case, argv with {tmp} for the test's folder, what the one line says)
 CASES = [
@@ -77,10 +74,7 @@ def folder(tmp_path, models_must_not_load) -> Path:
 
 @pytest.mark.parametrize(("case", "overrides", "message"), CASES, ids=[c[0] for c in CASES])
 def test_train_refuses_bad_input_in_one_line(case, overrides, message, folder, capsys):
-    base = [f"trainer.output_dir={folder}/run", f"model.path={folder}/nomodel", "model.tiny_if_missing=false"]
-    line = one_error_line(["train", CONFIG, *base, *(o.format(tmp=folder) for o in overrides)], capsys)
-    assert line.startswith("mm-gmpo train: error: ")
-    assert message.format(tmp=folder) in line
+    assert message.format(tmp=folder) in train_error_line(folder, "nomodel", overrides, capsys)
 
 
 @pytest.mark.parametrize(("case", "argv", "message"), OTHER, ids=[c[0] for c in OTHER])
@@ -95,7 +89,7 @@ def test_zero_advantages_are_allowed_when_asked():
     from mm_gmpo.trainer.setup import check_config
 
     for override in ("rollout.n=1", "rollout.temperature=0"):
-        check_config(load_config(CONFIG, [override, "algorithm.allow_zero_advantages=true"]), world_size=1)
+        check_config(load_config(TINY_VL_CONFIG, [override, "algorithm.allow_zero_advantages=true"]), world_size=1)
 
 
 def test_reward_format_choices_are_the_reward_kinds():

@@ -8,13 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import one_error_line
+from conftest import TINY_VL_CONFIG, one_error_line, train_error_line
 from safetensors.torch import save_file
 
 from mm_gmpo.config import load_config
-
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = str(REPO / "configs/geo3k_tiny.yaml")
 
 # (case, overrides with {tmp}, what the one line says)
 TRAIN = [
@@ -54,10 +51,7 @@ def folder(tmp_path, models_must_not_load) -> Path:
 
 @pytest.mark.parametrize(("case", "overrides", "message"), TRAIN, ids=[c[0] for c in TRAIN])
 def test_train_values_fail_in_one_line(case, overrides, message, folder, capsys):
-    base = [f"trainer.output_dir={folder}/run", f"model.path={folder}/fakemodel", "model.tiny_if_missing=false"]
-    line = one_error_line(["train", CONFIG, *base, *(o.format(tmp=folder) for o in overrides)], capsys)
-    assert line.startswith("mm-gmpo train: error: ")
-    assert message.format(tmp=folder) in line
+    assert message.format(tmp=folder) in train_error_line(folder, "fakemodel", overrides, capsys)
 
 
 def test_yaml_duplicate_key_names_key_and_lines(tmp_path, capsys):
@@ -156,7 +150,7 @@ def test_bad_row_in_a_staged_math_file(tmp_path):
 
 def test_train_with_a_null_row_is_one_line(tmp_path, capsys, tiny_vl_dir):
     path = _write(tmp_path, "null")
-    argv = ["train", CONFIG, f"model.path={tiny_vl_dir}", f"trainer.output_dir={tmp_path}/run"]
+    argv = ["train", TINY_VL_CONFIG, f"model.path={tiny_vl_dir}", f"trainer.output_dir={tmp_path}/run"]
     line = one_error_line([*argv, f"data.train=jsonl:{path}", "data.val="], capsys)
     assert f"jsonl:{path} row 1 ({path}): not a JSON object of columns (null)" in line
 
@@ -202,7 +196,7 @@ def test_verify_output_check_leaves_no_file(tmp_path):
 
 
 def test_sft_out_a_file_before_training(folder, capsys):
-    argv = ["sft", CONFIG, f"model.path={folder}/fakemodel", "warmstart.steps=2", "--out", f"{folder}/afile"]
+    argv = ["sft", TINY_VL_CONFIG, f"model.path={folder}/fakemodel", "warmstart.steps=2", "--out", f"{folder}/afile"]
     line = one_error_line(argv, capsys)
     assert line == f"mm-gmpo sft: error: --out={folder}/afile is a file, not a folder"
 
