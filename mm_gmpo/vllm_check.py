@@ -72,6 +72,19 @@ def _perturb(model: torch.nn.Module, scale: float = 0.02) -> None:
             p.add_(torch.randn_like(p) * scale)
 
 
+def _check_parity(report: Report, name: str, model, batch, temperature: float, args, detail: str = ""):
+    """Reports whether the trainer's log-probs of ``batch`` match the sampler's (over at least one token)."""
+    from mm_gmpo.trainer.parity import measure_logprob_parity
+
+    r = measure_logprob_parity(model, batch, temperature=temperature, tolerance=args.tolerance)
+    report(
+        name,
+        r.ok and r.num_tokens > 0,
+        f"max abs diff {r.max_abs_diff:.2e} mean {r.mean_abs_diff:.2e} over {r.num_tokens} tokens{detail}",
+    )
+    return r
+
+
 def _sync_and_check(engine, model, prompts, report: Report, args, label: str) -> None:
     """Stale weights are seen as a mismatch; sleep, sync in small buckets (staged wake); parity again."""
     from mm_gmpo.rollout import SamplingParams
@@ -171,7 +184,6 @@ def single_process_check(path: str, args, report: Report) -> None:
     from mm_gmpo.config import RolloutConfig
     from mm_gmpo.models import load_model, load_processor
     from mm_gmpo.rollout import RolloutEngine, SamplingParams
-    from mm_gmpo.trainer.parity import measure_logprob_parity
 
     processor = load_processor(path)
     model = load_model(path, "float32")
@@ -185,11 +197,8 @@ def single_process_check(path: str, args, report: Report) -> None:
     for temperature in (1.0, 0.7):
         sampling = SamplingParams(temperature=temperature, max_new_tokens=args.max_new_tokens, seed=1)
         batch = engine.generate(prompts, 2, sampling)
-        r = measure_logprob_parity(model, batch, temperature=temperature, tolerance=args.tolerance)
-        report(
-            f"parity T={temperature} (images 56x56, 112x84, none; n=2)",
-            r.ok and r.num_tokens > 0,
-            f"max abs diff {r.max_abs_diff:.2e} mean {r.mean_abs_diff:.2e} over {r.num_tokens} tokens",
+        _check_parity(
+            report, f"parity T={temperature} (images 56x56, 112x84, none; n=2)", model, batch, temperature, args
         )
         report("groups", batch.group_index.tolist() == [0, 0, 1, 1, 2, 2], str(batch.group_index.tolist()))
         vision = {processor.tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|vision_start|>")}
@@ -197,14 +206,8 @@ def single_process_check(path: str, args, report: Report) -> None:
         report("no placeholder sampled", not (sampled & vision), f"{len(sampled)} distinct tokens")
         print(f"  metrics: {engine.metrics(batch)}", flush=True)
     truncated = SamplingParams(temperature=0.7, top_k=20, top_p=0.9, max_new_tokens=args.max_new_tokens, seed=1)
-    r = measure_logprob_parity(
-        model, engine.generate(prompts, 2, truncated), temperature=0.7, tolerance=args.tolerance
-    )
-    report(
-        "parity T=0.7 top_k=20 top_p=0.9 (the trainer truncates as the sampler)",
-        r.ok and r.num_tokens > 0,
-        f"max abs diff {r.max_abs_diff:.2e} mean {r.mean_abs_diff:.2e} over {r.num_tokens} tokens",
-    )
+    name = "parity T=0.7 top_k=20 top_p=0.9 (the trainer truncates as the sampler)"
+    _check_parity(report, name, model, engine.generate(prompts, 2, truncated), 0.7, args)
 
     _perturb(model)
     _sync_and_check(engine, model, prompts, report, args, "full weights")
@@ -231,7 +234,7 @@ def qwen3_vl_check(tmp: Path, args, report: Report) -> None:
     own Qwen3-VL weight names), parity again; then the trainer under torchrun with 2 processes and ZeRO-3."""
     from mm_gmpo.config import RolloutConfig
     from mm_gmpo.models import TinyModelSpec, load_model, load_processor, make_tiny_model
-    from mm_gmpo.rollout import RolloutEngine, SamplingParams, measure_logprob_parity
+    from mm_gmpo.rollout import RolloutEngine, SamplingParams
 
     failures = report.failures
     tmp = tmp / "qwen3-vl"  # its own run folders beside the Qwen2.5-VL ones
@@ -245,13 +248,9 @@ def qwen3_vl_check(tmp: Path, args, report: Report) -> None:
     engine = RolloutEngine("vllm", model, processor, config=config)
     sampling = SamplingParams(temperature=1.0, max_new_tokens=args.max_new_tokens, seed=1)
     batch = engine.generate(prompts, 2, sampling)
-    r = measure_logprob_parity(model, batch, temperature=1.0, tolerance=args.tolerance)
     grids = sorted({tuple(g) for g in batch.image_grid_thw.tolist()})
-    report(
-        "qwen3-vl parity before any sync (images 56x56, 112x84, none; n=2)",
-        r.ok and r.num_tokens > 0,
-        f"max abs diff {r.max_abs_diff:.2e} over {r.num_tokens} tokens, image grids {grids}",
-    )
+    name = "qwen3-vl parity before any sync (images 56x56, 112x84, none; n=2)"
+    r = _check_parity(report, name, model, batch, 1.0, args, detail=f", image grids {grids}")
     _perturb(model)
     _sync_and_check(engine, model, prompts, report, args, "qwen3-vl full weights")
     single = r.max_abs_diff

@@ -12,6 +12,48 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+TINY_VL_CONFIG = str(REPO / "configs/geo3k_tiny.yaml")
+
+# The settings every end-to-end test run shares: one thread, no progress bar, no TensorBoard, no warm start
+# (the model fixtures are warm-started once).
+QUIET_RUN = [
+    "trainer.num_threads=1",
+    "trainer.progress=false",
+    "trainer.tensorboard=false",
+    "warmstart.steps=0",
+]
+
+
+def one_error_line(argv: list[str], capsys) -> str:
+    """Runs the CLI on ``argv``, which must exit 2 without a traceback; returns the last line it wrote."""
+    from mm_gmpo.cli import main
+
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def train_error_line(folder: Path, model: str, overrides: list[str], capsys) -> str:
+    """The one error line of ``mm-gmpo train`` on the tiny VL config with ``model.path={folder}/{model}`` and
+    ``overrides`` (``{tmp}`` standing for ``folder``); the run folder is ``{folder}/run``."""
+    base = [f"trainer.output_dir={folder}/run", f"model.path={folder}/{model}", "model.tiny_if_missing=false"]
+    argv = ["train", TINY_VL_CONFIG, *base, *(o.format(tmp=folder) for o in overrides)]
+    line = one_error_line(argv, capsys)
+    assert line.startswith("mm-gmpo train: error: ")
+    return line
+
+
+@pytest.fixture
+def models_must_not_load(monkeypatch) -> None:
+    """Loading a model or a processor fails the test (the input checks must come first)."""
+    import mm_gmpo.models
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("a model or processor was loaded before the input was checked")
+
+    monkeypatch.setattr(mm_gmpo.models, "load_model", must_not_load)
+    monkeypatch.setattr(mm_gmpo.models, "load_processor", must_not_load)
 
 
 @pytest.fixture(scope="session")

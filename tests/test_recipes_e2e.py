@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import QUIET_RUN
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -35,9 +36,8 @@ def _train(tmp: Path, run: str, *extra: str) -> Path:
     out = tmp / run
     cmd = [sys.executable, "-m", "mm_gmpo", "train", str(REPO / "configs/math_tiny.yaml"),
            f"trainer.output_dir={out}", f"model.path={tmp / 'tiny-text'}", "trainer.save_every=2",
-           "warmstart.steps=0", "rollout.prompts_per_round=2", "rollout.max_new_tokens=8", "data.val=",
-           "data.train_limit=20", "trainer.num_threads=1", "trainer.progress=false", "trainer.tensorboard=false",
-           "reward.workers=1", *RECIPE_KEYS, *extra]  # fmt: skip
+           "rollout.prompts_per_round=2", "rollout.max_new_tokens=8", "data.val=",
+           "data.train_limit=20", "reward.workers=1", *QUIET_RUN, *RECIPE_KEYS, *extra]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-4000:]

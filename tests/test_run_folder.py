@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import QUIET_RUN
 
 from mm_gmpo.cli import main
 
@@ -32,10 +33,7 @@ TOY = [
     "trainer.save_every=1",
     "trainer.keep_last=3",
     "trainer.val_every=0",
-    "trainer.num_threads=1",
-    "trainer.progress=false",
-    "trainer.tensorboard=false",
-    "warmstart.steps=0",
+    *QUIET_RUN,
 ]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import QUIET_RUN
 from safetensors.torch import load_file
 
 from mm_gmpo.trainer.dist import free_port
@@ -29,13 +30,10 @@ SMALL = [
     "trainer.updates_per_round=2",
     "trainer.micro_batch_size=2",
     "trainer.val_every=0",
-    "trainer.num_threads=1",
-    "trainer.progress=false",
-    "trainer.tensorboard=false",
     "data.val_limit=4",
     "data.train_limit=40",
-    "warmstart.steps=0",  # the model fixture is warm-started once
     "reward.workers=1",
+    *QUIET_RUN,
 ]
 
 

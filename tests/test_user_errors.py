@@ -10,12 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_VL_CONFIG, one_error_line, train_error_line
 from safetensors.torch import save_file
-
-from mm_gmpo.cli import main
-
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = str(REPO / "configs/geo3k_tiny.yaml")
 
 # (case, argv with {tmp} for the test's folder, what the one line says)
 CASES = [
@@ -60,15 +56,8 @@ OTHER = [
 
 
 @pytest.fixture
-def folder(tmp_path, monkeypatch) -> Path:
+def folder(tmp_path, models_must_not_load) -> Path:
     """Files for the cases; loading a model or a processor fails the test (the checks must come first)."""
-    import mm_gmpo.models
-
-    def must_not_load(*args, **kwargs):
-        raise AssertionError("a model or processor was loaded before the input was checked")
-
-    monkeypatch.setattr(mm_gmpo.models, "load_model", must_not_load)
-    monkeypatch.setattr(mm_gmpo.models, "load_processor", must_not_load)
     (tmp_path / "afile").write_text("not a model")
     (tmp_path / "empty").mkdir()
     (tmp_path / "noconfig").mkdir()
@@ -83,24 +72,14 @@ def folder(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def _one_error_line(argv: list[str], capsys) -> str:
-    assert main(argv) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert "Traceback" not in "\n".join(err)
-    return err[-1]
-
-
 @pytest.mark.parametrize(("case", "overrides", "message"), CASES, ids=[c[0] for c in CASES])
 def test_train_refuses_bad_input_in_one_line(case, overrides, message, folder, capsys):
-    base = [f"trainer.output_dir={folder}/run", f"model.path={folder}/nomodel", "model.tiny_if_missing=false"]
-    line = _one_error_line(["train", CONFIG, *base, *(o.format(tmp=folder) for o in overrides)], capsys)
-    assert line.startswith("mm-gmpo train: error: ")
-    assert message.format(tmp=folder) in line
+    assert message.format(tmp=folder) in train_error_line(folder, "nomodel", overrides, capsys)
 
 
 @pytest.mark.parametrize(("case", "argv", "message"), OTHER, ids=[c[0] for c in OTHER])
 def test_other_commands_refuse_bad_input_in_one_line(case, argv, message, folder, capsys):
-    line = _one_error_line([a.format(tmp=folder) for a in argv], capsys)
+    line = one_error_line([a.format(tmp=folder) for a in argv], capsys)
     assert line.startswith(f"mm-gmpo {argv[0]}: error: ")
     assert message.format(tmp=folder) in line
 
@@ -110,7 +89,7 @@ def test_zero_advantages_are_allowed_when_asked():
     from mm_gmpo.trainer.setup import check_config
 
     for override in ("rollout.n=1", "rollout.temperature=0"):
-        check_config(load_config(CONFIG, [override, "algorithm.allow_zero_advantages=true"]), world_size=1)
+        check_config(load_config(TINY_VL_CONFIG, [override, "algorithm.allow_zero_advantages=true"]), world_size=1)
 
 
 def test_reward_format_choices_are_the_reward_kinds():

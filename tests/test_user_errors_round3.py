@@ -8,13 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_VL_CONFIG, one_error_line, train_error_line
 from safetensors.torch import save_file
 
-from mm_gmpo.cli import main
 from mm_gmpo.config import load_config
-
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = str(REPO / "configs/geo3k_tiny.yaml")
 
 # (case, overrides with {tmp}, what the one line says)
 TRAIN = [
@@ -37,14 +34,7 @@ TRAIN = [
 
 
 @pytest.fixture
-def folder(tmp_path, monkeypatch) -> Path:
-    import mm_gmpo.models
-
-    def must_not_load(*args, **kwargs):
-        raise AssertionError("a model or processor was loaded before the input was checked")
-
-    monkeypatch.setattr(mm_gmpo.models, "load_model", must_not_load)
-    monkeypatch.setattr(mm_gmpo.models, "load_processor", must_not_load)
+def folder(tmp_path, models_must_not_load) -> Path:
     config = '{"model_type": "qwen2"}'
     for name in ("badjson", "noweights", "truncated", "fakemodel"):
         (tmp_path / name).mkdir()
@@ -59,25 +49,15 @@ def folder(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def _one_error_line(argv: list[str], capsys) -> str:
-    assert main(argv) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert "Traceback" not in "\n".join(err)
-    return err[-1]
-
-
 @pytest.mark.parametrize(("case", "overrides", "message"), TRAIN, ids=[c[0] for c in TRAIN])
 def test_train_values_fail_in_one_line(case, overrides, message, folder, capsys):
-    base = [f"trainer.output_dir={folder}/run", f"model.path={folder}/fakemodel", "model.tiny_if_missing=false"]
-    line = _one_error_line(["train", CONFIG, *base, *(o.format(tmp=folder) for o in overrides)], capsys)
-    assert line.startswith("mm-gmpo train: error: ")
-    assert message.format(tmp=folder) in line
+    assert message.format(tmp=folder) in train_error_line(folder, "fakemodel", overrides, capsys)
 
 
 def test_yaml_duplicate_key_names_key_and_lines(tmp_path, capsys):
     path = tmp_path / "dup.yaml"
     path.write_text("trainer:\n  lr: 1.0e-5\n  max_steps: 4\n  lr: 2.0e-5\n")
-    line = _one_error_line(["train", str(path)], capsys)
+    line = one_error_line(["train", str(path)], capsys)
     assert f"{path} line 4: not valid YAML (key 'lr' given twice (lines 2 and 4))" in line
 
 
@@ -91,7 +71,7 @@ def test_same_key_in_two_sections_is_not_a_duplicate(tmp_path):
 def test_yaml_not_utf8_names_file_and_line(tmp_path, capsys):
     path = tmp_path / "latin.yaml"
     path.write_bytes("trainer:\n  lr: 1.0e-5\n  # caf\xe9\n".encode("latin-1"))
-    line = _one_error_line(["train", str(path)], capsys)
+    line = one_error_line(["train", str(path)], capsys)
     assert f"{path} line 3 is not UTF-8 text (byte 0xe9)" in line
 
 
@@ -170,8 +150,8 @@ def test_bad_row_in_a_staged_math_file(tmp_path):
 
 def test_train_with_a_null_row_is_one_line(tmp_path, capsys, tiny_vl_dir):
     path = _write(tmp_path, "null")
-    argv = ["train", CONFIG, f"model.path={tiny_vl_dir}", f"trainer.output_dir={tmp_path}/run"]
-    line = _one_error_line([*argv, f"data.train=jsonl:{path}", "data.val="], capsys)
+    argv = ["train", TINY_VL_CONFIG, f"model.path={tiny_vl_dir}", f"trainer.output_dir={tmp_path}/run"]
+    line = one_error_line([*argv, f"data.train=jsonl:{path}", "data.val="], capsys)
     assert f"jsonl:{path} row 1 ({path}): not a JSON object of columns (null)" in line
 
 
@@ -194,7 +174,7 @@ def test_eval_refuses_before_sampling(case, extra, message, folder, capsys):
     (folder / "empty.jsonl").write_text("\n")
     (folder / "one.jsonl").write_text(GOOD + "\n")
     argv = ["eval", "--model", f"{folder}/fakemodel", "--data", f"jsonl:{folder}/one.jsonl"]
-    line = _one_error_line([*argv, *(e.format(tmp=folder) for e in extra)], capsys)
+    line = one_error_line([*argv, *(e.format(tmp=folder) for e in extra)], capsys)
     assert line.startswith("mm-gmpo eval: error: ")
     assert message.format(tmp=folder) in line
 
@@ -203,7 +183,7 @@ def test_verify_output_unwritable_before_grading(tmp_path, capsys):
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"response": "1", "gold": "1"}) + "\n")
     for output, message in ((tmp_path, "is a folder, not a file"), ("/sys/verdicts.jsonl", "is not writable")):
-        line = _one_error_line(["verify", "--input", str(rows), "--output", str(output)], capsys)
+        line = one_error_line(["verify", "--input", str(rows), "--output", str(output)], capsys)
         assert line.startswith(f"mm-gmpo verify: error: --output={output} ")
         assert message in line
 
@@ -216,8 +196,8 @@ def test_verify_output_check_leaves_no_file(tmp_path):
 
 
 def test_sft_out_a_file_before_training(folder, capsys):
-    argv = ["sft", CONFIG, f"model.path={folder}/fakemodel", "warmstart.steps=2", "--out", f"{folder}/afile"]
-    line = _one_error_line(argv, capsys)
+    argv = ["sft", TINY_VL_CONFIG, f"model.path={folder}/fakemodel", "warmstart.steps=2", "--out", f"{folder}/afile"]
+    line = one_error_line(argv, capsys)
     assert line == f"mm-gmpo sft: error: --out={folder}/afile is a file, not a folder"
 
 
@@ -235,7 +215,7 @@ def test_plot_on_a_damaged_metrics_file(content, message, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.jsonl").write_bytes(content)
-    line = _one_error_line(["plot", str(run)], capsys)
+    line = one_error_line(["plot", str(run)], capsys)
     assert line.startswith("mm-gmpo plot: error: ") and message in line
 
 
@@ -310,5 +290,5 @@ def test_eval_hub_id_offline_is_one_line(tmp_path, capsys, monkeypatch):
     _offline(monkeypatch)
     (tmp_path / "one.jsonl").write_text(GOOD + "\n")
     argv = ["eval", "--model", "no-such-org/no-such-model-xyz", "--data", f"jsonl:{tmp_path}/one.jsonl"]
-    line = _one_error_line(argv, capsys)
+    line = one_error_line(argv, capsys)
     assert line.startswith("mm-gmpo eval: error: model no-such-org/no-such-model-xyz: its config cannot be loaded (")

@@ -168,6 +168,28 @@ def _qwen3_text_config(spec: TinyModelSpec, tokenizer) -> Qwen3Config:
     )
 
 
+def _vision_fields(spec: TinyModelSpec) -> dict:
+    """The vision tower's size, the same keys in Qwen2.5-VL and Qwen3-VL."""
+    return dict(
+        depth=spec.vision_layers,
+        hidden_size=spec.vision_hidden,
+        intermediate_size=spec.vision_intermediate or spec.vision_hidden * 2,
+        num_heads=spec.vision_heads or max(1, spec.vision_hidden // 16),
+        out_hidden_size=spec.hidden,
+    )
+
+
+def _vision_token_ids(tokenizer) -> dict:
+    """The image, video and vision start/end token ids, the same keys in Qwen2.5-VL and Qwen3-VL."""
+    ids = tokenizer.convert_tokens_to_ids
+    return dict(
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+    )
+
+
 def _tiny_qwen3_vl_model(spec: TinyModelSpec, tokenizer):
     from transformers import (
         Qwen3VLConfig,
@@ -176,7 +198,6 @@ def _tiny_qwen3_vl_model(spec: TinyModelSpec, tokenizer):
         Qwen3VLMoeForConditionalGeneration,
     )
 
-    ids = tokenizer.convert_tokens_to_ids
     head_dim = spec.hidden // spec.heads
     rope = dict(
         rope_type="default",
@@ -197,11 +218,7 @@ def _tiny_qwen3_vl_model(spec: TinyModelSpec, tokenizer):
     config = (Qwen3VLMoeConfig if moe else Qwen3VLConfig)(
         text_config=text,
         vision_config=dict(
-            depth=spec.vision_layers,
-            hidden_size=spec.vision_hidden,
-            intermediate_size=spec.vision_intermediate or spec.vision_hidden * 2,
-            num_heads=spec.vision_heads or max(1, spec.vision_hidden // 16),
-            out_hidden_size=spec.hidden,
+            **_vision_fields(spec),
             patch_size=16,
             spatial_merge_size=2,
             temporal_patch_size=2,
@@ -209,10 +226,7 @@ def _tiny_qwen3_vl_model(spec: TinyModelSpec, tokenizer):
             if spec.deepstack
             else _deepstack_layers(spec.vision_layers),
         ),
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
+        **_vision_token_ids(tokenizer),
         tie_word_embeddings=True,
     )
     return (Qwen3VLMoeForConditionalGeneration if moe else Qwen3VLForConditionalGeneration)(config)
@@ -221,7 +235,6 @@ def _tiny_qwen3_vl_model(spec: TinyModelSpec, tokenizer):
 def _tiny_vl_model(spec: TinyModelSpec, tokenizer):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    ids = tokenizer.convert_tokens_to_ids
     head_dim = spec.hidden // spec.heads
     config = Qwen2_5_VLConfig(
         text_config=dict(
@@ -231,17 +244,10 @@ def _tiny_vl_model(spec: TinyModelSpec, tokenizer):
             ),
         ),
         vision_config=dict(
-            depth=spec.vision_layers,
-            hidden_size=spec.vision_hidden,
-            intermediate_size=spec.vision_intermediate or spec.vision_hidden * 2,
-            num_heads=spec.vision_heads or max(1, spec.vision_hidden // 16),
-            out_hidden_size=spec.hidden,
+            **_vision_fields(spec),
             fullatt_block_indexes=_full_attention_blocks(spec.vision_layers),
         ),
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
+        **_vision_token_ids(tokenizer),
         tie_word_embeddings=True,
     )
     return Qwen2_5_VLForConditionalGeneration(config)

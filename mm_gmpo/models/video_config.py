@@ -28,11 +28,9 @@ from transformers.video_processing_utils import VideoProcessorMixin
 STOCK_CLASS = "Qwen2VLVideoProcessor"
 
 
-class Qwen2VLVideoProcessorInitKwargs(VideosKwargs, total=False):
-    """The stock class's init keywords beyond ``VideosKwargs`` (same names and types)."""
+class Qwen3VLVideoProcessorInitKwargs(VideosKwargs, total=False):
+    """The init keywords of the stock ``Qwen3VLVideoProcessor`` beyond ``VideosKwargs``."""
 
-    min_pixels: int
-    max_pixels: int
     patch_size: int
     temporal_patch_size: int
     merge_size: int
@@ -40,6 +38,14 @@ class Qwen2VLVideoProcessorInitKwargs(VideosKwargs, total=False):
     max_frames: int
     cap_pixels_per_frame: bool
     max_video_tokens: int
+
+
+class Qwen2VLVideoProcessorInitKwargs(Qwen3VLVideoProcessorInitKwargs, total=False):
+    """The stock ``Qwen2VLVideoProcessor``'s init keywords beyond ``VideosKwargs`` (same names and types): the
+    Qwen3-VL ones and a pixel range."""
+
+    min_pixels: int
+    max_pixels: int
 
 
 class Qwen2VLVideoConfig(VideoProcessorMixin):
@@ -81,18 +87,6 @@ class Qwen2VLVideoConfig(VideoProcessorMixin):
         return output
 
     stock_class = STOCK_CLASS
-
-
-class Qwen3VLVideoProcessorInitKwargs(VideosKwargs, total=False):
-    """The init keywords of the stock ``Qwen3VLVideoProcessor`` beyond ``VideosKwargs``."""
-
-    patch_size: int
-    temporal_patch_size: int
-    merge_size: int
-    min_frames: int
-    max_frames: int
-    cap_pixels_per_frame: bool
-    max_video_tokens: int
 
 
 class Qwen3VLVideoConfig(Qwen2VLVideoConfig):

@@ -67,21 +67,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def all_reduce_sum(ctx: DistContext, values: list[float]) -> list[float]:
-    """Element-wise sum of a list of floats over processes."""
+def _all_reduce(ctx: DistContext, values: list[float], op: dist.ReduceOp) -> list[float]:
     if ctx.world_size == 1:
         return list(values)
     tensor = torch.tensor(values, dtype=torch.float64, device=ctx.device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    dist.all_reduce(tensor, op=op)
     return tensor.tolist()
+
+
+def all_reduce_sum(ctx: DistContext, values: list[float]) -> list[float]:
+    """Element-wise sum of a list of floats over processes."""
+    return _all_reduce(ctx, values, dist.ReduceOp.SUM)
 
 
 def all_reduce_max(ctx: DistContext, values: list[float]) -> list[float]:
-    if ctx.world_size == 1:
-        return list(values)
-    tensor = torch.tensor(values, dtype=torch.float64, device=ctx.device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return tensor.tolist()
+    """Element-wise maximum of a list of floats over processes."""
+    return _all_reduce(ctx, values, dist.ReduceOp.MAX)
 
 
 def gather_objects(ctx: DistContext, obj: Any) -> list[Any]:

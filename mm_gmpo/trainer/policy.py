@@ -15,33 +15,16 @@ class PolicyLogprobs(torch.nn.Module):
         super().__init__()
         self.model = model  # the Hugging Face model (generation and saving use it directly)
 
-    def forward(
-        self,
-        batch,
-        temperature: float,
-        chunk_size: int,
-        with_entropy: bool = False,
-        entropy_grad: bool = True,
-        min_chunks: int = 0,
-        packed: bool = False,
-    ):
+    def forward(self, batch, temperature: float, chunk_size: int, **options):
         """(log-probs [N, R], entropy [N, R] or None) of the batch's response tokens under the policy.
 
-        ``entropy_grad=False``: the entropy is only a metric (detached; see ``policy_logprobs``); ``packed``: the
-        rows end to end without padding.
+        ``policy_logprobs`` of the wrapped model; ``options`` are its keywords (with_entropy, ``entropy_grad=False``:
+        the entropy is only a metric, detached; min_chunks; ``packed``: the rows end to end without padding), with
+        its defaults.
         """
         from mm_gmpo.trainer.forward import policy_logprobs
 
-        return policy_logprobs(
-            self.model,
-            batch,
-            temperature=temperature,
-            chunk_size=chunk_size,
-            with_entropy=with_entropy,
-            entropy_grad=entropy_grad,
-            min_chunks=min_chunks,
-            packed=packed,
-        )
+        return policy_logprobs(self.model, batch, temperature=temperature, chunk_size=chunk_size, **options)
 
 
 def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str = "model.") -> dict[str, torch.Tensor]:

@@ -150,19 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=12, help="cProfile rows to print")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="profile_step_"))
-    s = bench.Settings(
-        model_dir=str(work / "model"),
-        work_dir=str(work),
-        data=args.data,
-        prompts=args.prompts,
-        group=args.group,
-        max_new_tokens=args.max_new_tokens,
-        threads=args.threads,
-        lr=1e-5,
-        warmup=1,
-        steps=args.steps + 1,  # the last one under cProfile
-        trl_trainer="gmpo",
-    )
+    # args.steps + 1 steps: the last one under cProfile
+    s = bench.settings_from_args(args, work, lr=1e-5, warmup=1, steps=args.steps + 1, trl_trainer="gmpo")
     from mm_gmpo.config import load_config
     from mm_gmpo.models import TinyModelSpec, make_tiny_model
     from mm_gmpo.trainer.trainer import Trainer

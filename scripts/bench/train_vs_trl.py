@@ -409,6 +409,21 @@ def _summary(s: Settings, sides: dict[str, Side], peak: dict, ready_rss: dict) -
     }
 
 
+def settings_from_args(args: argparse.Namespace, work: Path, **rest) -> Settings:
+    """The settings of a parsed command line (--data, --prompts, --group, --max-new-tokens, --threads) and
+    ``rest``, with the model and run folders under ``work``."""
+    return Settings(
+        model_dir=str(work / "model"),
+        work_dir=str(work),
+        data=args.data,
+        prompts=args.prompts,
+        group=args.group,
+        max_new_tokens=args.max_new_tokens,
+        threads=args.threads,
+        **rest,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="geometry3k:train", help="dataset spec (mm_gmpo.data.load_examples)")
@@ -424,18 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench_train_vs_trl_"))
     work.mkdir(parents=True, exist_ok=True)
-    settings = Settings(
-        model_dir=str(work / "model"),
-        work_dir=str(work),
-        data=args.data,
-        prompts=args.prompts,
-        group=args.group,
-        max_new_tokens=args.max_new_tokens,
-        threads=args.threads,
-        lr=args.lr,
-        warmup=args.warmup,
-        steps=args.steps,
-        trl_trainer=args.trl_trainer,
+    settings = settings_from_args(
+        args, work, lr=args.lr, warmup=args.warmup, steps=args.steps, trl_trainer=args.trl_trainer
     )
     result = run_bench(settings)  # on failure the folder stays, with each side's log
     if not args.work_dir:
