@@ -234,7 +234,10 @@ class VLLMRollout:
                 gpu_memory_utilization=settings.gpu_memory_utilization, enable_sleep_mode=settings.sleep_level > 0
             )
         else:
-            kwargs.update(enforce_eager=True)
+            # vLLM's CPU runner: a prompt prefilled in chunks has its sampled token discarded and its seeded generator
+            # wound back by set_offset, which a CPU generator refuses ("CPU Generator does not use offset", seen at
+            # 32 prompts of ~100 tokens): every prompt is prefilled whole there (batches still span several steps)
+            kwargs.update(enforce_eager=True, enable_chunked_prefill=False)
         start = time.perf_counter()
         self.llm = vllm.LLM(**kwargs)
         log.info(
