@@ -174,6 +174,11 @@ class AlgorithmConfig:
     rollout_is_level: Literal["token", "sequence", "geometric"] = "token"
     rollout_is_threshold: float = 2.0  # > 1
     entropy_coef: float = 0.0  # entropy bonus; 0: entropy is logged, not optimised
+    # mixture-of-experts policies (Qwen3-VL-30B-A3B): adds coef x the routers' load-balancing loss (transformers'
+    # load_balancing_loss_func over each micro-batch's real tokens) to the update, logged as actor/router_aux_loss.
+    # 0 (off, our default): the routers learn from the policy loss alone, as verl (which turns the loss off for RL)
+    # and EasyR1 train them; TRL's GRPO and the models' configs use 0.001. > 0 on a dense model is refused
+    router_aux_loss_coef: float = 0.0
     # DAPO's dynamic sampling: drop groups whose rewards are all equal and sample further prompts until the round
     # holds rollout.prompts_per_round informative groups (at most rollout.max_sampling_rounds samplings)
     dynamic_sampling: bool = False

@@ -26,8 +26,12 @@ import torch
 from mm_gmpo.algorithms.aggregate import masked_count, masked_mean, masked_quantile
 
 # The diagnostics that are means over the call's sequences, not its tokens (``loss`` and ``kl_ref`` are added by the
-# trainer's micro-batch loss, with the same unit): combined across micro-batches and processes weighted by sequences.
-SEQUENCE_MEANS = frozenset({"pg_loss", "loss", "kl_ref", "advantage_mean", "advantage_std", "advantage_frac_zero"})
+# trainer's micro-batch loss, with the same unit; ``router_aux_loss``, a mixture-of-experts policy's router
+# load-balancing loss, one value per micro-batch, is weighted in the loss by the micro-batch's sequences, as here):
+# combined across micro-batches and processes weighted by sequences.
+SEQUENCE_MEANS = frozenset(
+    {"pg_loss", "loss", "kl_ref", "advantage_mean", "advantage_std", "advantage_frac_zero", "router_aux_loss"}
+)
 
 LOG_RATIO_LIMIT = 20.0  # shared with the losses: exp(20) ~ 4.9e8, exp(-20) ~ 2.1e-9
 

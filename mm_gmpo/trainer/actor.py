@@ -14,7 +14,8 @@ sampler and the frozen (possibly offloaded) reference, and it is the loop's only
 The update, per micro-batch, in this order: take the rows of everything (one ``TrainBatch.select``), drop the
 columns that are padding in all of them (``trimmed``: each micro-batch is as wide as its own longest row, not the
 round's), move them to the policy's device (one ``to``), forward with gradients in train mode (so gradient
-checkpointing recomputes), the loss (:func:`~mm_gmpo.trainer.update.micro_batch_loss`, pure), one collective to
+checkpointing recomputes; a mixture-of-experts policy with ``algorithm.router_aux_loss_coef`` > 0 also returns its
+routers' load-balancing loss), the loss (:func:`~mm_gmpo.trainer.update.micro_batch_loss`, pure), one collective to
 agree whether the loss is finite everywhere, backward. A non-finite loss is replaced by one whose gradients are
 NaN, so the step is dropped before anything is applied: by :class:`~mm_gmpo.trainer.engine.TorchUpdater` itself,
 and by DeepSpeed's own overflow check under ZeRO (AdamW's moments never see the bad gradients).
@@ -202,7 +203,7 @@ class Actor:
             last = position == len(micro) - 1
             updater.begin_micro_batch(last)
             sub = batch.select(rows).trimmed().to(updater.device)
-            logprobs, entropy = updater.forward(
+            logprobs, entropy, router_aux = updater.forward(
                 sub.rollout,
                 temperature=s.temperature,
                 chunk_size=s.chunk_size,
@@ -210,8 +211,9 @@ class Actor:
                 entropy_grad=bool(s.entropy_coef),  # otherwise a metric: no backward through it
                 min_chunks=calls,
                 packed=s.packing,
+                router_aux=s.router_aux_coef > 0,  # a mixture-of-experts policy only (checked at start)
             )
-            loss, metrics = micro_batch_loss(self.loss_fn, logprobs, entropy, sub, s, step_tokens)
+            loss, metrics = micro_batch_loss(self.loss_fn, logprobs, entropy, sub, s, step_tokens, router_aux)
             abs_log_ratios.append(abs_log_ratio(logprobs, sub))
             finite = dist.all_reduce_max(ctx, [0.0 if torch.isfinite(loss) else 1.0])[0] == 0.0
             if not finite:  # NaN gradients: the step is dropped before it is applied (see the module docstring)

@@ -14,12 +14,16 @@ like. The policy gradient is that of the truncated policy (the tokens outside th
 Rope positions are rebuilt with the model's own ``get_rope_index`` (3-D for Qwen2.5-VL and Qwen3-VL,
 padding-aware); Qwen3-VL's DeepStack features (vision blocks added to the first decoder layers' hidden states at the
 image tokens) are computed and repeated per row with the image embeddings, in the padded and the packed forward.
+A mixture-of-experts model (Qwen3-VL-30B-A3B's decoder) can also return its routers' load-balancing loss over the
+real tokens of the same forward (``router_aux``: the training forward of ``algorithm.router_aux_loss_coef``).
 No ``torch.distributed`` here: the caller owns the distributed border.
 """
 
 from __future__ import annotations
 
 import inspect
+import sys
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -78,15 +82,38 @@ def _image_embeddings(model: torch.nn.Module, batch: RolloutBatch, dtype: torch.
     return _per_row(per_image, batch, dtype), [_per_row(layer, batch, dtype) for layer in deepstack]
 
 
+def is_moe(model: torch.nn.Module) -> bool:
+    """The model's decoder routes tokens to experts (its text config knows ``output_router_logits``, as TRL tests)."""
+    config = _hf_model(model).config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text, "output_router_logits", None) is not None
+
+
+def router_aux_loss(model: torch.nn.Module, router_logits, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """The load-balancing loss (Switch Transformer's, summed over the MoE layers; ``num_experts`` at perfect
+    balance) of ``router_logits`` (one [tokens, experts] tensor per layer), by the model's own transformers
+    function with the model's ``num_experts`` and ``num_experts_per_tok``, as its stock forward computes
+    ``aux_loss``. ``attention_mask`` [N, T]: the padding it marks does not count; None: every token is real."""
+    hf = _hf_model(model)
+    text = hf.config.get_text_config()
+    balance = sys.modules[type(hf).__module__].load_balancing_loss_func
+    return balance(tuple(router_logits), text.num_experts, text.num_experts_per_tok, attention_mask)
+
+
 def packed_text_positions(keep: torch.Tensor) -> torch.Tensor:
     """[1, M] long: the kept tokens of all rows in one sequence, each row's positions starting again at 0 (the reset
     is how attention tells the rows apart: a block-diagonal causal mask for sdpa/eager, varlen for flash-attention)."""
     return text_position_ids(keep.long())[keep].unsqueeze(0)
 
 
-def response_hidden_states(model: torch.nn.Module, batch: RolloutBatch, packed: bool = False) -> torch.Tensor:
-    """[M, H]: the last hidden state at the position that predicts each response token (``response_mask``'s real
-    tokens, in row-major order).
+def response_hidden_states(
+    model: torch.nn.Module, batch: RolloutBatch, packed: bool = False, router_aux: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """([M, H]: the last hidden state at the position that predicts each response token (``response_mask``'s real
+    tokens, in row-major order), the routers' load-balancing loss or None).
+
+    ``router_aux`` (a mixture-of-experts model): the backbone also returns its router logits and the second value
+    is :func:`router_aux_loss` over the real tokens the backbone ran on (prompt and response, padding excluded).
 
     ``packed``: the rows' real tokens are laid end to end in one sequence of M' tokens with no padding; each row
     keeps its own positions (for Qwen2.5-VL its rope (time, height, width) positions, with the plain text
@@ -121,6 +148,7 @@ def response_hidden_states(model: torch.nn.Module, batch: RolloutBatch, packed: 
         position_ids = text_position_ids(attention_mask)
         backbone = hf.model
     predictors = slice(batch.prompt_length - 1, None)  # the column before each response token
+    routers = {"output_router_logits": True} if router_aux else {}  # off: no recording hooks, no extra work
     if not packed:
         out = backbone(
             inputs_embeds=embeds,
@@ -128,13 +156,18 @@ def response_hidden_states(model: torch.nn.Module, batch: RolloutBatch, packed: 
             position_ids=position_ids,
             use_cache=False,
             **deepstack,
+            **routers,
         )
-        return out.last_hidden_state[:, predictors][batch.response_mask]
+        aux = router_aux_loss(hf, out.router_logits, attention_mask) if router_aux else None
+        return out.last_hidden_state[:, predictors][batch.response_mask], aux
     text = packed_text_positions(keep)
     positions = torch.cat([text[None], position_ids[:, keep].unsqueeze(1)]) if position_ids.ndim == 3 else text
-    out = backbone(inputs_embeds=embeds, attention_mask=None, position_ids=positions, use_cache=False, **deepstack)
+    out = backbone(
+        inputs_embeds=embeds, attention_mask=None, position_ids=positions, use_cache=False, **deepstack, **routers
+    )
+    aux = router_aux_loss(hf, out.router_logits, None) if router_aux else None  # packed: every token is real
     index = keep.flatten().cumsum(0).view(keep.shape) - 1  # [N, T-1]: each kept token's place in the sequence
-    return out.last_hidden_state[0, index[:, predictors][batch.response_mask]]
+    return out.last_hidden_state[0, index[:, predictors][batch.response_mask]], aux
 
 
 def _tempered_logp(hidden: torch.Tensor, weight, bias, suppressed: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -271,7 +304,23 @@ def _chunk_stats(hidden, tokens, lm_head, suppressed, temperature, with_entropy,
     )
 
 
+class PolicyOutputs(NamedTuple):
+    """What one forward of the policy gives (:func:`policy_outputs`)."""
+
+    logprobs: torch.Tensor  # [N, R] float32, 0 outside response_mask
+    entropy: torch.Tensor | None  # [N, R] float32 when asked
+    router_aux: torch.Tensor | None  # scalar: the routers' load-balancing loss over the real tokens, when asked
+
+
 def policy_logprobs(
+    model: torch.nn.Module, batch: RolloutBatch, **options
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(log-probs [N, R], entropy [N, R] or None): :func:`policy_outputs` without the router loss."""
+    out = policy_outputs(model, batch, **options)
+    return out.logprobs, out.entropy
+
+
+def policy_outputs(
     model: torch.nn.Module,
     batch: RolloutBatch,
     *,
@@ -281,8 +330,9 @@ def policy_logprobs(
     entropy_grad: bool = True,
     min_chunks: int = 0,
     packed: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(log-probs [N, R], entropy [N, R] or None) of the batch's response tokens under ``model``.
+    router_aux: bool = False,
+) -> PolicyOutputs:
+    """(log-probs [N, R], entropy [N, R] or None, router loss or None) of the batch's response tokens under ``model``.
 
     Values at positions outside ``response_mask`` are 0. Differentiable (the trainer backprops through it).
     ``chunk_size``: response tokens per LM-head call (peak logits memory: chunk_size x vocab x 4 bytes).
@@ -290,12 +340,15 @@ def policy_logprobs(
     ``min_chunks``: call the LM head at least this often (empty chunks after the real ones). Under ZeRO-3 each call
     gathers the head's weight in a collective, so every process must make the same number of calls.
     ``packed``: the backbone runs on the rows laid end to end without padding (see :func:`response_hidden_states`).
+    ``router_aux``: a mixture-of-experts model also returns its routers' load-balancing loss (a scalar with
+    gradients) over the forward's real tokens; False: None, and the forward does nothing more.
     """
     hf = _hf_model(model)
     device = next(hf.parameters()).device
     batch = batch.to(device)
     temperature = temperature if temperature > 0 else 1.0
-    selected = response_hidden_states(hf, batch, packed)  # [M, H]: only real response tokens reach the LM head
+    # [M, H]: only real response tokens reach the LM head
+    selected, aux = response_hidden_states(hf, batch, packed, router_aux)
     mask = batch.response_mask
     tokens = batch.response_ids[mask]  # [M]
     lm_head = hf.get_output_embeddings()
@@ -319,4 +372,4 @@ def policy_logprobs(
     if with_entropy:
         flat_entropy = torch.cat(entropies) if entropies else zeros[mask]
         entropy = zeros.masked_scatter(mask, flat_entropy)
-    return logprobs, entropy
+    return PolicyOutputs(logprobs, entropy, aux)

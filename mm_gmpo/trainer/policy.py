@@ -16,15 +16,16 @@ class PolicyLogprobs(torch.nn.Module):
         self.model = model  # the Hugging Face model (generation and saving use it directly)
 
     def forward(self, batch, temperature: float, chunk_size: int, **options):
-        """(log-probs [N, R], entropy [N, R] or None) of the batch's response tokens under the policy.
+        """(log-probs [N, R], entropy [N, R] or None, router loss or None) of the batch's response tokens under the
+        policy: a :class:`~mm_gmpo.trainer.forward.PolicyOutputs`.
 
-        ``policy_logprobs`` of the wrapped model; ``options`` are its keywords (with_entropy, ``entropy_grad=False``:
-        the entropy is only a metric, detached; min_chunks; ``packed``: the rows end to end without padding), with
-        its defaults.
+        ``policy_outputs`` of the wrapped model; ``options`` are its keywords (with_entropy, ``entropy_grad=False``:
+        the entropy is only a metric, detached; min_chunks; ``packed``: the rows end to end without padding;
+        ``router_aux``: a mixture-of-experts model's load-balancing loss), with its defaults.
         """
-        from mm_gmpo.trainer.forward import policy_logprobs
+        from mm_gmpo.trainer.forward import policy_outputs
 
-        return policy_logprobs(self.model, batch, temperature=temperature, chunk_size=chunk_size, **options)
+        return policy_outputs(self.model, batch, temperature=temperature, chunk_size=chunk_size, **options)
 
 
 def strip_prefix(state_dict: dict[str, torch.Tensor], prefix: str = "model.") -> dict[str, torch.Tensor]:

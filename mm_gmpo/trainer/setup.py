@@ -151,8 +151,10 @@ def check_values(cfg: Config) -> None:
     if not (math.isfinite(cfg.warmstart.lr) and cfg.warmstart.lr >= 0):
         raise UserError(f"warmstart.lr={cfg.warmstart.lr} must be a finite number >= 0")
     _check_clip_values(cfg.algorithm)
-    if not (math.isfinite(cfg.algorithm.adv_eps) and cfg.algorithm.adv_eps >= 0):
-        raise UserError(f"algorithm.adv_eps={cfg.algorithm.adv_eps} must be a finite number >= 0")
+    for key in ("adv_eps", "router_aux_loss_coef"):
+        value = getattr(cfg.algorithm, key)
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError(f"algorithm.{key}={value} must be a finite number >= 0")
     if not r.stop_tokens:
         raise UserError("rollout.stop_tokens=[]: name at least one token that ends a response")
     if not 0 < r.top_p <= 1:
@@ -388,6 +390,7 @@ def build_policy(cfg: Config, path: str, precision: Precision):
     from mm_gmpo.models import load_model
 
     model = load_model(path, precision.param_dtype, cfg.model.attn_implementation, use_kernels=cfg.model.use_kernels)
+    check_router_aux(cfg.algorithm.router_aux_loss_coef, model, path)
     log.info(
         "policy: %s parameters, compute %s, attention %s, gradient checkpointing %s, hub kernels %s",
         str(precision.param_dtype).removeprefix("torch."),
@@ -421,6 +424,18 @@ def build_policy(cfg: Config, path: str, precision: Precision):
             ),
         )
     return model
+
+
+def check_router_aux(coef: float, model, path: str) -> None:
+    """``algorithm.router_aux_loss_coef`` > 0 needs a mixture-of-experts model: on a dense one (no router) the
+    loss the user asked for cannot exist, so it is refused in one line rather than silently ignored."""
+    from mm_gmpo.trainer.forward import is_moe
+
+    if coef > 0 and not is_moe(model):
+        raise UserError(
+            f"algorithm.router_aux_loss_coef={coef}: model.path={path} is not a mixture-of-experts model (no router "
+            "to balance); set it to 0"
+        )
 
 
 def vision_parts(model) -> tuple[torch.nn.Module, list[torch.nn.Module]] | None:
@@ -516,6 +531,7 @@ def build_actor(
         max_tokens_per_micro_batch=cfg.trainer.max_tokens_per_micro_batch,
         packing=cfg.trainer.packing,
         token_mean=loss_unit(a.loss_aggregation) == "tokens",
+        router_aux_coef=a.router_aux_loss_coef,
     )
     tolerances = (r.preflight_mean_tolerance, r.preflight_p99_tolerance)
     return Actor(

@@ -1,6 +1,6 @@
 """What one micro-batch of the policy update computes, as a pure function: :func:`micro_batch_loss` (the policy
-loss, the KL term and the entropy bonus, over the global denominator), and the settings the update resolves once
-from the config (:class:`UpdateSettings`). The loop around it (micro-batches, backward, optimizer steps, the
+loss, the KL term and the entropy bonus, over the global denominator, and a mixture-of-experts policy's router
+load-balancing loss), and the settings the update resolves once from the config (:class:`UpdateSettings`). The loop around it (micro-batches, backward, optimizer steps, the
 processes' agreement) is the actor's: :mod:`mm_gmpo.trainer.actor`.
 """
 
@@ -34,6 +34,8 @@ class UpdateSettings:
     # algorithm.loss_aggregation=token_mean: every loss's denominator is the step's response tokens over all
     # processes (one all-reduce per step) instead of sequences_per_step, and the KL term is a token mean too
     token_mean: bool = False
+    # algorithm.router_aux_loss_coef: > 0 (a mixture-of-experts policy) adds coef x the routers' load-balancing loss
+    router_aux_coef: float = 0.0
 
 
 def micro_batch_loss(
@@ -43,12 +45,18 @@ def micro_batch_loss(
     batch: TrainBatch,
     s: UpdateSettings,
     step_tokens: float | None = None,
+    router_aux: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The micro-batch's share of the step's loss (policy loss, KL, entropy bonus) and its metrics.
+    """The micro-batch's share of the step's loss (policy loss, KL, entropy bonus, router loss) and its metrics.
 
     ``logprobs``/``entropy`` [B, R] from the policy; ``batch`` on their device. Pure: no collectives.
     ``step_tokens``: with ``s.token_mean``, the response tokens of the whole step (all processes), the
     denominator of every term; otherwise the denominator is ``s.sequences_per_step``.
+    ``router_aux``: the load-balancing loss of this micro-batch's forward (a scalar, see
+    ``trainer.forward.router_aux_loss``), weighted by the micro-batch's share of the step's sequences: the step
+    adds ``s.router_aux_coef`` x the sequence-weighted mean of its micro-batches' router losses over all processes
+    (their plain mean when they hold as many rows each), which the ``router_aux_loss`` metric reports; how the rows
+    are cut into micro-batches changes only the micro-batches' own router losses (a statistic of their tokens).
     """
     mask = batch.response_mask
     old = batch.old_logprobs if batch.old_logprobs is not None else logprobs.detach()
@@ -71,4 +79,7 @@ def micro_batch_loss(
         loss = loss - s.entropy_coef * entropy_term / denominator
     metrics["entropy"] = float(masked_mean(entropy.detach(), mask))
     metrics["loss"] = float(loss.detach()) * denominator / own  # with KL/entropy terms
+    if router_aux is not None:  # after the "loss" metric: the policy objective's unit stays what it was
+        loss = loss + s.router_aux_coef * router_aux * (batch.num_rows / s.sequences_per_step)
+        metrics["router_aux_loss"] = float(router_aux.detach())
     return loss, metrics
