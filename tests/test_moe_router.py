@@ -82,8 +82,9 @@ def test_router_loss_moves_the_routers_and_is_logged(tiny_qwen3_vl_moe_dir, moe_
     assert moved > 1e-4, moved  # AdamW's first step: about lr x sign(gradient); the router loss flips signs
     (row,) = rows_with
     aux = row["actor/router_aux_loss"]
-    # each decoder layer's loss is num_experts at perfect balance (the tiny model: 8 experts, 2 layers)
-    assert 0.0 < aux < 1e3 and torch.isfinite(torch.tensor(aux))
+    # num_experts x sum_e (share of the assignments to e) x (mean router probability of e): at most num_experts
+    experts = load_model(tiny_qwen3_vl_moe_dir, "float32").config.text_config.num_experts
+    assert 0.0 < aux <= experts
     for key in ("actor/loss", "actor/pg_loss", "actor/grad_norm", "actor/entropy"):
         assert torch.isfinite(torch.tensor(row[key])), key
     assert "actor/router_aux_loss" not in rows_without[0]

@@ -90,10 +90,11 @@ def is_moe(model: torch.nn.Module) -> bool:
 
 
 def router_aux_loss(model: torch.nn.Module, router_logits, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """The load-balancing loss (Switch Transformer's, summed over the MoE layers; ``num_experts`` at perfect
-    balance) of ``router_logits`` (one [tokens, experts] tensor per layer), by the model's own transformers
-    function with the model's ``num_experts`` and ``num_experts_per_tok``, as its stock forward computes
-    ``aux_loss``. ``attention_mask`` [N, T]: the padding it marks does not count; None: every token is real."""
+    """The load-balancing loss of ``router_logits`` (one [tokens, experts] tensor per MoE layer): Switch
+    Transformer's, with the expert loads and router probabilities pooled over the layers (top-k at perfect balance,
+    at most ``num_experts``), by the model's own transformers function with its ``num_experts`` and
+    ``num_experts_per_tok``, as its stock forward computes ``aux_loss``. ``attention_mask`` [N, T]: the padding it
+    marks does not count; None: every token is real."""
     hf = _hf_model(model)
     text = hf.config.get_text_config()
     balance = sys.modules[type(hf).__module__].load_balancing_loss_func
