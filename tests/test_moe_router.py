@@ -112,14 +112,14 @@ def test_coef_zero_asks_the_model_for_nothing_more(tiny_qwen3_vl_moe_dir, moe_ba
 
     monkeypatch.setattr(language_model, "forward", recorded)
     monkeypatch.setattr(forward_module, "router_aux_loss", must_not_run)
-    _, first, rows = run_update_round(load_model(tiny_qwen3_vl_moe_dir, "float32"), moe_batch, _settings(0))
-    assert seen and not any(seen)  # old log-probs and the update: no router logits recorded
-    assert "actor/router_aux_loss" not in rows[0]
-    seen.clear()
-    _, again, _ = run_update_round(load_model(tiny_qwen3_vl_moe_dir, "float32"), moe_batch, UpdateSettings(
+    settings = UpdateSettings(  # the defaults: algorithm.router_aux_loss_coef=0
         temperature=1.0, chunk_size=512, micro_batch_size=3, updates_per_round=1, sequences_per_step=6
-    ))  # fmt: skip
-    assert all(torch.equal(first[name], again[name]) for name in first)  # the default settings: the same update
+    )
+    _, after, rows = run_update_round(load_model(tiny_qwen3_vl_moe_dir, "float32"), moe_batch, settings)
+    assert len(seen) == 4 and not any(seen)  # old log-probs and the update, 2 micro-batches each: no router logits
+    assert "actor/router_aux_loss" not in rows[0] and torch.isfinite(torch.tensor(rows[0]["actor/loss"]))
+    before = _gates(dict(load_model(tiny_qwen3_vl_moe_dir, "float32").named_parameters()))
+    assert any(not torch.equal(p, before[name]) for name, p in _gates(after).items())  # they learn from the policy
 
 
 def test_negative_coef_is_refused_before_any_model_loads(tmp_path, models_must_not_load, capsys):
