@@ -1,7 +1,8 @@
 """What one micro-batch of the policy update computes, as a pure function: :func:`micro_batch_loss` (the policy
 loss, the KL term and the entropy bonus, over the global denominator, and a mixture-of-experts policy's router
-load-balancing loss), and the settings the update resolves once from the config (:class:`UpdateSettings`). The loop around it (micro-batches, backward, optimizer steps, the
-processes' agreement) is the actor's: :mod:`mm_gmpo.trainer.actor`.
+load-balancing loss), and the settings the update resolves once from the config (:class:`UpdateSettings`). The
+loop around it (micro-batches, backward, optimizer steps, the processes' agreement) is the actor's:
+:mod:`mm_gmpo.trainer.actor`.
 """
 
 from __future__ import annotations
