@@ -107,6 +107,34 @@ def models_must_not_load(monkeypatch) -> None:
     monkeypatch.setattr(mm_gmpo.models, "load_processor", must_not_load)
 
 
+@pytest.fixture
+def bad_inputs(tmp_path, models_must_not_load) -> Path:
+    """A folder of inputs the checks must refuse: ``afile`` (a file, not a folder), model folders ``empty``,
+    ``noconfig``, ``badjson``, ``noweights`` and ``truncated`` (weights cut short), ``bad.yaml`` and a
+    ``latin1.jsonl`` that is not UTF-8; and ``fakemodel``, which passes the checks but is no model. Loading a model
+    or a processor fails the test (the checks must come first)."""
+    import torch
+    from safetensors.torch import save_file
+
+    (tmp_path / "afile").write_text("not a model")
+    for name in ("empty", "noconfig", "fakemodel", "badjson", "noweights", "truncated"):
+        (tmp_path / name).mkdir()
+    for name in ("fakemodel", "noweights", "truncated"):
+        (tmp_path / name / "config.json").write_text('{"model_type": "qwen2"}')
+    (tmp_path / "noconfig" / "model.safetensors").write_bytes(b"")
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "fakemodel" / "model.safetensors"))
+    (tmp_path / "badjson" / "config.json").write_text('{"model_type": "qwen2",')
+    (tmp_path / "badjson" / "model.safetensors").write_bytes(b"x")
+    save_file({"w": torch.zeros(64)}, str(tmp_path / "truncated" / "model.safetensors"))
+    whole = (tmp_path / "truncated" / "model.safetensors").read_bytes()
+    (tmp_path / "truncated" / "model.safetensors").write_bytes(whole[:-10])
+    (tmp_path / "bad.yaml").write_text("trainer:\n  lr: [1, 2\n  x: 1\n")
+    (tmp_path / "latin1.jsonl").write_bytes(
+        '{"response": "1", "gold": "1"}\n{"response": "caf\xe9"}\n'.encode("latin-1")
+    )
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def tiny_vl_dir(tmp_path_factory) -> Path:
     from mm_gmpo.models import TinyModelSpec, make_tiny_model
