@@ -1,4 +1,5 @@
-"""End-to-end runs of `mm-gmpo train` on the tiny configs: single process, resume, 2-process ZeRO-2/3."""
+"""End-to-end runs of `mm-gmpo train` on the tiny configs: single process, resume, 2-process ZeRO-2/3; the resume,
+checkpoint and ZeRO tests for every model kind in ``CASES`` (Qwen2.5-VL, Qwen3-VL, Qwen3)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import torch
 from conftest import (
     QUIET_RUN,
     REPO,
+    TINY_DIR_FIXTURES,
     assert_same_updates,
     checkpoint_weights,
     cli_command,
@@ -41,15 +44,16 @@ SMALL = [
 ]
 
 
-def _train(tmp: Path, run: str, model_dir: Path, *extra: str, nproc: int = 1) -> Path:
+def _train(tmp: Path, run: str, model_dir: Path, *extra: str, nproc: int = 1, kind: str = "qwen2_5_vl") -> Path:
     out = tmp / run
-    run_cli(*_args(out, model_dir, *extra), cwd=tmp, nproc=nproc)
+    run_cli(*_args(out, model_dir, *extra, kind=kind), cwd=tmp, nproc=nproc)
     return out
 
 
-def _args(out: Path, model_dir: Path, *extra: str) -> list[str]:
-    config = str(REPO / "configs/geo3k_tiny.yaml")
-    return ["train", config, f"trainer.output_dir={out}", f"model.path={model_dir}", *SMALL, *extra]
+def _args(out: Path, model_dir: Path, *extra: str, kind: str = "qwen2_5_vl") -> list[str]:
+    case = CASES[kind]
+    config = str(REPO / case.config)
+    return ["train", config, f"trainer.output_dir={out}", f"model.path={model_dir}", *SMALL, *case.extra, *extra]
 
 
 def _max_diff(a: dict, b: dict) -> float:
@@ -88,16 +92,70 @@ def model_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@dataclass(frozen=True)
+class Case:
+    """A model kind the end-to-end runs cover: its config, the overrides it needs, what stock transformers loads."""
+
+    config: str
+    extra: tuple[str, ...]
+    model_class: str
+    vision: bool = True
+
+
+# A random tiny model earns no accuracy: a brevity bonus varies within every group, so the policy moves; it never
+# stops within 20 tokens, so truncated responses keep their reward; no validation (it would score 0 anyway).
+RANDOM_POLICY = (
+    "reward.function=mm_gmpo.reward.examples:correct_and_short",
+    "reward.zero_truncated=false",
+    "data.val=",
+)
+CASES = {
+    "qwen2_5_vl": Case("configs/geo3k_tiny.yaml", (), "Qwen2_5_VLForConditionalGeneration"),
+    # DeepStack, interleaved M-RoPE, 32-pixel merged patches
+    "qwen3_vl": Case("configs/geo3k_tiny.yaml", RANDOM_POLICY, "Qwen3VLForConditionalGeneration"),
+    # the thinking template; the reward reads what follows </think>
+    "qwen3": Case(
+        "configs/math_tiny.yaml",
+        (*RANDOM_POLICY, "data.template=qwen3_thinking", "warmstart.steps=0"),
+        "Qwen3ForCausalLM",
+        vision=False,
+    ),
+}
+
+
+def _model_dir(request, kind: str) -> Path:
+    """The warm-started Qwen2.5-VL of this module, or the session's random tiny model of ``kind``."""
+    return request.getfixturevalue("model_dir" if kind == "qwen2_5_vl" else TINY_DIR_FIXTURES[kind])
+
+
 # The straight run and the resumed one sample dynamically (DAPO), so exact resume is checked with it on.
 DYNAMIC = ["algorithm.dynamic_sampling=true", "rollout.max_sampling_rounds=2"]
 
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory, model_dir) -> Path:
-    """4 optimizer steps straight, checkpoints every 2."""
-    return _train(
-        tmp_path_factory.mktemp("runs"), "straight", model_dir, "trainer.max_steps=4", "trainer.save_every=2", *DYNAMIC
-    )
+def straight_run(request, tmp_path_factory):
+    """``straight_run(kind)``: 4 optimizer steps straight, checkpoints every 2; made on first use, once per kind."""
+    made: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in made:
+            made[kind] = _train(
+                tmp_path_factory.mktemp("runs"),
+                "straight",
+                _model_dir(request, kind),
+                "trainer.max_steps=4",
+                "trainer.save_every=2",
+                *DYNAMIC,
+                kind=kind,
+            )
+        return made[kind]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def straight(straight_run) -> Path:
+    return straight_run("qwen2_5_vl")
 
 
 def test_single_process_run(straight, model_dir):
@@ -143,21 +201,25 @@ def test_single_process_run(straight, model_dir):
     assert (straight / "config.yaml").is_file()
 
 
-def test_checkpoint_loads_with_stock_transformers(straight):
-    from transformers import AutoModelForImageTextToText, AutoTokenizer
+@pytest.mark.parametrize("kind", CASES)
+def test_checkpoint_loads_with_stock_transformers(straight_run, kind):
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
-    folder = straight / "checkpoints" / "checkpoint-4"
-    model = AutoModelForImageTextToText.from_pretrained(folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
-    assert tokenizer.convert_tokens_to_ids("<|image_pad|>") == model.config.image_token_id
-    saved = checkpoint_weights(straight, 4)
+    case, folder = CASES[kind], straight_run(kind) / "checkpoints" / "checkpoint-4"
+    model = (AutoModelForImageTextToText if case.vision else AutoModelForCausalLM).from_pretrained(folder)
+    assert type(model).__name__ == case.model_class
+    if case.vision:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        assert tokenizer.convert_tokens_to_ids("<|image_pad|>") == model.config.image_token_id
+    saved = checkpoint_weights(straight_run(kind), 4)
     state = model.state_dict()
     assert all(torch.equal(state[k], saved[k]) for k in saved if k in state)
 
 
-def test_resume_is_exact(tmp_path, straight, model_dir):
-    first = _train(tmp_path, "resumed", model_dir, "trainer.max_steps=2", "trainer.save_every=2", *DYNAMIC)
+@pytest.mark.parametrize("kind", CASES)
+def test_resume_is_exact(request, tmp_path, straight_run, kind):
+    straight, model_dir = straight_run(kind), _model_dir(request, kind)
+    first = _train(tmp_path, "resumed", model_dir, "trainer.max_steps=2", "trainer.save_every=2", *DYNAMIC, kind=kind)
     _train(
         tmp_path,
         "resumed",
@@ -166,9 +228,14 @@ def test_resume_is_exact(tmp_path, straight, model_dir):
         "trainer.save_every=2",
         f"trainer.resume_from={first}",
         *DYNAMIC,
+        kind=kind,
     )
     assert _max_diff(checkpoint_weights(straight, 4), checkpoint_weights(first, 4)) <= 1e-6
     assert_same_updates(update_rows(straight), update_rows(first))
+    # fp32: the sampler is the trainer
+    assert all(r["rollout/logprob_diff_max"] < 1e-4 for r in update_rows(straight))
+    start, final = load_file(model_dir / "model.safetensors"), checkpoint_weights(straight, 4)
+    assert _max_diff({k: start[k] for k in final}, final) > 0  # it trained
 
 
 def _signalled_run(out: Path, model_dir: Path, *extra: str, signals: list[int], after: str) -> tuple[int, str]:
@@ -201,7 +268,7 @@ def test_interrupts_stop_at_a_round_boundary_and_resume_exactly(tmp_path, straig
     assert code == 143, log[-3000:]
     assert "SIGTERM: stopping at the end of this round" in log and "Traceback" not in log
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-2"]
-    assert [r["step"] for r in update_rows(run)] == [1, 2]
+    assert [r["step"] for r in metrics_rows(run) if "actor/pg_loss" in r] == [1, 2]
 
     resume = [*common, f"trainer.resume_from={run}"]
     code, log = _signalled_run(run, model_dir, *resume, signals=[signal.SIGINT], after="training steps 3 to 6")
@@ -222,27 +289,24 @@ def test_interrupts_stop_at_a_round_boundary_and_resume_exactly(tmp_path, straig
     assert (
         latest_checkpoint(run).name == "checkpoint-4" and checkpoint_problem(run / "checkpoints/checkpoint-4") is None
     )
-    assert [r["step"] for r in update_rows(run)] == [1, 2, 3, 4]
+    assert [r["step"] for r in metrics_rows(run) if "actor/pg_loss" in r] == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
-def test_two_process_deepspeed_matches_one_process(tmp_path, model_dir, stage):
-    one = _train(
-        tmp_path, "one", model_dir, "trainer.max_steps=2", f"trainer.deepspeed={REPO}/configs/deepspeed/{stage}.json"
-    )
-    two = _train(
-        tmp_path,
-        "two",
-        model_dir,
-        "trainer.max_steps=2",
-        f"trainer.deepspeed={REPO}/configs/deepspeed/{stage}.json",
-        nproc=2,
-    )
+@pytest.mark.parametrize("kind", CASES)
+def test_two_process_deepspeed_matches_one_process(request, tmp_path, straight_run, kind, stage):
+    """2 processes under DeepSpeed ZeRO-2/3 make the same first two steps as the straight run: 1 process, AdamW on
+    the plain module."""
+    one, model_dir = straight_run(kind), _model_dir(request, kind)
+    ds = f"trainer.deepspeed={REPO}/configs/deepspeed/{stage}.json"
+    two = _train(tmp_path, "two", model_dir, "trainer.max_steps=2", ds, *DYNAMIC, nproc=2, kind=kind)
     w1, w2 = checkpoint_weights(one, 2), checkpoint_weights(two, 2)
     assert _max_diff(w1, w2) <= 1e-5
     r1 = update_rows(one)
     r2 = update_rows(two)
-    assert r1[-1]["reward/mean"] == pytest.approx(r2[-1]["reward/mean"])
+    assert [r["step"] for r in r2] == [1, 2]
+    for key in ("reward/mean", "actor/pg_loss", "actor/grad_norm"):
+        assert r2[-1][key] == pytest.approx(r1[1][key], abs=1e-5), key
     start = load_file(model_dir / "model.safetensors")
     assert _max_diff({k: start[k] for k in w2}, w2) > 0
 
@@ -359,27 +423,3 @@ def test_text_math_run(tmp_path):
     assert all(math.isfinite(r["actor/entropy"]) and r["response_length/mean"] > 0 for r in rows)
     model = AutoModelForCausalLM.from_pretrained(out / "checkpoints" / "checkpoint-2")
     assert model.config.model_type == "qwen2"
-
-
-@pytest.mark.long  # three CLI runs (about 45 s of CPU): over the CI budget; run with -m long
-def test_qwen3_vl_resume_is_exact_and_checkpoints_load_with_stock_transformers(tmp_path):
-    """A tiny Qwen3-VL (DeepStack, interleaved M-RoPE, 32-pixel merged patches) through `mm-gmpo train`: 4 steps
-    straight equal 2 + 2 resumed, and the checkpoint loads with stock transformers."""
-    from transformers import AutoModelForImageTextToText
-
-    from mm_gmpo.models import TinyModelSpec, make_tiny_model
-
-    model_dir = make_tiny_model(TinyModelSpec(kind="qwen3_vl"), tmp_path / "tiny-qwen3-vl")
-    # a random model earns no accuracy: a brevity bonus varies within every group, so the policy moves
-    extra = ["trainer.save_every=2", "reward.function=mm_gmpo.reward.examples:correct_and_short", "data.val="]
-    extra.append("reward.zero_truncated=false")  # a random model never stops within 20 tokens
-    straight = _train(tmp_path, "straight", model_dir, "trainer.max_steps=4", *extra)
-    first = _train(tmp_path, "resumed", model_dir, "trainer.max_steps=2", *extra)
-    _train(tmp_path, "resumed", model_dir, "trainer.max_steps=4", f"trainer.resume_from={first}", *extra)
-    assert _max_diff(checkpoint_weights(straight, 4), checkpoint_weights(first, 4)) <= 1e-6
-    assert _max_diff(checkpoint_weights(straight, 4), load_file(model_dir / "model.safetensors")) > 0  # it trained
-    assert all(r["rollout/logprob_diff_max"] < 1e-4 for r in update_rows(straight))
-    model = AutoModelForImageTextToText.from_pretrained(straight / "checkpoints" / "checkpoint-4")
-    assert type(model).__name__ == "Qwen3VLForConditionalGeneration"
-    state, saved = model.state_dict(), checkpoint_weights(straight, 4)
-    assert all(torch.equal(state[k], saved[k]) for k in saved if k in state)
