@@ -12,9 +12,10 @@ with every parameter partitioned, one vLLM engine per process through the extern
 both with tensor parallelism 2), bucketed sync; the sampler/trainer log-prob gap of every round (measured on every
 process, its maximum logged) must stay within the tolerance after each sync.
 
-Qwen3-VL (:func:`qwen3_vl_check`): a tiny Qwen3-VL (16-pixel patches, interleaved M-RoPE, DeepStack) through the
-same single-process parity and bucketed sync, then the 2-process ZeRO-3 trainer run; it prints one line starting
-``qwen3-vl:`` and ending ``PASSED`` or ``FAILED``. ``--only qwen3-vl`` runs this part alone.
+Qwen3-VL and Qwen3 (:func:`qwen3_check`): a tiny Qwen3-VL (16-pixel patches, interleaved M-RoPE, DeepStack) and a
+tiny Qwen3 text model (QK-norm, its thinking template) through the same single-process parity and bucketed sync,
+then the 2-process ZeRO-3 trainer run; each prints one line starting ``qwen3-vl:`` / ``qwen3:`` and ending
+``PASSED`` or ``FAILED``. ``--only qwen3-vl`` (or ``qwen3``) runs that part alone.
 
 Prints one line per check and, last, ``vLLM check: PASSED`` or the number of failures (exit code 1).
 """
@@ -37,18 +38,21 @@ from PIL import Image
 
 from mm_gmpo.trainer.dist import free_port
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]  # the checkout (configs/ beside mm_gmpo/)
 
 
-def _prompts(processor):
+def _prompts(processor, vision: bool = True):
+    """Two image prompts of different sizes and a text-only one; three text prompts for a text model."""
     from mm_gmpo.types import Example, Prompt
 
     rng = np.random.default_rng(0)
     specs = [("Find x.", [(56, 56)]), ("Find the area.", [(112, 84)]), ("What is 2+3?", [])]
+    if not vision:
+        specs = [("Find x if 2x = 10.", []), ("What is the area of a 2 by 3 rectangle?", []), ("What is 2+3?", [])]
     out = []
     for text, sizes in specs:
         images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in sizes]
-        content = [{"type": "image"} for _ in images] + [{"type": "text", "text": text}]
+        content = [{"type": "image"} for _ in images] + [{"type": "text", "text": text}] if vision else text
         templated = processor.apply_chat_template(
             [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
         )
@@ -228,39 +232,51 @@ def single_process_check(path: str, args, report: Report) -> None:
     engine.close()
 
 
-def qwen3_vl_check(tmp: Path, args, report: Report) -> None:
-    """Qwen3-VL end to end: generation with images of 2 sizes and a text-only prompt, parity with the trainer's
-    log-probs (DeepStack and the interleaved rope index on both sides), a bucketed sync of changed weights (vLLM's
-    own Qwen3-VL weight names), parity again; then the trainer under torchrun with 2 processes and ZeRO-3."""
+# The Qwen3 parts: (label, tiny kind, config of the 2-process run, its extra overrides)
+QWEN3_CHECKS = {
+    "qwen3-vl": ("qwen3_vl", "configs/geo3k_tiny.yaml", ()),
+    "qwen3": ("qwen3", "configs/math_tiny.yaml", ("data.template=qwen3_thinking",)),
+}
+
+
+def qwen3_check(label: str, tmp: Path, args, report: Report) -> None:
+    """A Qwen3 model end to end: generation (images of 2 sizes and a text-only prompt for Qwen3-VL), parity with
+    the trainer's log-probs (DeepStack and the interleaved rope index on both sides for Qwen3-VL), a bucketed sync
+    of changed weights (vLLM's own Qwen3 weight names), parity again; then the trainer under torchrun with 2
+    processes and ZeRO-3. Prints one line ``<label>: ... PASSED`` (or ``FAILED``)."""
     from mm_gmpo.config import RolloutConfig
     from mm_gmpo.models import TinyModelSpec, load_model, load_processor, make_tiny_model
     from mm_gmpo.rollout import RolloutEngine, SamplingParams
 
+    kind, config, extra = QWEN3_CHECKS[label]
+    vision = kind != "qwen3"
     failures = report.failures
-    tmp = tmp / "qwen3-vl"  # its own run folders beside the Qwen2.5-VL ones
+    tmp = tmp / label  # its own run folders beside the Qwen2.5-VL ones
     tmp.mkdir()
-    spec = TinyModelSpec(kind="qwen3_vl", hidden=128, heads=2, kv_heads=2, intermediate=256)
-    path = str(make_tiny_model(spec, tmp / "tiny-qwen3-vl"))
-    processor = load_processor(path, min_pixels=3136)
+    spec = TinyModelSpec(kind=kind, hidden=128, heads=2, kv_heads=2, intermediate=256)
+    path = str(make_tiny_model(spec, tmp / f"tiny-{label}"))
+    processor = load_processor(path, min_pixels=3136) if vision else load_processor(path)
     model = load_model(path, "float32")
-    prompts = _prompts(processor)
-    config = RolloutConfig(backend="vllm", vllm_sync_bucket_mb=args.bucket_mb)
-    engine = RolloutEngine("vllm", model, processor, config=config)
-    sampling = SamplingParams(temperature=1.0, max_new_tokens=args.max_new_tokens, seed=1)
-    batch = engine.generate(prompts, 2, sampling)
-    grids = sorted({tuple(g) for g in batch.image_grid_thw.tolist()})
-    name = "qwen3-vl parity before any sync (images 56x56, 112x84, none; n=2)"
-    r = _check_parity(report, name, model, batch, 1.0, args, detail=f", image grids {grids}")
+    prompts = _prompts(processor, vision)
+    engine = RolloutEngine(
+        "vllm", model, processor, config=RolloutConfig(backend="vllm", vllm_sync_bucket_mb=args.bucket_mb)
+    )
+    batch = engine.generate(prompts, 2, SamplingParams(temperature=1.0, max_new_tokens=args.max_new_tokens, seed=1))
+    grids = sorted({tuple(g) for g in batch.image_grid_thw.tolist()}) if vision else []
+    name = f"{label} parity before any sync ({'images 56x56, 112x84, none' if vision else '3 text prompts'}; n=2)"
+    r = _check_parity(report, name, model, batch, 1.0, args, detail=f", image grids {grids}" if vision else "")
     _perturb(model)
-    _sync_and_check(engine, model, prompts, report, args, "qwen3-vl full weights")
+    _sync_and_check(engine, model, prompts, report, args, f"{label} full weights")
     single = r.max_abs_diff
     engine.close()
     multi_mb = (
-        multi_process_check(path, tmp, args, report, tensor_parallel=1, lora=False) if not args.skip_multi else None
+        None
+        if args.skip_multi
+        else multi_process_check(path, tmp, args, report, tensor_parallel=1, lora=False, config=config, extra=extra)
     )
     ok = report.failures == failures
     runs = "single process" + ("" if multi_mb is None else " and 2 processes (ZeRO-3)")
-    print(f"qwen3-vl: {runs}, parity {single:.2e} before and within {args.tolerance:g} after each sync: "
+    print(f"{label}: {runs}, parity {single:.2e} before and within {args.tolerance:g} after each sync: "
           + ("PASSED" if ok else "FAILED"), flush=True)  # fmt: skip
 
 
@@ -273,7 +289,16 @@ def _zero3_config(tmp: Path) -> Path:
 
 
 def multi_process_check(
-    path: str, tmp: Path, args, report: Report, *, tensor_parallel: int, lora: bool, full_mb: float = 0.0
+    path: str,
+    tmp: Path,
+    args,
+    report: Report,
+    *,
+    tensor_parallel: int,
+    lora: bool,
+    full_mb: float = 0.0,
+    config: str = "configs/geo3k_tiny.yaml",
+    extra: tuple[str, ...] = (),
 ) -> float:
     """The trainer under torchrun (2 processes, ZeRO-3, vLLM); checks its logs and metrics. Returns the MB of the
     last sync (0.0 when the run failed). With tensor parallelism it also validates every round on 5 prompts
@@ -300,12 +325,13 @@ def multi_process_check(
         "reward.function=mm_gmpo.reward.examples:correct_and_short", "reward.zero_truncated=false",
         f"model.lora.enabled={'true' if lora else 'false'}",
         f"rollout.vllm_sleep_level={1 if lora else 2}",
+        *extra,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
         "--master_port", str(free_port()), "-m", "mm_gmpo", "train",
-        str(REPO / "configs/geo3k_tiny.yaml"), *overrides,
+        str(REPO / config), *overrides,
     ]  # fmt: skip
     label = f"multi-process: 2 ranks, ZeRO-3 (all parameters partitioned), tensor parallel {tensor_parallel}" + (
         ", LoRA" if lora else ""
@@ -387,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=1500, help="seconds per multi-process run")
     parser.add_argument("--skip-single", action="store_true")
     parser.add_argument("--skip-multi", action="store_true")
-    parser.add_argument("--only", choices=["qwen2.5-vl", "qwen3-vl"], help="run one model's checks alone")
+    parser.add_argument("--only", choices=["qwen2.5-vl", *QWEN3_CHECKS], help="run one model's checks alone")
     args = parser.parse_args(argv)
 
     from mm_gmpo.models import TinyModelSpec, make_tiny_model
@@ -395,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if args.only != "qwen3-vl":
+        if args.only in (None, "qwen2.5-vl"):
             spec = TinyModelSpec(hidden=128, heads=2, kv_heads=2, intermediate=256)
             path = str(make_tiny_model(spec, tmp / "tiny-vl"))
             if not args.skip_single:
@@ -403,8 +429,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.skip_multi:
                 full_mb = multi_process_check(path, tmp, args, report, tensor_parallel=1, lora=False)
                 multi_process_check(path, tmp, args, report, tensor_parallel=2, lora=True, full_mb=full_mb or 150.0)
-        if args.only != "qwen2.5-vl":
-            qwen3_vl_check(tmp, args, report)
+        for label in QWEN3_CHECKS:
+            if args.only in (None, label):
+                qwen3_check(label, tmp, args, report)
     print("vLLM check: " + ("PASSED" if not report.failures else f"{report.failures} FAILED"), flush=True)
     return 1 if report.failures else 0
 

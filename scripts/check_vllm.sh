@@ -4,9 +4,9 @@
 # parity <= 1e-4 with policy_logprobs), then the trainer under torchrun with 2 processes, ZeRO-3 with every
 # parameter partitioned and one vLLM engine per process (external_launcher), and again with tensor parallelism 2
 # and LoRA. Prints `multi-process: 2 ranks ... PASSED` per run; then a tiny Qwen3-VL (DeepStack, 32-pixel merged
-# patches) through the single-process parity and sync and the 2-process ZeRO-3 run, `qwen3-vl: ... PASSED`; last,
-# `vLLM check: PASSED`.
-#   bash scripts/check_vllm.sh --only qwen3-vl   # (or qwen2.5-vl) one model's part alone
+# patches) and a tiny Qwen3 (thinking template) through the single-process parity and sync and the 2-process ZeRO-3
+# run, `qwen3-vl: ... PASSED` and `qwen3: ... PASSED`; last, `vLLM check: PASSED`.
+#   bash scripts/check_vllm.sh --only qwen3-vl   # (or qwen2.5-vl, qwen3) one model's part alone
 #
 #   bash scripts/check_vllm.sh            # builds .venv-vllm on first use (about 4 minutes), then runs the check
 #   VLLM_VENV=/path/to/venv bash scripts/check_vllm.sh

@@ -7,17 +7,7 @@ import math
 import pytest
 import torch
 
-from mm_gmpo.algorithms import (
-    POLICY_LOSSES,
-    drgrpo_loss,
-    get_policy_loss,
-    gmpo_loss,
-    gmpo_noclip_loss,
-    gmpo_nonorm_loss,
-    gmpo_seqclip_loss,
-    grpo_loss,
-    gspo_loss,
-)
+from mm_gmpo.algorithms import POLICY_LOSSES, get_policy_loss, gmpo_loss, grpo_loss
 
 METRIC_NAMES = {
     "clip_frac",
@@ -99,18 +89,19 @@ def test_gmpo_asymmetric_clip_range():
 
 def test_gmpo_ablations_hand_values():
     logprobs, old, adv, mask = make_case()
-    loss, m = gmpo_noclip_loss(logprobs, old, adv, mask)
+    noclip, nonorm, seqclip = POLICY_LOSSES["gmpo_noclip"], POLICY_LOSSES["gmpo_nonorm"], POLICY_LOSSES["gmpo_seqclip"]
+    loss, m = noclip(logprobs, old, adv, mask)
     assert loss.item() == pytest.approx((-math.exp(-0.1 / 3) + 2.0 * math.exp(0.2 / 2)) / 4, rel=1e-12)
     assert m["clip_frac"] == 0.0
-    loss, _ = gmpo_nonorm_loss(logprobs, old, adv, mask)  # token clip as GMPO, exp of the sum
+    loss, _ = nonorm(logprobs, old, adv, mask)  # token clip as GMPO, exp of the sum
     assert loss.item() == pytest.approx((-math.exp(-0.3) + 2.0 * math.exp(0.3)) / 4, rel=1e-12)
     # Sequence clip (the paper's code: the log-ratio *sum* is clipped, then divided by |o|): row 0 (A > 0, sum
     # -0.1) is not clipped from below, row 1 (A < 0, sum 0.2) is not clipped from above.
-    loss, m = gmpo_seqclip_loss(logprobs, old, adv, mask, clip_low=0.02, clip_high=0.02)
+    loss, m = seqclip(logprobs, old, adv, mask, clip_low=0.02, clip_high=0.02)
     assert loss.item() == pytest.approx((-math.exp(-0.1 / 3) + 2.0 * math.exp(0.1)) / 4, rel=1e-12)
     assert m["clip_frac"] == 0.0
     flipped = -adv  # row 0 now A = -1 (sum -0.1 < -0.02: clipped), row 1 A = +2 (sum 0.2 > 0.02: clipped)
-    loss, m = gmpo_seqclip_loss(logprobs, old, flipped, mask, clip_low=0.02, clip_high=0.02)
+    loss, m = seqclip(logprobs, old, flipped, mask, clip_low=0.02, clip_high=0.02)
     assert loss.item() == pytest.approx((math.exp(-0.02 / 3) - 2.0 * math.exp(0.02 / 2)) / 4, rel=1e-12)
     assert m["clip_frac_low"] == pytest.approx(3 / 7) and m["clip_frac_high"] == pytest.approx(2 / 7)
     loss.backward()
@@ -119,6 +110,7 @@ def test_gmpo_ablations_hand_values():
 
 def test_gspo_hand_values():
     logprobs, old, adv, mask = make_case()
+    gspo_loss = POLICY_LOSSES["gspo"]
     # s_0 = exp(-0.1/3) = 0.967 (A > 0, inside [0.8, 1.2]); s_1 = exp(0.1) = 1.105 (A < 0, inside).
     loss, _ = gspo_loss(logprobs, old, adv, mask, clip_low=0.2, clip_high=0.2)
     assert loss.item() == pytest.approx((-math.exp(-0.1 / 3) + 2.0 * math.exp(0.1)) / 4, rel=1e-12)
@@ -150,7 +142,7 @@ def test_drgrpo_constant_length_normaliser():
     loss, _ = loss_fn(logprobs, old, adv, mask)
     token_sums = [sum(ref_grpo_tokens(xs, a, 0.2, 0.2)) for xs, a in zip(masked_rows(), ADV, strict=True)]
     assert loss.item() == pytest.approx(sum(token_sums) / (4 * 10), rel=1e-12)
-    default, _ = drgrpo_loss(logprobs, old, adv, mask)
+    default, _ = POLICY_LOSSES["drgrpo"](logprobs, old, adv, mask)
     assert default.item() == pytest.approx(sum(token_sums) / (4 * 3000), rel=1e-12)
 
 
@@ -236,7 +228,7 @@ def test_long_sequences_and_extreme_log_ratios_stay_finite(name):
 def test_gmpo_far_off_policy_sequence_ratio_is_clamped():
     old = torch.zeros(2, 5)
     logprobs = torch.full((2, 5), 50.0, requires_grad=True)
-    loss, metrics = gmpo_noclip_loss(logprobs, old, torch.tensor([-1.0, 0.0]), torch.ones(2, 5))
+    loss, metrics = POLICY_LOSSES["gmpo_noclip"](logprobs, old, torch.tensor([-1.0, 0.0]), torch.ones(2, 5))
     loss.backward()
     assert loss.item() == pytest.approx(math.exp(20.0) / 2, rel=1e-5)
     assert metrics["seq_ratio_max"] == pytest.approx(math.exp(20.0), rel=1e-5)

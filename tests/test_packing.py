@@ -15,13 +15,14 @@ from mm_gmpo.trainer.forward import policy_logprobs
 from mm_gmpo.trainer.plan import padding_stats, plan_round, token_budget_bins
 from mm_gmpo.trainer.update import UpdateSettings
 
-KINDS = {"text": "qwen2", "vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "qwen3_vl_moe": "qwen3_vl_moe"}
+KINDS = {"text": "qwen2", "qwen3": "qwen3", "vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl", "qwen3_vl_moe": "qwen3_vl_moe"}
+TEXT_KINDS = ("text", "qwen3")
 
 
 def _batch(kind, request):
     folder = tiny_dir(request, KINDS[kind])
     processor = load_processor(folder, min_pixels=3136, max_pixels=12544)
-    return folder, sample_train_batch(processor, with_images=kind != "text")
+    return folder, sample_train_batch(processor, with_images=kind not in TEXT_KINDS)
 
 
 def _logprobs_and_grads(folder, batch, packed: bool):
@@ -41,13 +42,13 @@ def _recording(forward, seen):
     return recorded
 
 
-@pytest.mark.parametrize("kind", ["text", "vl", "qwen3_vl", "qwen3_vl_moe"])
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_packed_logprobs_and_gradients_equal_padded(kind, request, monkeypatch):
     folder, batch = _batch(kind, request)
     rollout = batch.rollout
     prompts = rollout.attention_mask[:, : rollout.prompt_length].sum(dim=1)
     assert len(set(prompts.tolist())) > 1 and len(set(rollout.response_mask.sum(dim=1).tolist())) > 1
-    if kind != "text":
+    if kind not in TEXT_KINDS:
         assert len({tuple(g) for g in rollout.image_grid_thw.tolist()}) > 1  # images of different sizes
     padded_lp, padded_ent, padded_grads = _logprobs_and_grads(folder, rollout, packed=False)
     seen = []  # the token ids the embedding gets: the real tokens only, in one sequence (no padded [N, T, H])
@@ -77,7 +78,7 @@ def test_packed_bins_sum_real_tokens():
     assert token_budget_bins([500], [10], 100, packed=True) == [[0]]
 
 
-@pytest.mark.parametrize("kind", ["text", "vl", "qwen3_vl"])
+@pytest.mark.parametrize("kind", ["text", "qwen3", "vl", "qwen3_vl"])
 def test_packed_update_equals_one_padded_batch(kind, request):
     folder, batch = _batch(kind, request)
     batch = batch.select(list(range(6)) * 2)  # 12 rows: 3 response lengths, 6 prompts (images of 6 sizes)

@@ -4,21 +4,15 @@ trains, the shuffled order changes the update, and a resumed run equals a straig
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUIET_RUN
-from safetensors.torch import load_file
+from conftest import QUIET_RUN, REPO, assert_same_updates, checkpoint_weights, run_cli, update_rows
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 RECIPE_KEYS = [
     'rollout.stop_tokens=["<|endoftext|>"]',
     "algorithm.adv_eps=1e-8",
@@ -34,28 +28,16 @@ RECIPE_KEYS = [
 
 def _train(tmp: Path, run: str, *extra: str) -> Path:
     out = tmp / run
-    cmd = [sys.executable, "-m", "mm_gmpo", "train", str(REPO / "configs/math_tiny.yaml"),
-           f"trainer.output_dir={out}", f"model.path={tmp / 'tiny-text'}", "trainer.save_every=2",
-           "rollout.prompts_per_round=2", "rollout.max_new_tokens=8", "data.val=",
-           "data.train_limit=20", "reward.workers=1", *QUIET_RUN, *RECIPE_KEYS, *extra]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, timeout=900, env=env)
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_cli("train", str(REPO / "configs/math_tiny.yaml"), f"trainer.output_dir={out}",
+            f"model.path={tmp / 'tiny-text'}", "trainer.save_every=2", "rollout.prompts_per_round=2",
+            "rollout.max_new_tokens=8", "data.val=", "data.train_limit=20", "reward.workers=1", *QUIET_RUN,
+            *RECIPE_KEYS, *extra, cwd=tmp)  # fmt: skip
     return out
-
-
-def _rows(run: Path) -> list[dict]:
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, filter(None, lines)) if "actor/pg_loss" in r]
-
-
-def _weights(run: Path, step: int) -> dict[str, torch.Tensor]:
-    return load_file(run / "checkpoints" / f"checkpoint-{step}" / "model.safetensors")
 
 
 def test_recipe_settings_train_and_a_shuffled_run_resumes_exactly(tmp_path):
     straight = _train(tmp_path, "straight", "trainer.max_steps=4", "trainer.minibatch_order=shuffle")
-    rows = _rows(straight)
+    rows = update_rows(straight)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all(math.isfinite(r["actor/loss"]) and math.isfinite(r["actor/kl_ref"]) for r in rows)
     assert all("actor/clip_frac_dual" in r for r in rows)
@@ -63,12 +45,9 @@ def test_recipe_settings_train_and_a_shuffled_run_resumes_exactly(tmp_path):
     _train(
         tmp_path, "resumed", "trainer.max_steps=4", "trainer.minibatch_order=shuffle", f"trainer.resume_from={first}"
     )
-    a, b = _weights(straight, 4), _weights(first, 4)
+    a, b = checkpoint_weights(straight, 4), checkpoint_weights(first, 4)
     assert all(torch.equal(a[k], b[k]) for k in a)  # the same shuffled mini-batches after the resume
-    for ra, rb in zip(rows, _rows(first), strict=True):
-        for key, value in ra.items():
-            if not key.startswith(("perf/", "rollout/tokens_per_s")):
-                assert rb[key] == pytest.approx(value, abs=1e-6), key
+    assert_same_updates(rows, update_rows(first))
     strided = _train(tmp_path, "strided", "trainer.max_steps=4")
-    c = _weights(strided, 4)
+    c = checkpoint_weights(strided, 4)
     assert any(not torch.equal(a[k], c[k]) for k in a)  # the order is a real setting: another update

@@ -34,9 +34,6 @@ class _Model:
 
 
 class _Updater:
-    def __init__(self, model: _Model):
-        self.module = SimpleNamespace(model=model)
-
     def full_state_dict(self):
         return None
 
@@ -48,8 +45,8 @@ _PROCESSOR = SimpleNamespace(save_pretrained=lambda folder: None)
 
 
 def _save(run: Path, step: int, model: _Model | None = None) -> Path:
-    updater = _Updater(model or _Model())
-    return save_checkpoint(DistContext(), run, step, updater, _PROCESSOR, {"step": step, "round": step}, keep_last=5)
+    state = {"step": step, "round": step}
+    return save_checkpoint(DistContext(), run, step, model or _Model(), _Updater(), _PROCESSOR, state, keep_last=5)
 
 
 def test_latest_skips_stray_folders_and_falls_back_from_a_damaged_checkpoint(tmp_path, caplog):

@@ -14,11 +14,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import QUIET_RUN
+from conftest import QUIET_RUN, REPO, cli_command, update_rows
 
 from mm_gmpo.cli import main
-
-REPO = Path(__file__).resolve().parents[1]
 
 TOY = [
     "model.tiny_if_missing=false",
@@ -59,8 +57,7 @@ def _one_error_line(capsys) -> str:
 
 
 def _steps(run: Path) -> list[int]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r["step"] for r in rows if "actor/pg_loss" in r]
+    return [r["step"] for r in update_rows(run)]
 
 
 def test_a_second_run_into_a_run_folder_is_refused_or_moves_the_first_aside(tmp_path, toy_dir, capsys):
@@ -260,16 +257,13 @@ def test_under_torchrun_every_process_refuses_with_the_main_process_line(tmp_pat
     """Only the main process checks and locks the folder; the others wait for its verdict and stop with the same
     line instead of hanging in a barrier or touching the folder."""
     import os
-    import sys
-
-    from mm_gmpo.trainer.dist import free_port
 
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.jsonl").write_text('{"step": 1}\n')
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "-m", "mm_gmpo", "train", str(REPO / "configs/toy_text_gmpo.yaml"), f"trainer.output_dir={run}",
-           f"model.path={toy_dir}", *TOY, "trainer.max_steps=2"]  # fmt: skip
+    config = str(REPO / "configs/toy_text_gmpo.yaml")
+    args = ["train", config, f"trainer.output_dir={run}", f"model.path={toy_dir}", *TOY, "trainer.max_steps=2"]
+    cmd = cli_command(*args, nproc=2)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert done.returncode != 0

@@ -6,12 +6,9 @@ Table-driven and in-process (the CLI's main), so the whole table costs about as 
 from __future__ import annotations
 
 import typing
-from pathlib import Path
 
 import pytest
-import torch
 from conftest import TINY_VL_CONFIG, one_error_line, train_error_line
-from safetensors.torch import save_file
 
 # (case, argv with {tmp} for the test's folder, what the one line says)
 CASES = [
@@ -38,6 +35,21 @@ CASES = [
     ("extraction typo", ["reward.extraction=oficial"], "reward.extraction='oficial' is not one of: lenient, official"),
     ("n=1", ["rollout.n=1"], "rollout.n=1: every advantage would be 0"),
     ("temperature=0", ["rollout.temperature=0"], "rollout.temperature=0: greedy sampling"),
+    ("seed negative", ["trainer.seed=-1"], "trainer.seed=-1 must be in [0, 2^32)"),
+    ("seed too large", ["trainer.seed=4294967296"], "trainer.seed=4294967296 must be in [0, 2^32)"),
+    ("num_threads negative", ["trainer.num_threads=-1"], "trainer.num_threads=-1 must be >= 0"),
+    ("betas length", ["trainer.betas=[0.9]"], "trainer.betas=[0.9] must be two numbers in [0, 1)"),
+    ("betas range", ["trainer.betas=[0.9,1.0]"], "trainer.betas=[0.9, 1.0] must be two numbers in [0, 1)"),
+    ("warmstart batch 0", ["warmstart.batch_size=0"], "warmstart.batch_size=0 must be positive"),
+    ("clip_low negative", ["algorithm.clip_low=-1"], "algorithm.clip_low=-1.0 must be a finite number >= 0"),
+    ("clip_low over 1 grpo", ["algorithm.loss=grpo", "algorithm.clip_low=1.5"], "algorithm.clip_low=1.5 must be <= 1"),
+    ("train_limit negative", ["data.train_limit=-3"], "data.train_limit=-3 must be >= 0 (0: all rows)"),
+    ("output_dir empty", ["trainer.output_dir="], "trainer.output_dir is empty"),
+    ("val_n 0", ["rollout.val_n=0"], "rollout.val_n=0 must be positive"),
+    ("n too large", ["rollout.n=10000000"], "rollout.n=10000000 with rollout.prompts_per_round="),
+    ("config.json broken", ["model.path={tmp}/badjson"], "config.json is not valid JSON (line 1"),
+    ("no weights", ["model.path={tmp}/noweights"], "has no weights (*.safetensors or pytorch_model*.bin)"),
+    ("truncated weights", ["model.path={tmp}/truncated"], "model.safetensors is damaged (truncated:"),
 ]
 OTHER = [
     ("yaml syntax", ["train", "{tmp}/bad.yaml"], "train: error: {tmp}/bad.yaml line 3: not valid YAML (expected ','"),
@@ -55,33 +67,16 @@ OTHER = [
 ]
 
 
-@pytest.fixture
-def folder(tmp_path, models_must_not_load) -> Path:
-    """Files for the cases; loading a model or a processor fails the test (the checks must come first)."""
-    (tmp_path / "afile").write_text("not a model")
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "noconfig").mkdir()
-    (tmp_path / "noconfig" / "model.safetensors").write_bytes(b"")
-    (tmp_path / "fakemodel").mkdir()
-    (tmp_path / "fakemodel" / "config.json").write_text('{"model_type": "qwen2"}')
-    save_file({"w": torch.zeros(1)}, str(tmp_path / "fakemodel" / "model.safetensors"))
-    (tmp_path / "bad.yaml").write_text("trainer:\n  lr: [1, 2\n  x: 1\n")
-    (tmp_path / "latin1.jsonl").write_bytes(
-        '{"response": "1", "gold": "1"}\n{"response": "caf\xe9"}\n'.encode("latin-1")
-    )
-    return tmp_path
-
-
 @pytest.mark.parametrize(("case", "overrides", "message"), CASES, ids=[c[0] for c in CASES])
-def test_train_refuses_bad_input_in_one_line(case, overrides, message, folder, capsys):
-    assert message.format(tmp=folder) in train_error_line(folder, "nomodel", overrides, capsys)
+def test_train_refuses_bad_input_in_one_line(case, overrides, message, bad_inputs, capsys):
+    assert message.format(tmp=bad_inputs) in train_error_line(bad_inputs, "nomodel", overrides, capsys)
 
 
 @pytest.mark.parametrize(("case", "argv", "message"), OTHER, ids=[c[0] for c in OTHER])
-def test_other_commands_refuse_bad_input_in_one_line(case, argv, message, folder, capsys):
-    line = one_error_line([a.format(tmp=folder) for a in argv], capsys)
+def test_other_commands_refuse_bad_input_in_one_line(case, argv, message, bad_inputs, capsys):
+    line = one_error_line([a.format(tmp=bad_inputs) for a in argv], capsys)
     assert line.startswith(f"mm-gmpo {argv[0]}: error: ")
-    assert message.format(tmp=folder) in line
+    assert message.format(tmp=bad_inputs) in line
 
 
 def test_zero_advantages_are_allowed_when_asked():

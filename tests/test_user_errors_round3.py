@@ -1,5 +1,6 @@
 """Issue 29 (round 3): values, files and rows that gave a traceback, were silently accepted, or named the wrong
-key now end in one line naming the key, file or row, and exit 2, before any model loads."""
+key now end in one line naming the key, file or row, and exit 2, before any model loads. (Bad ``train`` values and
+model folders are rows of the table in test_user_errors.py; the input folders are conftest's ``bad_inputs``.)"""
 
 from __future__ import annotations
 
@@ -8,50 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_VL_CONFIG, one_error_line, train_error_line
-from safetensors.torch import save_file
+from conftest import TINY_VL_CONFIG, one_error_line
 
 from mm_gmpo.config import load_config
-
-# (case, overrides with {tmp}, what the one line says)
-TRAIN = [
-    ("seed negative", ["trainer.seed=-1"], "trainer.seed=-1 must be in [0, 2^32)"),
-    ("seed too large", ["trainer.seed=4294967296"], "trainer.seed=4294967296 must be in [0, 2^32)"),
-    ("num_threads negative", ["trainer.num_threads=-1"], "trainer.num_threads=-1 must be >= 0"),
-    ("betas length", ["trainer.betas=[0.9]"], "trainer.betas=[0.9] must be two numbers in [0, 1)"),
-    ("betas range", ["trainer.betas=[0.9,1.0]"], "trainer.betas=[0.9, 1.0] must be two numbers in [0, 1)"),
-    ("warmstart batch 0", ["warmstart.batch_size=0"], "warmstart.batch_size=0 must be positive"),
-    ("clip_low negative", ["algorithm.clip_low=-1"], "algorithm.clip_low=-1.0 must be a finite number >= 0"),
-    ("clip_low over 1 grpo", ["algorithm.loss=grpo", "algorithm.clip_low=1.5"], "algorithm.clip_low=1.5 must be <= 1"),
-    ("train_limit negative", ["data.train_limit=-3"], "data.train_limit=-3 must be >= 0 (0: all rows)"),
-    ("output_dir empty", ["trainer.output_dir="], "trainer.output_dir is empty"),
-    ("val_n 0", ["rollout.val_n=0"], "rollout.val_n=0 must be positive"),
-    ("n too large", ["rollout.n=10000000"], "rollout.n=10000000 with rollout.prompts_per_round="),
-    ("config.json broken", ["model.path={tmp}/badjson"], "config.json is not valid JSON (line 1"),
-    ("no weights", ["model.path={tmp}/noweights"], "has no weights (*.safetensors or pytorch_model*.bin)"),
-    ("truncated weights", ["model.path={tmp}/truncated"], "model.safetensors is damaged (truncated:"),
-]
-
-
-@pytest.fixture
-def folder(tmp_path, models_must_not_load) -> Path:
-    config = '{"model_type": "qwen2"}'
-    for name in ("badjson", "noweights", "truncated", "fakemodel"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "config.json").write_text(config)
-    (tmp_path / "badjson" / "config.json").write_text('{"model_type": "qwen2",')
-    (tmp_path / "badjson" / "model.safetensors").write_bytes(b"x")
-    save_file({"w": torch.zeros(64)}, str(tmp_path / "truncated" / "model.safetensors"))
-    whole = (tmp_path / "truncated" / "model.safetensors").read_bytes()
-    (tmp_path / "truncated" / "model.safetensors").write_bytes(whole[:-10])
-    save_file({"w": torch.zeros(1)}, str(tmp_path / "fakemodel" / "model.safetensors"))
-    (tmp_path / "afile").write_text("x")
-    return tmp_path
-
-
-@pytest.mark.parametrize(("case", "overrides", "message"), TRAIN, ids=[c[0] for c in TRAIN])
-def test_train_values_fail_in_one_line(case, overrides, message, folder, capsys):
-    assert message.format(tmp=folder) in train_error_line(folder, "fakemodel", overrides, capsys)
 
 
 def test_yaml_duplicate_key_names_key_and_lines(tmp_path, capsys):
@@ -170,13 +130,13 @@ EVAL = [
 
 
 @pytest.mark.parametrize(("case", "extra", "message"), EVAL, ids=[c[0] for c in EVAL])
-def test_eval_refuses_before_sampling(case, extra, message, folder, capsys):
-    (folder / "empty.jsonl").write_text("\n")
-    (folder / "one.jsonl").write_text(GOOD + "\n")
-    argv = ["eval", "--model", f"{folder}/fakemodel", "--data", f"jsonl:{folder}/one.jsonl"]
-    line = one_error_line([*argv, *(e.format(tmp=folder) for e in extra)], capsys)
+def test_eval_refuses_before_sampling(case, extra, message, bad_inputs, capsys):
+    (bad_inputs / "empty.jsonl").write_text("\n")
+    (bad_inputs / "one.jsonl").write_text(GOOD + "\n")
+    argv = ["eval", "--model", f"{bad_inputs}/fakemodel", "--data", f"jsonl:{bad_inputs}/one.jsonl"]
+    line = one_error_line([*argv, *(e.format(tmp=bad_inputs) for e in extra)], capsys)
     assert line.startswith("mm-gmpo eval: error: ")
-    assert message.format(tmp=folder) in line
+    assert message.format(tmp=bad_inputs) in line
 
 
 def test_verify_output_unwritable_before_grading(tmp_path, capsys):
@@ -195,10 +155,17 @@ def test_verify_output_check_leaves_no_file(tmp_path):
     assert (tmp_path / "sub").is_dir() and not (tmp_path / "sub" / "out.jsonl").exists()
 
 
-def test_sft_out_a_file_before_training(folder, capsys):
-    argv = ["sft", TINY_VL_CONFIG, f"model.path={folder}/fakemodel", "warmstart.steps=2", "--out", f"{folder}/afile"]
+def test_sft_out_a_file_before_training(bad_inputs, capsys):
+    argv = [
+        "sft",
+        TINY_VL_CONFIG,
+        f"model.path={bad_inputs}/fakemodel",
+        "warmstart.steps=2",
+        "--out",
+        f"{bad_inputs}/afile",
+    ]
     line = one_error_line(argv, capsys)
-    assert line == f"mm-gmpo sft: error: --out={folder}/afile is a file, not a folder"
+    assert line == f"mm-gmpo sft: error: --out={bad_inputs}/afile is a file, not a folder"
 
 
 @pytest.mark.parametrize(

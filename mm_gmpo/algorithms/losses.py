@@ -101,6 +101,24 @@ def _token_clip(
     return used, clipped_low, clipped_high
 
 
+def _sequence_ratio_loss(
+    seq_ratio: torch.Tensor,
+    log_ratio: torch.Tensor,
+    mask: torch.Tensor,
+    adv: torch.Tensor,
+    lengths: torch.Tensor,
+    clipped_low: torch.Tensor,
+    clipped_high: torch.Tensor,
+    denominator: float | None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of a sequence-ratio objective (GMPO, HMPO) and its metrics: l_i = -A_i * ratio_i (0 for an empty
+    response), reduced by :func:`_reduce`."""
+    valid = lengths > 0
+    per_sequence = torch.where(valid, -adv * seq_ratio, torch.zeros((), dtype=adv.dtype, device=adv.device))
+    loss = _reduce(per_sequence, denominator)
+    return loss, loss_metrics(log_ratio, mask, adv, clipped_low, clipped_high, per_sequence, seq_ratio, valid)
+
+
 @register_loss("gmpo")
 def gmpo_loss(
     logprobs: torch.Tensor,
@@ -167,11 +185,7 @@ def gmpo_loss(
     else:  # the official nonorm: no clamp but where float32's exp overflows (see the module docstring)
         exponent = exponent.clamp(max=NONORM_EXP_LIMIT)
     seq_ratio = torch.exp(exponent)  # [B]
-    valid = lengths > 0
-    per_sequence = torch.where(valid, -adv * seq_ratio, torch.zeros((), dtype=adv.dtype, device=adv.device))
-    loss = _reduce(per_sequence, denominator)
-    metrics = loss_metrics(log_ratio, mask, adv, clipped_low, clipped_high, per_sequence, seq_ratio, valid)
-    return loss, metrics
+    return _sequence_ratio_loss(seq_ratio, log_ratio, mask, adv, lengths, clipped_low, clipped_high, denominator)
 
 
 # The paper's ablations: GMPO with one option changed (registered partials of gmpo_loss, same signature).
@@ -222,10 +236,7 @@ def hmpo_loss(
     total = torch.where(valid, total, torch.ones((), dtype=used.dtype, device=used.device))
     log_mean_inverse = peak + torch.log(total) - torch.log(lengths.clamp(min=1).to(used.dtype))
     seq_ratio = torch.exp((-log_mean_inverse).clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT))  # [B]
-    per_sequence = torch.where(valid, -adv * seq_ratio, zero)
-    loss = _reduce(per_sequence, denominator)
-    metrics = loss_metrics(log_ratio, mask, adv, clipped_low, clipped_high, per_sequence, seq_ratio, valid)
-    return loss, metrics
+    return _sequence_ratio_loss(seq_ratio, log_ratio, mask, adv, lengths, clipped_low, clipped_high, denominator)
 
 
 @register_loss("gspo")

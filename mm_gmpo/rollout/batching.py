@@ -7,6 +7,7 @@ must never contain, plus the padded vocabulary rows that are no token at all).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -191,6 +192,32 @@ def assemble_batch(
         image_token_id=image_token_id_of(processor),
         sampling=sampling,
         tokenizer=tokenizer,
+    )
+
+
+def sampled_batch(
+    processor,
+    encoded: EncodedPrompts,
+    prompts: list[Prompt],
+    n: int,
+    sampled: Iterable[tuple[list[int], list[float]]],
+    stops: list[int],
+    *,
+    suppressed: torch.Tensor,
+    sampling: SamplingParams,
+) -> RolloutBatch:
+    """The batch of a sampler's rows: ``sampled`` yields each row's (tokens, their log-probs) as drawn, rows
+    ``g*n .. g*n+n-1`` for prompt g. Each response ends at its first stop token (:func:`cut_at_stop`), its log-probs
+    with it; a response without one was cut at the length limit."""
+    responses, logprobs, reasons = [], [], []
+    stop_set = set(stops)
+    for tokens, token_logprobs in sampled:
+        kept, reason = cut_at_stop(tokens, stop_set)
+        responses.append(kept)
+        logprobs.append(token_logprobs[: len(kept)])
+        reasons.append(reason)
+    return assemble_batch(
+        processor, encoded, prompts, n, responses, logprobs, reasons, suppressed=suppressed, sampling=sampling
     )
 
 

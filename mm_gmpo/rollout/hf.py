@@ -25,10 +25,9 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from mm_gmpo.models import tokenizer_of
 from mm_gmpo.rollout.batching import (
-    assemble_batch,
-    cut_at_stop,
     encode_prompts,
     model_vocab_size,
+    sampled_batch,
     stop_token_ids,
     suppressed_token_ids,
     truncate_top_k_top_p,
@@ -191,12 +190,5 @@ def hf_generate(
     prompt_length = encoded.input_ids.shape[1]
     generated = sequences[:, prompt_length:].cpu()
     step_logprobs = torch.stack(sampler.logprobs, dim=1).cpu() if sampler.logprobs else torch.zeros(num_rows, 0)
-    responses, logprobs, reasons = [], [], []
-    for i in range(num_rows):
-        tokens, reason = cut_at_stop(generated[i].tolist(), set(stops))
-        responses.append(tokens)
-        logprobs.append(step_logprobs[i, : len(tokens)].tolist())
-        reasons.append(reason)
-    return assemble_batch(
-        processor, encoded, prompts, n, responses, logprobs, reasons, suppressed=suppressed, sampling=sampling
-    )
+    sampled = zip(generated.tolist(), step_logprobs.tolist(), strict=True)
+    return sampled_batch(processor, encoded, prompts, n, sampled, stops, suppressed=suppressed, sampling=sampling)

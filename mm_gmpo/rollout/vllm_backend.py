@@ -42,10 +42,9 @@ import torch
 from mm_gmpo.errors import UserError, require
 from mm_gmpo.models import tokenizer_of
 from mm_gmpo.rollout.batching import (
-    assemble_batch,
-    cut_at_stop,
     encode_prompts,
     model_vocab_size,
+    sampled_batch,
     stop_token_ids,
     suppressed_token_ids,
 )
@@ -72,6 +71,12 @@ def suppression_logit_bias(suppressed: list[int]) -> dict[int, float]:
             f"vLLM's GPU runner takes at most {VLLM_MAX_LOGIT_BIAS_TOKENS} logit-bias ids per request"
         )
     return {int(i): float("-inf") for i in suppressed}
+
+
+def _token_logprobs(completion) -> list[float]:
+    """The log-prob of each sampled token of a vLLM completion (``logprobs=0``: the sampled token's entry only)."""
+    tokens = completion.token_ids
+    return [float(step[tok].logprob) for step, tok in zip(completion.logprobs[: len(tokens)], tokens, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -334,21 +339,12 @@ class VLLMRollout:
         offset = sum(len(p) for _, p in members[:mine])
         outputs = outputs[offset : offset + len(prompts)]
         encoded = encode_prompts(self.processor, prompts)
-        responses, logprobs, reasons = [], [], []
         for g, out in enumerate(outputs):
             self._check_prompt(g, out.prompt_token_ids, encoded)
-            for completion in out.outputs:
-                tokens, reason = cut_at_stop(list(completion.token_ids), set(stops))
-                token_logprobs = [
-                    float(step[tok].logprob)
-                    for step, tok in zip(completion.logprobs[: len(tokens)], tokens, strict=True)
-                ]
-                responses.append(tokens)
-                logprobs.append(token_logprobs)
-                reasons.append(reason)
+        sampled = [(list(c.token_ids), _token_logprobs(c)) for out in outputs for c in out.outputs]
         suppressed = suppressed_token_ids(self.tokenizer, self.vocab_size)
-        return assemble_batch(
-            self.processor, encoded, prompts, n, responses, logprobs, reasons, suppressed=suppressed, sampling=sampling
+        return sampled_batch(
+            self.processor, encoded, prompts, n, sampled, stops, suppressed=suppressed, sampling=sampling
         )
 
     def _sampling_params(self, n: int, sampling: SamplingParams, prompt_index: int, stops: list[int]):

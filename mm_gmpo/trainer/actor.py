@@ -160,7 +160,7 @@ class Actor:
 
     def save(self, run_dir: Path, step: int, processor, state: dict, keep_last: int) -> Path:
         """Checkpoint ``checkpoint-<step>`` of the run (every process takes part)."""
-        return save_checkpoint(self.ctx, run_dir, step, self.updater, processor, state, keep_last)
+        return save_checkpoint(self.ctx, run_dir, step, self.hf_model, self.updater, processor, state, keep_last)
 
     def load(self, folder: Path) -> None:
         """Weights and optimizer state of a checkpoint; one line when they belong to another model or setup."""

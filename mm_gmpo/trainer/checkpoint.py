@@ -51,9 +51,19 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 
 
 def save_checkpoint(
-    ctx: DistContext, run_dir: Path, step: int, updater, processor, state: dict[str, Any], keep_last: int
+    ctx: DistContext,
+    run_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    updater,
+    processor,
+    state: dict[str, Any],
+    keep_last: int,
 ) -> Path:
     """Write checkpoint-<step> atomically (all processes take part); returns its folder.
+
+    ``model`` is the Hugging Face model, saved in its own layout (with ``updater``'s full weights where it holds
+    them: ZeRO-3); ``updater`` (:class:`~mm_gmpo.trainer.engine.Updater`) also saves the optimizer state.
 
     A failed write of any process (disk full, permissions: an OSError, or the RuntimeError/SafetensorError torch
     and safetensors turn it into) removes the temporary folder, keeps the previous checkpoints and raises
@@ -75,7 +85,6 @@ def save_checkpoint(
     full_state = updater.full_state_dict()  # collective under ZeRO-3
     try:
         if ctx.is_main and error is None:
-            model = updater.module.model  # the Hugging Face model inside the log-prob wrapper
             if full_state is not None:
                 model.save_pretrained(tmp, state_dict=strip_prefix(full_state))
             else:
