@@ -18,14 +18,15 @@ import yaml
 
 from mm_gmpo.errors import UserError
 
+# The architectures of the random tiny models (``mm-gmpo make-tiny-model --kind``, ``model.tiny.kind``)
+TinyKind = Literal["qwen2_5_vl", "qwen2", "qwen3_vl", "qwen3_vl_moe", "qwen3"]
+
 
 @dataclass
 class TinyConfig:
     """Sizes of the random tiny model built at ``model.path`` when it is missing and ``model.tiny_if_missing``."""
 
-    kind: Literal["qwen2_5_vl", "qwen2", "qwen3_vl", "qwen3"] = (
-        "qwen2_5_vl"  # architecture (as make-tiny-model --kind)
-    )
+    kind: TinyKind = "qwen2_5_vl"  # architecture (as make-tiny-model --kind)
     hidden: int = 64  # text hidden size
     layers: int = 2  # text decoder layers
     heads: int = 4  # attention heads (hidden/heads must be even)

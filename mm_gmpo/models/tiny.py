@@ -21,7 +21,7 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
 import torch
 from transformers import (
@@ -33,13 +33,13 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
+from mm_gmpo.config import TinyKind
 from mm_gmpo.errors import UserError
 from mm_gmpo.models.processor import TEMPLATES_DIR, ImageOnlyQwen2_5_VLProcessor, ImageOnlyQwen3VLProcessor
 
 log = logging.getLogger(__name__)
 
-TinyKind = Literal["qwen2_5_vl", "qwen2", "qwen3_vl", "qwen3_vl_moe", "qwen3"]
-TINY_KINDS: tuple[str, ...] = ("qwen2_5_vl", "qwen2", "qwen3_vl", "qwen3_vl_moe", "qwen3")
+TINY_KINDS: tuple[str, ...] = get_args(TinyKind)
 
 
 @dataclass
