@@ -409,7 +409,7 @@ def build_policy(cfg: Config, path: str, precision: Precision):
         )
     if cfg.model.gradient_checkpointing:
         # the layers checkpoint only in train mode (module.training): the update switches it on
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
         model.config.use_cache = False
     frozen = freeze_parts(model, vision_tower=cfg.model.freeze_vision_tower, merger=cfg.model.freeze_merger)
     if frozen:
@@ -559,3 +559,14 @@ def build_updater(cfg: Config, ctx: DistContext, model, micro_batches: int, prec
         bf16 = precision.param_dtype == torch.bfloat16
         return DeepSpeedUpdater(ctx, model, t.deepspeed, micro_batches=micro_batches, bf16=bf16, **common)
     return TorchUpdater(ctx, model.to(ctx.device), **common)
+
+
+def enable_activation_checkpointing(model) -> None:
+    """Every decoder layer recomputes its activations in the backward (non-reentrant checkpoints). Newer transformers
+    name it ``activation_checkpointing_enable`` and keep ``gradient_checkpointing_enable`` as a deprecated alias (a
+    FutureWarning, to be removed in v6); the lowest transformers we support has only the old name."""
+    options = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
